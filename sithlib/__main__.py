@@ -1,0 +1,3 @@
+from sithlib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""``python -m sithlib {list, run, verify}``: the command line of the results store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sithlib import results
+from sithlib.experiments import EXPERIMENTS
+
+
+def _list(args) -> int:
+    for row in results.status_rows():
+        print(f"{row['experiment']:<28} {row['paper_result']:<8} {row['chapter']}  ({row['title']})")
+    return 0
+
+
+def _run(args) -> int:
+    if args.all == bool(args.experiment):
+        raise ValueError("name one EXPERIMENT or pass --all")
+    overrides = results.parse_overrides(args.set)
+    if args.all:
+        names = [n for n in EXPERIMENTS
+                 if args.profile != "paper" or results.paper_status(n)[0] != "fresh"]
+        if overrides:
+            raise ValueError("--set applies to one experiment, not to --all")
+        if not names:
+            print("every paper result is present and fresh; nothing to run")
+    else:
+        names = [args.experiment]
+    for name in names:
+        print(f"running {name} (profile {args.profile}) ...", flush=True)
+        result = results.run_experiment(name, args.profile, overrides or None, args.device,
+                                        args.out)
+        print(f"wrote {result.path}  [{result.env['wall_time_s']} s on {result.env['device_name']}]")
+    return 0
+
+
+def _verify(args) -> int:
+    if args.fix:
+        print(f"rewrote {results.update_manifest()}")
+    problems, notes = results.verify()
+    for note in notes:
+        print(f"note: {note}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print(f"verify: {len(problems)} problem(s), {len(notes)} note(s)")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sithlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="experiments and the state of their paper results").set_defaults(
+        func=_list)
+    run = sub.add_parser("run", help="run an experiment and write its result files")
+    run.add_argument("experiment", nargs="?", help=f"one of: {', '.join(sorted(EXPERIMENTS))}")
+    run.add_argument("--all", action="store_true",
+                     help="every experiment (with --profile paper: those missing or stale)")
+    run.add_argument("--profile", default="quick", help="quick or paper (default quick)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    run.add_argument("--out", default=None, help="write here instead of the default folder")
+    run.set_defaults(func=_run)
+    verify = sub.add_parser("verify", help="check committed results: hashes, staleness, budget")
+    verify.add_argument("--fix", action="store_true", help="rewrite results/MANIFEST.json first")
+    verify.set_defaults(func=_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "profile", None) is not None:
+            results.check_profile(args.profile, results.RUN_PROFILES)
+        if getattr(args, "device", None) not in (None, "cpu") and not str(args.device).startswith(
+                "cuda"):
+            raise ValueError(f"unknown device {args.device!r}; allowed: cpu, cuda, cuda:N")
+        return args.func(args)
+    except (ValueError, results.ResultsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

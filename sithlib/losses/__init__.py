@@ -1,0 +1,1 @@
+"""SSL objectives, one pure function each, computed in fp32 with the papers' defaults."""

@@ -1,0 +1,1 @@
+"""Identifiability, representational similarity, stability and information metrics."""

@@ -1,0 +1,1 @@
+"""Encoders, projector / predictor heads and the EMA teacher."""

@@ -1,0 +1,552 @@
+"""The results store: every file the book reads or writes goes through this module.
+
+A result lives in one folder::
+
+    metrics.csv   tidy: one row per (setting, seed, metric)
+    curves.csv    training curves, subsampled (optional)
+    config.json   experiment, VERSION, profile, resolved config and its hash
+    env.json      provenance: sithlib version, git commit, torch / CUDA, device, wall time, date
+
+Paper-profile results are committed under ``results/<experiment>/`` and listed in
+``results/MANIFEST.json`` with their sha256. Quick-profile results are cached by config hash
+under ``.cache/results/`` (git-ignored). A result whose config hash differs from the hash of the
+current code's config is stale: it is never shown as current.
+
+Profiles (DESIGN.md section 3): ``auto`` (paper results when fresh, else quick with a visible
+banner), ``cached`` (paper results only, anything else is an error), ``quick`` (small CPU run)
+and ``paper`` (the committed paper result, or a paper-scale run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import sithlib
+
+PROFILES = ("auto", "cached", "quick", "paper")
+RUN_PROFILES = ("quick", "paper")
+SIZE_BUDGET_BYTES = 50 * 1024 * 1024
+METRICS_COLUMNS = ("metric", "value", "seed")
+RESULT_FILES = ("metrics.csv", "curves.csv", "config.json", "env.json")
+
+
+class ResultsError(Exception):
+    """A result cannot be used; the message names the file or field and what to do."""
+
+
+class StaleResultError(ResultsError):
+    pass
+
+
+class MissingResultError(ResultsError):
+    pass
+
+
+class CorruptResultError(ResultsError):
+    pass
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def repo_root() -> Path:
+    """The repository holding ``results/`` (override with ``SITH_ROOT``)."""
+    if "SITH_ROOT" in os.environ:
+        return Path(os.environ["SITH_ROOT"]).resolve()
+    here = Path(sithlib.__file__).resolve().parents[1]
+    return here if (here / "_toc.yml").exists() else Path.cwd()
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("SITH_RESULTS_DIR", repo_root() / "results"))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SITH_CACHE_DIR", repo_root() / ".cache" / "results"))
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def check_profile(profile: str, allowed: tuple[str, ...] = PROFILES) -> str:
+    if profile not in allowed:
+        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(allowed)}")
+    return profile
+
+
+def config_hash(experiment: str, version: int, config) -> str:
+    """sha256 of the canonical JSON of (experiment, VERSION, config): the staleness key."""
+    body = {"experiment": experiment, "version": version, "config": _as_dict(config)}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _as_dict(config) -> dict:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
+def _coerce(field: dataclasses.Field, hint, raw: str):
+    """Turn the string of ``--set key=value`` into the field's type."""
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis} or {str}
+        parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
+        return tuple(_coerce(field, item, p.strip()) for p in parts)
+    if hint is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {field.name}={raw}: expected true or false")
+    try:
+        return hint(raw) if hint in (int, float, str) else type(field.default)(raw)
+    except ValueError:
+        raise ValueError(
+            f"--set {field.name}={raw}: expected a value of type {getattr(hint, '__name__', hint)}"
+        ) from None
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """``["steps=100", "lr=1e-3"]`` -> ``{"steps": "100", "lr": "1e-3"}`` with clear errors."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"malformed --set {pair!r}: expected key=value, e.g. --set seeds=3")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_config(module, profile: str, overrides: dict | None = None):
+    """The experiment's config for a run profile, with ``overrides`` (strings or values)."""
+    check_profile(profile, RUN_PROFILES)
+    base = module.PROFILES[profile]
+    if not overrides:
+        return base
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    hints = typing.get_type_hints(type(base))
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ValueError(
+                f"unknown config field {key!r} for experiment {module.NAME}; "
+                f"allowed: {', '.join(fields)}"
+            )
+        changes[key] = _coerce(fields[key], hints[key], value) if isinstance(value, str) else value
+    return dataclasses.replace(base, **changes)
+
+
+# ----------------------------------------------------------------------------- atomic I/O
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any point leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _json_text(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_root(), capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def environment(device: str, wall_time_s: float) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available() and str(device).startswith("cuda")
+    return {
+        "sithlib_version": sithlib.__version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor()
+        or platform.machine(),
+        "wall_time_s": round(wall_time_s, 3),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ----------------------------------------------------------------------------- Result
+
+
+@dataclass
+class Result:
+    """One experiment's tables and provenance, as the chapters read them."""
+
+    experiment: str
+    profile: str
+    metrics: pd.DataFrame
+    curves: pd.DataFrame | None
+    config: dict
+    env: dict
+    path: Path
+    banner: str | None = None
+
+    @property
+    def paper_grade(self) -> bool:
+        return self.profile == "paper" and self.banner is None
+
+    def provenance(self) -> str:
+        e = self.env
+        return (
+            f"{self.experiment}, profile {self.profile}, config {self.config['config_hash']}, "
+            f"commit {e.get('git_commit', '?')[:12]}, {e.get('device_name', '?')} "
+            f"({e.get('device', '?')}), {e.get('wall_time_s', '?')} s, {e.get('date', '?')[:10]}"
+        )
+
+    def _repr_html_(self) -> str:
+        # The banner is the visible warning that the numbers are not paper-grade.
+        import html
+
+        text = f"<p>Results: {html.escape(self.provenance())}.</p>"
+        if self.banner:
+            return (
+                '<div class="admonition warning"><p class="admonition-title">'
+                f"Not paper-grade numbers</p><p>{html.escape(self.banner)}</p>{text}</div>"
+            )
+        return f'<div class="admonition note"><p class="admonition-title">Provenance</p>{text}</div>'
+
+    def __repr__(self) -> str:
+        head = f"Result({self.provenance()})"
+        return head + (f"\nWARNING: {self.banner}" if self.banner else "")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CorruptResultError(f"{path}: missing (every result needs it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptResultError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CorruptResultError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise CorruptResultError(f"{path}: missing (every result needs it)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CorruptResultError(f"{path}: not a readable CSV ({err})") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise CorruptResultError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}"
+        )
+    if "value" in required and not pd.api.types.is_numeric_dtype(frame["value"]):
+        raise CorruptResultError(f"{path}: column 'value' holds non-numeric entries")
+    return frame
+
+
+def read_result(folder: Path) -> Result:
+    """Read and validate a result folder; any problem raises CorruptResultError naming the file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingResultError(f"{folder}: no result folder")
+    config = _read_json(folder / "config.json")
+    for key in ("experiment", "version", "profile", "config", "config_hash"):
+        if key not in config:
+            raise CorruptResultError(f"{folder / 'config.json'}: missing field {key!r}")
+    env = _read_json(folder / "env.json")
+    metrics = _read_csv(folder / "metrics.csv", METRICS_COLUMNS)
+    curves_path = folder / "curves.csv"
+    curves = _read_csv(curves_path, ("step",)) if curves_path.exists() else None
+    return Result(config["experiment"], config["profile"], metrics, curves, config, env, folder)
+
+
+def write_result(folder: Path, experiment: str, version: int, profile: str, config,
+                 tables: dict[str, pd.DataFrame], env: dict) -> Result:
+    """Write one result folder; each file atomically, config.json last (it marks completion)."""
+    folder = Path(folder)
+    metrics = tables["metrics"]
+    missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics table lacks column(s) {', '.join(missing)} (tidy format)")
+    atomic_write_text(folder / "metrics.csv", metrics.to_csv(index=False))
+    curves = tables.get("curves")
+    if curves is not None:
+        atomic_write_text(folder / "curves.csv", curves.to_csv(index=False))
+    else:
+        (folder / "curves.csv").unlink(missing_ok=True)
+    atomic_write_text(folder / "env.json", _json_text(env))
+    meta = {
+        "experiment": experiment,
+        "version": version,
+        "profile": profile,
+        "config": _as_dict(config),
+        "config_hash": config_hash(experiment, version, config),
+    }
+    atomic_write_text(folder / "config.json", _json_text(meta))
+    return read_result(folder)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_experiment(experiment: str, profile: str = "quick", overrides: dict | None = None,
+                   device: str | None = None, out: Path | None = None) -> Result:
+    """Run one experiment and write its result folder (paper: ``results/``; quick: the cache)."""
+    from sithlib.experiments import get_experiment
+
+    module = get_experiment(experiment)
+    check_profile(profile, RUN_PROFILES)
+    cfg = resolve_config(module, profile, overrides)
+    device = device or default_device()
+    start = time.perf_counter()
+    tables = module.run(cfg, device=device)
+    env = environment(device, time.perf_counter() - start)
+    publish = out is None and profile == "paper" and not overrides
+    folder = Path(out) if out else results_dir() / module.NAME if publish else cache_folder(module, cfg)
+    result = write_result(folder, module.NAME, module.VERSION, profile, cfg, tables, env)
+    if publish:
+        update_manifest()
+    return result
+
+
+def cache_folder(module, cfg) -> Path:
+    """Where unpublished results (quick, or any config with overrides) are cached, by hash."""
+    return cache_dir() / module.NAME / config_hash(module.NAME, module.VERSION, cfg)
+
+
+def regenerate_command(experiment: str) -> str:
+    return f"python -m sithlib run {experiment} --profile paper"
+
+
+def paper_status(experiment: str) -> tuple[str, Result | None, str]:
+    """('fresh' | 'stale' | 'missing', result or None, explanation) for the committed result."""
+    from sithlib.experiments import get_experiment
+
+    module = get_experiment(experiment)
+    folder = results_dir() / module.NAME
+    if not (folder / "config.json").exists():
+        return "missing", None, f"no paper result at {folder}"
+    result = read_result(folder)
+    want = config_hash(module.NAME, module.VERSION, module.PROFILES["paper"])
+    have = result.config["config_hash"]
+    if have != want or result.config["profile"] != "paper":
+        why = (f"{folder} was made with config {have} (VERSION {result.config['version']}), "
+               f"the current paper config is {want} (VERSION {module.VERSION})")
+        return "stale", result, why
+    return "fresh", result, ""
+
+
+def load_or_run(experiment: str, config: dict | None = None, profile: str = "auto",
+                device: str | None = None) -> Result:
+    """What a chapter calls: the experiment's result for ``profile``.
+
+    ``config`` holds overrides on top of the profile's config (a custom study). ``auto``
+    returns the committed paper result when it is fresh, otherwise runs (or reuses) the quick
+    profile and attaches a banner saying so and how to regenerate. ``cached`` raises unless
+    a fresh paper result is committed. Quick results are cached by config hash.
+    """
+    from sithlib.experiments import get_experiment
+
+    module = get_experiment(experiment)
+    check_profile(profile)
+    if profile in ("auto", "cached", "paper") and not config:
+        status, result, why = paper_status(module.NAME)
+        if status == "fresh":
+            return result
+        if profile == "cached":
+            cls = StaleResultError if status == "stale" else MissingResultError
+            raise cls(f"{why}; regenerate with: {regenerate_command(module.NAME)}")
+    elif profile == "cached":
+        raise ValueError("profile 'cached' reads committed paper results only; it takes no config")
+    run_profile = "paper" if profile == "paper" else "quick"
+    cfg = resolve_config(module, run_profile, config)
+    folder = cache_folder(module, cfg) if (run_profile == "quick" or config) else None
+    result = None
+    if folder is not None and (folder / "config.json").exists():
+        try:
+            result = read_result(folder)
+        except CorruptResultError:
+            result = None  # a broken cache entry is recomputed, never shown
+    if result is None:
+        result = run_experiment(module.NAME, run_profile, config, device, out=folder)
+    if profile == "auto" and result.profile != "paper":
+        status, _, why = paper_status(module.NAME)
+        reason = "no paper-profile result is committed" if status == "missing" else (
+            f"the committed paper result is stale ({why})")
+        result.banner = (
+            f"These numbers come from the quick profile (small CPU run), because {reason}. "
+            f"They show the code path, not the paper-scale science. On a GPU, regenerate with: "
+            f"{regenerate_command(module.NAME)}"
+        )
+    return result
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _result_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("*/config.json"))
+
+
+def build_manifest(root: Path | None = None) -> dict:
+    root = Path(root or results_dir())
+    entries = {}
+    for folder in _result_folders(root):
+        config = read_result(folder).config
+        files = {
+            f.name: sha256_file(f) for f in sorted(folder.iterdir())
+            if f.is_file() and not f.name.startswith(".")
+        }
+        entries[folder.name] = {"config_hash": config["config_hash"],
+                                "version": config["version"], "files": files}
+    return {"sithlib_version": sithlib.__version__, "experiments": entries}
+
+
+def update_manifest(root: Path | None = None) -> Path:
+    root = Path(root or results_dir())
+    path = root / "MANIFEST.json"
+    atomic_write_text(path, _json_text(build_manifest(root)))
+    return path
+
+
+def verify(root: Path | None = None) -> tuple[list[str], list[str]]:
+    """Check the committed results: (problems, notes). Problems make ``verify`` fail.
+
+    Problems: corrupt files, sha256 or config hash differing from the manifest, files not in
+    the manifest, pickles or checkpoints, the 50 MB budget exceeded, stale results of
+    experiments the code still has. Notes: experiments with no paper result yet.
+    """
+    from sithlib.experiments import EXPERIMENTS
+
+    root = Path(root or results_dir())
+    problems: list[str] = []
+    notes: list[str] = []
+    manifest_path = root / "MANIFEST.json"
+    manifest = {"experiments": {}}
+    if manifest_path.exists():
+        try:
+            manifest = _read_json(manifest_path)
+        except CorruptResultError as err:
+            problems.append(str(err))
+    listed = manifest.get("experiments", {})
+    total = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            total += path.stat().st_size
+            if path.suffix in (".pkl", ".pickle", ".pt", ".pth", ".ckpt"):
+                problems.append(f"{path}: pickles and checkpoints are never committed")
+    if total > SIZE_BUDGET_BYTES:
+        problems.append(f"{root}: {total / 2**20:.1f} MB exceeds the 50 MB budget")
+    folders = {f.name: f for f in _result_folders(root)}
+    for name in sorted(set(folders) | set(listed)):
+        if name not in folders:
+            problems.append(f"{manifest_path}: lists {name!r} but {root / name} has no result")
+            continue
+        folder = folders[name]
+        try:
+            result = read_result(folder)
+        except ResultsError as err:
+            problems.append(str(err))
+            continue
+        entry = listed.get(name)
+        if entry is None:
+            problems.append(f"{folder}: not in {manifest_path}; run `python -m sithlib verify --fix`"
+                            " after checking the files")
+            continue
+        for fname, digest in entry.get("files", {}).items():
+            f = folder / fname
+            if not f.exists():
+                problems.append(f"{f}: listed in the manifest but missing")
+            elif sha256_file(f) != digest:
+                problems.append(f"{f}: sha256 differs from {manifest_path} (edited or corrupt)")
+        for f in folder.iterdir():
+            if f.is_file() and not f.name.startswith(".") and f.name not in entry.get("files", {}):
+                problems.append(f"{f}: not listed in {manifest_path}")
+        if entry.get("config_hash") != result.config["config_hash"]:
+            problems.append(f"{folder / 'config.json'}: config hash differs from the manifest")
+        if name in EXPERIMENTS:
+            status, _, why = paper_status(name)
+            if status == "stale":
+                problems.append(f"stale: {why}; regenerate with: {regenerate_command(name)}")
+        else:
+            notes.append(f"{folder}: experiment {name!r} is no longer in sithlib.experiments")
+    for name in EXPERIMENTS:
+        if name not in folders:
+            notes.append(f"{name}: no paper result committed yet ({regenerate_command(name)})")
+    return problems, notes
+
+
+def status_rows() -> list[dict]:
+    """One row per experiment: what the book shows and where it came from (intro's table)."""
+    from sithlib.experiments import EXPERIMENTS
+
+    rows = []
+    for name, module in EXPERIMENTS.items():
+        try:
+            status, result, _ = paper_status(name)
+        except ResultsError:
+            status, result = "corrupt", None
+        row = {"experiment": name, "chapter": module.CHAPTER, "title": module.TITLE,
+               "grade": "paper" if status == "fresh" else "quick",
+               "paper_result": status, "commit": "", "device": ""}
+        if status == "fresh" and result is not None:
+            row["commit"] = result.env.get("git_commit", "")[:12]
+            row["device"] = result.env.get("device_name", "")
+        rows.append(row)
+    return rows
