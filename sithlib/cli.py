@@ -11,7 +11,8 @@ from sithlib.experiments import EXPERIMENTS
 
 def _list(args) -> int:
     for row in results.status_rows():
-        print(f"{row['experiment']:<28} {row['paper_result']:<8} {row['chapter']}  ({row['title']})")
+        print(f"{row['experiment']:<28} {row['paper_result']:<8} {row['chapter']}"
+              f"  ({row['title']})")
     return 0
 
 
@@ -32,7 +33,8 @@ def _run(args) -> int:
         print(f"running {name} (profile {args.profile}) ...", flush=True)
         result = results.run_experiment(name, args.profile, overrides or None, args.device,
                                         args.out)
-        print(f"wrote {result.path}  [{result.env['wall_time_s']} s on {result.env['device_name']}]")
+        env = result.env
+        print(f"wrote {result.path}  [{env['wall_time_s']} s on {env['device_name']}]")
     return 0
 
 

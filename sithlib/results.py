@@ -189,7 +189,8 @@ def sha256_file(path: Path) -> str:
 def _git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
+            timeout=10,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -216,7 +217,7 @@ def environment(device: str, wall_time_s: float) -> dict:
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor()
         or platform.machine(),
         "wall_time_s": round(wall_time_s, 3),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -258,7 +259,8 @@ class Result:
                 '<div class="admonition warning"><p class="admonition-title">'
                 f"Not paper-grade numbers</p><p>{html.escape(self.banner)}</p>{text}</div>"
             )
-        return f'<div class="admonition note"><p class="admonition-title">Provenance</p>{text}</div>'
+        return ('<div class="admonition note"><p class="admonition-title">Provenance</p>'
+                f"{text}</div>")
 
     def __repr__(self) -> str:
         head = f"Result({self.provenance()})"
@@ -287,7 +289,8 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise CorruptResultError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}"
+            f"{path}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, frame.columns))}"
         )
     if "value" in required and not pd.api.types.is_numeric_dtype(frame["value"]):
         raise CorruptResultError(f"{path}: column 'value' holds non-numeric entries")
@@ -358,7 +361,10 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     tables = module.run(cfg, device=device)
     env = environment(device, time.perf_counter() - start)
     publish = out is None and profile == "paper" and not overrides
-    folder = Path(out) if out else results_dir() / module.NAME if publish else cache_folder(module, cfg)
+    if out is not None:
+        folder = Path(out)
+    else:
+        folder = results_dir() / module.NAME if publish else cache_folder(module, cfg)
     result = write_result(folder, module.NAME, module.VERSION, profile, cfg, tables, env)
     if publish:
         update_manifest()
@@ -506,8 +512,8 @@ def verify(root: Path | None = None) -> tuple[list[str], list[str]]:
             continue
         entry = listed.get(name)
         if entry is None:
-            problems.append(f"{folder}: not in {manifest_path}; run `python -m sithlib verify --fix`"
-                            " after checking the files")
+            problems.append(f"{folder}: not in {manifest_path}; check the files, then run "
+                            "`python -m sithlib verify --fix`")
             continue
         for fname, digest in entry.get("files", {}).items():
             f = folder / fname

@@ -1,0 +1,69 @@
+"""`python -m sithlib`: clear errors, never a bare traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sithlib import cli
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sithlib", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nope"], "unknown experiment 'nope'; allowed: vmf_concentration"),
+        (["run", "vmf_concentration", "--profile", "fast"], "unknown profile 'fast'"),
+        (["run", "vmf_concentration", "--set", "n"], "malformed --set 'n'"),
+        (["run", "vmf_concentration", "--set", "bogus=1"], "unknown config field 'bogus'"),
+        (["run", "vmf_concentration", "--set", "n=ten"], "expected a value of type int"),
+        (["run", "vmf_concentration", "--device", "tpu"], "unknown device 'tpu'"),
+        (["run"], "name one EXPERIMENT or pass --all"),
+    ],
+)
+def test_bad_input_gives_clear_error(args, message, capsys):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_run_list_verify_end_to_end(store, tmp_path):
+    env = {"SITH_RESULTS_DIR": str(store), "SITH_CACHE_DIR": str(tmp_path / "cache")}
+    out = run_cli("run", "vmf_concentration", "--profile", "quick", "--set", "n=300",
+                  "--set", "dims=3", "--set", "kappas=1,10", "--set", "seeds=1", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "wrote" in out.stdout
+    listed = run_cli("list", env=env)
+    assert listed.returncode == 0 and "vmf_concentration" in listed.stdout
+    assert "missing" in listed.stdout
+    verified = run_cli("verify", env=env)
+    assert verified.returncode == 0 and "0 problem(s)" in verified.stdout
+
+
+def test_verify_reports_corrupt_file_without_traceback(store, tmp_path, capsys):
+    from sithlib import results
+
+    result = results.run_experiment("vmf_concentration", "paper", device="cpu")
+    (result.path / "config.json").write_text("{truncated")
+    assert cli.main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert "config.json: not valid JSON" in out and "Traceback" not in out
+
+
+def test_run_all_paper_skips_fresh(store, capsys, monkeypatch):
+    from sithlib.experiments import vmf_concentration
+
+    monkeypatch.setattr(cli, "EXPERIMENTS", {"vmf_concentration": vmf_concentration})
+    assert cli.main(["run", "--all", "--profile", "paper", "--device", "cpu"]) == 0
+    assert cli.main(["run", "--all", "--profile", "paper", "--device", "cpu"]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    manifest = json.loads((store / "MANIFEST.json").read_text())
+    assert "vmf_concentration" in manifest["experiments"]

@@ -1,0 +1,225 @@
+"""The results store: profiles, staleness, atomic writes, corruption, manifest, budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from sithlib import results
+from sithlib.experiments import vmf_concentration
+from tests.conftest import TINY
+
+
+def test_config_hash_is_stable_and_sensitive():
+    h = results.config_hash("e", 1, TINY)
+    assert h == results.config_hash("e", 1, dataclasses.replace(TINY))
+    assert h != results.config_hash("e", 2, TINY)
+    assert h != results.config_hash("e", 1, dataclasses.replace(TINY, n=401))
+    assert h != results.config_hash("other", 1, TINY)
+
+
+def test_paper_run_writes_provenance_and_manifest(store):
+    result = results.run_experiment("vmf_concentration", "paper", device="cpu")
+    assert result.path == store / "vmf_concentration"
+    assert {p.name for p in result.path.iterdir()} == {"metrics.csv", "config.json", "env.json"}
+    for key in ("sithlib_version", "git_commit", "torch", "cuda", "device", "device_name",
+                "wall_time_s", "date"):
+        assert key in result.env
+    assert set(result.metrics.columns) >= {"metric", "value", "seed", "d", "kappa"}
+    manifest = json.loads((store / "MANIFEST.json").read_text())
+    entry = manifest["experiments"]["vmf_concentration"]
+    assert entry["config_hash"] == result.config["config_hash"]
+    assert entry["files"]["metrics.csv"] == results.sha256_file(result.path / "metrics.csv")
+    assert results.verify(store)[0] == []
+
+
+def test_auto_uses_fresh_paper_result_without_banner(store):
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    shown = results.load_or_run("vmf_concentration", profile="auto")
+    assert shown.profile == "paper" and shown.banner is None and shown.paper_grade
+    assert "Provenance" in shown._repr_html_()
+
+
+def test_changed_config_makes_result_stale(store, monkeypatch):
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    monkeypatch.setitem(vmf_concentration.PROFILES, "paper", dataclasses.replace(TINY, n=900))
+    assert results.paper_status("vmf_concentration")[0] == "stale"
+    with pytest.raises(results.StaleResultError, match="sithlib run vmf_concentration"):
+        results.load_or_run("vmf_concentration", profile="cached")
+    shown = results.load_or_run("vmf_concentration", profile="auto")
+    assert shown.profile == "quick" and not shown.paper_grade
+    assert "stale" in shown.banner and "--profile paper" in shown.banner
+    assert "Not paper-grade" in shown._repr_html_()
+    problems, _ = results.verify(store)
+    assert any(p.startswith("stale:") for p in problems)
+
+
+def test_version_bump_makes_result_stale(store, monkeypatch):
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    monkeypatch.setattr(vmf_concentration, "VERSION", vmf_concentration.VERSION + 1)
+    assert results.paper_status("vmf_concentration")[0] == "stale"
+
+
+def test_missing_result_cached_errors_and_auto_falls_back(store):
+    with pytest.raises(results.MissingResultError, match="--profile paper"):
+        results.load_or_run("vmf_concentration", profile="cached")
+    shown = results.load_or_run("vmf_concentration", profile="auto")
+    assert shown.profile == "quick" and "no paper-profile result" in shown.banner
+
+
+def test_quick_results_are_cached_by_config_hash(store, tmp_path):
+    first = results.load_or_run("vmf_concentration", profile="quick")
+    mtime = (first.path / "metrics.csv").stat().st_mtime_ns
+    again = results.load_or_run("vmf_concentration", profile="quick")
+    assert again.path == first.path
+    assert (again.path / "metrics.csv").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(first.metrics, again.metrics)
+    other = results.load_or_run("vmf_concentration", {"n": 500}, profile="quick")
+    assert other.path != first.path and other.config["config"]["n"] == 500
+
+
+def test_same_seed_same_numbers(store):
+    a = results.run_experiment("vmf_concentration", "quick", device="cpu", out=store / "a")
+    b = results.run_experiment("vmf_concentration", "quick", device="cpu", out=store / "b")
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+
+
+def test_corrupt_cache_entry_is_recomputed(store):
+    first = results.load_or_run("vmf_concentration", profile="quick")
+    (first.path / "metrics.csv").write_text("garbage\n")
+    again = results.load_or_run("vmf_concentration", profile="quick")
+    pd.testing.assert_frame_equal(first.metrics, again.metrics)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "message"),
+    [
+        ("config.json", "{not json", "not valid JSON"),
+        ("config.json", "[1, 2]", "expected a JSON object"),
+        ("config.json", '{"experiment": "x"}', "missing field"),
+        ("metrics.csv", "a,b\n1,2\n", "missing column"),
+        ("metrics.csv", "metric,value,seed\nm,abc,0\n", "non-numeric"),
+        ("env.json", "", "not valid JSON"),
+    ],
+)
+def test_corrupt_file_gives_clear_error(store, filename, content, message):
+    result = results.run_experiment("vmf_concentration", "paper", device="cpu")
+    (result.path / filename).write_text(content)
+    with pytest.raises(results.CorruptResultError, match=message) as err:
+        results.load_or_run("vmf_concentration", profile="cached")
+    assert filename in str(err.value)
+
+
+def test_verify_detects_edits_unlisted_files_and_pickles(store):
+    result = results.run_experiment("vmf_concentration", "paper", device="cpu")
+    metrics = result.path / "metrics.csv"
+    metrics.write_text(metrics.read_text() + "\n")  # any edit changes the sha256
+    (result.path / "extra.csv").write_text("x\n1\n")
+    (result.path / "model.pt").write_bytes(b"\x80\x04")
+    problems, _ = results.verify(store)
+    text = "\n".join(problems)
+    assert "sha256 differs" in text and "extra.csv" in text and "never committed" in text
+
+
+def test_verify_size_budget(store, monkeypatch):
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    monkeypatch.setattr(results, "SIZE_BUDGET_BYTES", 10)
+    assert any("50 MB budget" in p for p in results.verify(store)[0])
+
+
+def test_atomic_write_failure_keeps_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.csv"
+    target.write_text("old\n")
+
+    def crash(fd):
+        raise KeyboardInterrupt("killed between write and rename")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write_text(target, "new\n" * 1000)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_killed_writer_process_leaves_previous_file_intact(tmp_path):
+    """SIGKILL a process in the middle of an atomic write: the old file survives whole."""
+    target = tmp_path / "metrics.csv"
+    target.write_text("old\n")
+    script = textwrap.dedent(f"""
+        import os, time
+        from sithlib import results
+        def slow_fsync(fd):
+            print("writing", flush=True)
+            time.sleep(60)
+        os.fsync = slow_fsync
+        results.atomic_write_text({str(target)!r}, "new\\n" * 100000)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert target.read_text() == "old\n"
+
+
+def test_resolve_config_overrides_and_errors():
+    cfg = results.resolve_config(vmf_concentration, "quick", {"n": "123", "dims": "3,10"})
+    assert cfg.n == 123 and cfg.dims == (3, 10)
+    with pytest.raises(ValueError, match="unknown config field 'nope'.*allowed: dims"):
+        results.resolve_config(vmf_concentration, "quick", {"nope": "1"})
+    with pytest.raises(ValueError, match="n=abc: expected a value of type int"):
+        results.resolve_config(vmf_concentration, "quick", {"n": "abc"})
+    with pytest.raises(ValueError, match="unknown profile 'fast'; allowed: quick, paper"):
+        results.resolve_config(vmf_concentration, "fast")
+
+
+def test_parse_overrides_rejects_malformed():
+    assert results.parse_overrides(["a=1", " b = x "]) == {"a": "1", "b": "x"}
+    for bad in ("a", "=1", "a="):
+        with pytest.raises(ValueError, match="malformed --set"):
+            results.parse_overrides([bad])
+
+
+def test_unknown_profile_and_experiment():
+    with pytest.raises(ValueError, match="unknown profile 'fast'; allowed: auto, cached"):
+        results.load_or_run("vmf_concentration", profile="fast")
+    with pytest.raises(ValueError, match="unknown experiment 'nope'; allowed: vmf_concentration"):
+        results.load_or_run("nope")
+
+
+def test_write_result_rejects_untidy_metrics(tmp_path):
+    with pytest.raises(ValueError, match="tidy"):
+        results.write_result(tmp_path, "e", 1, "quick", TINY,
+                             {"metrics": pd.DataFrame({"x": [1]})}, {})
+
+
+def test_status_rows(store):
+    rows = {r["experiment"]: r for r in results.status_rows()}
+    assert rows["vmf_concentration"]["grade"] == "quick"
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    rows = {r["experiment"]: r for r in results.status_rows()}
+    assert rows["vmf_concentration"]["grade"] == "paper"
+    assert rows["vmf_concentration"]["paper_result"] == "fresh"
+
+
+def test_interrupted_run_keeps_published_result(store, monkeypatch):
+    """A run that dies half-way never replaces a published result with a partial one."""
+    good = results.run_experiment("vmf_concentration", "paper", device="cpu")
+    before = (good.path / "metrics.csv").read_bytes()
+
+    def dies(cfg, device):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(vmf_concentration, "run", dies)
+    with pytest.raises(RuntimeError):
+        results.run_experiment("vmf_concentration", "paper", device="cpu")
+    assert (good.path / "metrics.csv").read_bytes() == before
+    assert results.verify(store)[0] == []
