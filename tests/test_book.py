@@ -1,0 +1,47 @@
+"""tools/book.py: a failing cell fails the build and its error is shown; parameters are hidden."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("book", ROOT / "tools" / "book.py")
+book = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(book)
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "auto"')
+    params.metadata["tags"] = ["parameters", "remove-cell"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_failing_cell_is_reported(tmp_path):
+    source = _notebook(tmp_path / "bad.ipynb", "x = 1", "1 / 0")
+    error = book.execute(source, tmp_path / "out" / "bad.ipynb", "quick")
+    assert error is not None and "ZeroDivisionError" in error and "division by zero" in error
+
+
+def test_profile_is_injected_and_hidden(tmp_path):
+    code = "import os\nprint(profile, os.environ['SITH_PROFILE'])"
+    source = _notebook(tmp_path / "ok.ipynb", code)
+    target = tmp_path / "out" / "ok.ipynb"
+    assert book.execute(source, target, "quick") is None
+    nb = nbformat.read(target, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    assert nb.cells[-1].outputs[0]["text"].strip() == "quick quick"
+
+
+def test_toc_files_walks_parts_chapters_and_sections():
+    toc = {"root": "intro", "parts": [{"chapters": [
+        {"file": "a", "sections": [{"file": "a1"}]}, {"file": "b"}]}]}
+    assert book.toc_files(toc) == ["intro", "a", "a1", "b"]
