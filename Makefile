@@ -23,7 +23,7 @@ book: $(STAMP)
 test: lint pytest nbval verify
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sithlib tests tools benchmarks
+	$(VENV)/bin/ruff check .
 
 # pytest exits 5 when it collects no test: that is not a failure of the code.
 pytest: $(STAMP)

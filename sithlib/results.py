@@ -183,6 +183,51 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+class Checkpoint:
+    """Training state on disk for ``sithlib.train``: written atomically, read back safely.
+
+    Checkpoints live in the git-ignored cache (``.cache/checkpoints/``) and are never committed.
+    A checkpoint made for another config is ignored, so a changed config starts afresh.
+    """
+
+    def __init__(self, path: Path, key: str = ""):
+        self.path, self.key = Path(path), key
+
+    def save(self, state: dict) -> None:
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({"key": self.key, "state": state}, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+    def load(self) -> dict | None:
+        import torch
+
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for a truncated or foreign file
+            raise CorruptResultError(f"{self.path}: unreadable checkpoint ({err}); delete it to "
+                                     "start the run afresh") from None
+        return saved["state"] if saved.get("key") == self.key else None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def checkpoint_for(experiment: str, cfg, part: str = "run") -> Checkpoint:
+    """The checkpoint of one training run of an experiment, keyed by the config hash."""
+    from sithlib.experiments import get_experiment
+
+    module = get_experiment(experiment)
+    key = config_hash(module.NAME, module.VERSION, cfg)
+    path = cache_dir().parent / "checkpoints" / module.NAME / f"{key}-{part}.pt"
+    return Checkpoint(path, key)
+
+
 # ----------------------------------------------------------------------------- provenance
 
 

@@ -1,0 +1,213 @@
+"""One training engine, from a laptop CPU to a GPU, for every experiment in the book.
+
+The whole loop fits on one screen (``train``). What varies between experiments comes in as
+three functions:
+
+- ``make_model(seed) -> nn.Module``: a fresh model, initialised from ``seed``;
+- ``sample(generator, n) -> tuple of tensors``: one batch, drawn on the device from ``generator``;
+- ``loss_fn(model, batch) -> (loss, embedding)``: the scalar loss and an embedding whose
+  spread is watched for collapse.
+
+Seed ensembles: with ``seeds = S`` and ``ensemble=True`` the S models are trained in one
+process, their parameters stacked and the step vectorised with ``torch.func.vmap``; each seed
+keeps its own data stream and its own Adam state, so the numbers equal S separate runs up to
+float rounding (Adam is elementwise, and the gradient of the summed losses with respect to the
+stacked parameters is the stack of per-seed gradients).
+
+Checkpoints: a ``checkpoint`` object with ``load() -> dict | None`` and ``save(dict)`` (the
+results store provides one that writes atomically) receives the full state every
+``checkpoint_every`` steps: parameters, optimizer, generator states, the curves so far. A run
+that is killed resumes from there and ends with bit-identical numbers on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (paper defaults of cl-ica: Adam, lr 1e-4, batch 6144)."""
+
+    steps: int = 1000
+    batch_size: int = 6144
+    lr: float = 1e-4
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    seeds: int = 1
+    first_seed: int = 0
+    ensemble: bool = True
+    eval_every: int = 100
+    checkpoint_every: int = 0
+    collapse_std: float = 1e-4
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
+        for name in ("steps", "batch_size", "seeds", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be >= 0 (0 turns checkpoints off)")
+
+
+class TrainingFailure(RuntimeError):
+    """A loss that became NaN / Inf; the message names the step, the seed and the config."""
+
+
+def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar in terminals and notebooks; silent when SITH_PROGRESS=0 (the book build)."""
+    from tqdm.auto import tqdm
+
+    quiet = os.environ.get("SITH_PROGRESS", "1") == "0" or not sys.stderr
+    return tqdm(total=total, desc=desc, disable=quiet, mininterval=1.0, leave=False)
+
+
+@dataclass
+class TrainResult:
+    """Trained models (one per seed), curves and the failures the guards recorded."""
+
+    models: list[nn.Module]
+    curves: list[dict]
+    failures: list[dict]
+    steps_done: int
+
+
+class _Ensemble:
+    """S copies of a model with stacked parameters; ``forward`` is vmapped over the seed axis."""
+
+    def __init__(self, models: list[nn.Module]):
+        self.base = models[0]
+        params, buffers = stack_module_state(models)
+        if buffers:
+            raise ValueError("vmap ensembles need models without buffers (e.g. no BatchNorm); "
+                             "pass ensemble=False")
+        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+    def per_seed_loss(self, loss_fn, batches):
+        def one(params, batch):
+            return loss_fn(lambda *a: functional_call(self.base, params, a), batch)
+
+        return vmap(one, randomness="error")(self.params, batches)
+
+    def unstack(self, i: int) -> nn.Module:
+        model = copy.deepcopy(self.base)
+        model.load_state_dict({k: v[i].detach().clone() for k, v in self.params.items()})
+        return model
+
+
+def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Callable,
+          cfg: TrainConfig, *, device: str = "cpu", evaluate: Callable | None = None,
+          checkpoint=None, name: str = "run", data_seed_offset: int = 10_000) -> TrainResult:
+    """Train ``cfg.seeds`` models; returns them with their curves.
+
+    ``evaluate(model, seed) -> dict[str, float]`` is called every ``eval_every`` steps and at
+    the end, per seed, under ``torch.no_grad``; its values become rows of the curves.
+    """
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    models = [make_model(s).to(device) for s in seeds]
+    gens = [torch.Generator(device=device).manual_seed(data_seed_offset + s) for s in seeds]
+    use_vmap = cfg.ensemble and len(models) > 1
+    ens = _Ensemble(models) if use_vmap else None
+    params = list(ens.params.values()) if use_vmap else [p for m in models for p in m.parameters()]
+    opt = _optimizer(params, cfg)
+    curves: list[dict] = []
+    failures: list[dict] = []
+    alive = [True] * len(seeds)  # by position in ``seeds``
+    start = 0
+
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        start, curves, failures, alive = (state["step"], state["curves"], state["failures"],
+                                          state["alive"])
+        if use_vmap:
+            for k, v in state["params"].items():
+                ens.params[k].data.copy_(v)
+        else:
+            for m, sd in zip(models, state["models"], strict=True):
+                m.load_state_dict(sd)
+        opt.load_state_dict(state["optimizer"])
+        for g, gs in zip(gens, state["generators"], strict=True):
+            g.set_state(gs)
+
+    def current_models() -> list[nn.Module]:
+        return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
+
+    def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list):
+        losses = losses.detach().float().cpu()  # the only host sync, every eval_every steps
+        for i, (s, model) in enumerate(zip(seeds, current_models(), strict=True)):
+            if not alive[i]:
+                continue
+            row = {"step": step, "seed": s, "loss": float(losses[i])}
+            emb = embeddings[i].detach().float()
+            row["embedding_std"] = float(emb.std(dim=0).mean())
+            if not math.isfinite(row["loss"]):
+                alive[i] = False
+                failures.append({"step": step, "seed": s, "kind": "non-finite loss",
+                                 "method": name, "config": asdict(cfg)})
+            elif row["embedding_std"] < cfg.collapse_std:
+                failures.append({"step": step, "seed": s, "kind": "collapse",
+                                 "method": name, "config": asdict(cfg)})
+            if evaluate is not None and alive[i]:
+                model.eval()
+                with torch.no_grad():
+                    row.update(evaluate(model, s))
+                model.train()
+            curves.append(row)
+
+    bar = _progress(cfg.steps, name)
+    bar.update(start)
+    for step in range(start + 1, cfg.steps + 1):
+        batches = [sample(g, cfg.batch_size) for g in gens]
+        opt.zero_grad(set_to_none=True)
+        if use_vmap:
+            stacked = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
+            losses, embeddings = ens.per_seed_loss(loss_fn, stacked)
+        else:
+            outs = [loss_fn(m, b) for m, b in zip(models, batches, strict=True)]
+            losses = torch.stack([o[0] for o in outs])
+            embeddings = [o[1] for o in outs]
+        mask = torch.tensor(alive, device=losses.device, dtype=losses.dtype)
+        # Dead seeds (non-finite loss) stop learning; the others are independent terms.
+        torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
+        opt.step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record(step, losses, embeddings)
+            bar.set_postfix(loss=f"{losses.detach().float().mean().item():.4f}")
+            if not any(alive):
+                bar.close()
+                raise TrainingFailure(f"{name}: every seed failed; first failure: {failures[0]}")
+        bar.update(1)
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint.save({
+                "step": step, "curves": curves, "failures": failures, "alive": alive,
+                "params": {k: v.detach() for k, v in ens.params.items()} if use_vmap else None,
+                "models": None if use_vmap else [m.state_dict() for m in models],
+                "optimizer": opt.state_dict(),
+                "generators": [g.get_state() for g in gens],
+            })
+    bar.close()
+    return TrainResult(current_models(), curves, failures, cfg.steps)

@@ -1,0 +1,159 @@
+"""The training engine: ensembles equal separate runs, kill-and-resume, guards, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from sithlib.results import Checkpoint, CorruptResultError
+from sithlib.train import TrainConfig, TrainingFailure, train
+
+D = 4
+A = torch.linspace(0.5, 1.5, D * D).reshape(D, D)  # a fixed, well-conditioned linear mixing
+
+
+def make_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # nn.Linear's init draws from the global generator
+    return nn.Sequential(nn.Linear(D, 16), nn.LeakyReLU(0.2), nn.Linear(16, D))
+
+
+def sample(generator: torch.Generator, n: int):
+    z = torch.randn(n, D, generator=generator)
+    return z, z @ A.T
+
+
+def regression(model, batch):
+    z, x = batch
+    out = model(x)
+    return ((out - z) ** 2).mean(), out
+
+
+CFG = TrainConfig(steps=30, batch_size=64, lr=1e-2, seeds=3, eval_every=10)
+
+
+def _params(result):
+    return [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in result.models]
+
+
+def test_training_reduces_the_loss_and_records_curves():
+    result = train(make_model, sample, regression, CFG)
+    first = {r["seed"]: r["loss"] for r in result.curves if r["step"] == 10}
+    last = {r["seed"]: r["loss"] for r in result.curves if r["step"] == 30}
+    assert set(last) == {0, 1, 2} and all(last[s] < first[s] for s in last)
+    assert {r["step"] for r in result.curves} == {10, 20, 30} and result.failures == []
+
+
+def test_vmap_ensemble_equals_separate_runs():
+    together = _params(train(make_model, sample, regression, CFG))
+    for s in range(CFG.seeds):
+        alone = train(make_model, sample, regression,
+                      dataclasses.replace(CFG, seeds=1, first_seed=s))
+        torch.testing.assert_close(together[s], _params(alone)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_ensemble_equals_vmap_ensemble():
+    a = _params(train(make_model, sample, regression, CFG))
+    b = _params(train(make_model, sample, regression, dataclasses.replace(CFG, ensemble=False)))
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_gives_bit_identical_numbers():
+    a = train(make_model, sample, regression, CFG)
+    b = train(make_model, sample, regression, CFG)
+    assert a.curves == b.curves
+    for x, y in zip(_params(a), _params(b), strict=True):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_killed_run_resumes_to_identical_numbers(tmp_path, ensemble):
+    cfg = dataclasses.replace(CFG, checkpoint_every=7, ensemble=ensemble)
+    reference = train(make_model, sample, regression, cfg)
+
+    calls = {"n": 0}
+
+    def dies_at_step_17(generator, n):
+        calls["n"] += 1
+        if calls["n"] > 16 * cfg.seeds:
+            raise KeyboardInterrupt("killed")
+        return sample(generator, n)
+
+    ckpt = Checkpoint(tmp_path / "run.pt", key="k")
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model, dies_at_step_17, regression, cfg, checkpoint=ckpt)
+    assert ckpt.load()["step"] == 14
+    resumed = train(make_model, sample, regression, cfg, checkpoint=ckpt)
+    assert resumed.curves == reference.curves
+    for x, y in zip(_params(resumed), _params(reference), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_checkpoint_for_another_config_is_ignored_and_corrupt_one_is_reported(tmp_path):
+    Checkpoint(tmp_path / "c.pt", key="old").save({"step": 3})
+    assert Checkpoint(tmp_path / "c.pt", key="new").load() is None
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CorruptResultError, match="c.pt: unreadable checkpoint"):
+        Checkpoint(tmp_path / "c.pt", key="new").load()
+
+
+def test_non_finite_loss_fails_the_run_with_step_seed_method_and_config():
+    def nan_loss(model, batch):
+        loss, out = regression(model, batch)
+        return loss + float("nan"), out
+
+    cfg = dataclasses.replace(CFG, seeds=1, ensemble=False)
+    with pytest.raises(TrainingFailure, match="every seed failed") as err:
+        train(make_model, sample, nan_loss, cfg, name="toy")
+    for part in ("'kind': 'non-finite loss'", "'step': 10", "'seed': 0", "'method': 'toy'",
+                 "'lr': 0.01"):
+        assert part in str(err.value)
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_one_diverging_seed_is_recorded_and_the_others_finish(ensemble):
+    def make(seed):
+        model = make_model(seed)
+        if seed == 1:  # weights so large that the loss overflows to inf
+            with torch.no_grad():
+                model[0].weight.mul_(1e30)
+        return model
+
+    result = train(make, sample, regression, dataclasses.replace(CFG, ensemble=ensemble))
+    assert [(f["seed"], f["kind"], f["step"]) for f in result.failures] == [
+        (1, "non-finite loss", 10)]
+    assert {r["seed"] for r in result.curves if r["step"] == 30} == {0, 2}
+
+
+def test_collapse_is_detected():
+    def collapsed(model, batch):
+        z, x = batch
+        out = model(x) * 0  # every sample maps to the same point
+        return ((out - z) ** 2).mean(), out
+
+    result = train(make_model, sample, collapsed, dataclasses.replace(CFG, seeds=1, steps=10))
+    assert result.failures and result.failures[0]["kind"] == "collapse"
+    assert result.failures[0]["step"] == 10
+
+
+def test_evaluate_hook_adds_columns():
+    def evaluate(model, seed):
+        z, x = sample(torch.Generator().manual_seed(99), 256)
+        return {"heldout_mse": float(((model(x) - z) ** 2).mean())}
+
+    result = train(make_model, sample, regression, CFG, evaluate=evaluate)
+    assert all("heldout_mse" in r for r in result.curves)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("optimizer", "lion", "optimizer must be one of adam, adamw, sgd"),
+     ("steps", 0, "steps must be >= 1"), ("lr", -1.0, "lr must be > 0"),
+     ("checkpoint_every", -1, "checkpoint_every must be >= 0")],
+)
+def test_config_validation(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
