@@ -30,7 +30,7 @@ pytest: $(STAMP)
 	SITH_PROFILE=quick $(PY) -m pytest -q tests || [ $$? -eq 5 ]
 
 nbval: $(STAMP)
-	SITH_PROFILE=quick $(PY) -m pytest -q --nbval-lax --nbval-current-env \
+	SITH_PROFILE=quick SITH_PROGRESS=0 $(PY) -m pytest -q --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters || [ $$? -eq 5 ]
 
 verify: $(STAMP)

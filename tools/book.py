@@ -58,6 +58,7 @@ def execute(source: Path, target: Path, profile: str) -> str | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     env_profile = os.environ.get("SITH_PROFILE")
     os.environ["SITH_PROFILE"] = profile
+    os.environ["SITH_PROGRESS"] = "0"  # progress bars belong in terminals, not on the website
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters={"profile": profile}, kernel_name="python3",
