@@ -1,0 +1,667 @@
+"""SSL methods: registry and configs, wiring against the loss functions, training, state."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sithlib import losses
+from sithlib.methods import (
+    METHODS,
+    available_methods,
+    build_method,
+    method_config,
+)
+from sithlib.models import MLP, ema_momentum
+
+N, D_IN, D_FEAT = 32, 5, 6
+
+# Small heads so that every method trains on the CPU in well under a second.
+SMALL = {
+    "simclr": {"proj_hidden_dim": 32, "proj_dim": 8},
+    "infonce": {},
+    "byol": {"proj_hidden_dim": 32, "proj_dim": 8, "pred_hidden_dim": 32, "tau0": 0.9},
+    "simsiam": {"proj_hidden_dim": 32, "proj_dim": 8, "pred_hidden_dim": 4},
+    "swav": {"proj_hidden_dim": 32, "proj_dim": 8, "num_prototypes": 10,
+             "freeze_prototypes_steps": 0},
+    "dino": {"out_dim": 20, "hidden_dim": 32, "bottleneck_dim": 8, "tau0": 0.9},
+    "barlow_twins": {"proj_dims": (32, 32)},
+    "vicreg": {"proj_dims": (32, 32)},
+    "diet": {"num_instances": N},
+    "supervised": {"num_classes": 4},
+    "stability": {},
+}
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def make(name, seed=0, **overrides):
+    g = gen(seed)
+    encoder = MLP([D_IN, 32, D_FEAT], generator=g)
+    return build_method(name, encoder, {**SMALL[name], **overrides}, generator=g)
+
+
+def batch(seed=1, noise=0.1):
+    """Two noisy views of a fixed set of N samples (the noise depends on ``seed``)."""
+    z = torch.randn(N, D_IN, generator=gen(0))
+    g = gen(seed)
+    x_a = z + noise * torch.randn(N, D_IN, generator=g)
+    x_b = z + noise * torch.randn(N, D_IN, generator=g)
+    index = torch.arange(N)
+    return x_a, x_b, index, index % 4
+
+
+def train(method, steps, lr=1e-2, seed=1):
+    """Adam on the trainable parameters; the same fixed batch (with fresh noise) every step."""
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
+    history = []
+    for t in range(steps):
+        x_a, x_b, index, y = batch(seed=seed * 1000 + t)
+        loss, logs = method(x_a, x_b, index=index, y=y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.after_step(t, steps)
+        history.append(loss.item())
+    return history, logs
+
+
+# -- registry and configs ------------------------------------------------------------------------
+
+
+def test_registry_names():
+    assert available_methods() == (
+        "simclr", "infonce", "byol", "simsiam", "swav", "dino", "barlow_twins", "vicreg",
+        "diet", "supervised", "stability",
+    )
+    assert set(METHODS) == set(SMALL)
+
+
+def test_unknown_method_lists_allowed_names():
+    with pytest.raises(ValueError, match="unknown method 'mocov3'.*simclr.*stability"):
+        build_method("mocov3", MLP([3, 4]))
+    with pytest.raises(ValueError, match="allowed"):
+        method_config("moco")
+
+
+def test_defaults_are_the_official_values():
+    c = method_config("simclr")
+    assert (c.temperature, c.proj_dim, c.proj_layers, c.proj_hidden_dim) == (0.1, 128, 2, None)
+    assert method_config("infonce").temperature == 1.0
+    c = method_config("byol")
+    assert (c.tau0, c.tau_end, c.proj_hidden_dim, c.proj_dim) == (0.996, 1.0, 4096, 256)
+    c = method_config("simsiam")
+    assert (c.proj_dim, c.proj_layers, c.pred_hidden_dim) == (2048, 3, 512)
+    c = method_config("swav")
+    assert (c.temperature, c.epsilon, c.sinkhorn_iterations) == (0.1, 0.05, 3)
+    assert (c.num_prototypes, c.proj_dim, c.freeze_prototypes_steps, c.queue_length) == (
+        3000, 128, 313, 0,
+    )
+    c = method_config("dino")
+    assert (c.student_temp, c.teacher_temp, c.center_momentum, c.tau0) == (0.1, 0.04, 0.9, 0.996)
+    assert (c.out_dim, c.hidden_dim, c.bottleneck_dim, c.norm_last_layer) == (
+        65536, 2048, 256, True,
+    )
+    assert method_config("barlow_twins").lambd == 0.0051
+    c = method_config("vicreg")
+    assert (c.sim_coeff, c.std_coeff, c.cov_coeff, c.proj_dims) == (25, 25, 1, (8192,) * 3)
+    assert method_config("diet", num_instances=10).label_smoothing == 0.0
+
+
+def test_config_is_frozen_and_accepts_mappings_and_overrides():
+    c = method_config("vicreg", {"proj_dims": [16, 8]}, sim_coeff=10.0)
+    assert c.proj_dims == (16, 8) and c.sim_coeff == 10.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.sim_coeff = 1.0
+    assert method_config("vicreg", c) == c
+    assert method_config("vicreg", c, cov_coeff=2.0).cov_coeff == 2.0
+    assert hash(c) == hash(method_config("vicreg", {"proj_dims": (16, 8)}, sim_coeff=10.0))
+
+
+@pytest.mark.parametrize(
+    "name, values, match",
+    [
+        ("simclr", {"temperature": 0.0}, "temperature"),
+        ("simclr", {"proj_layers": -1}, "proj_layers"),
+        ("infonce", {"similarity": "cos"}, "similarity"),
+        ("infonce", {"negatives": "queue"}, "negatives"),
+        ("byol", {"tau0": 1.5}, "tau0"),
+        ("byol", {"tau0": 0.99, "tau_end": 0.9}, "tau_end"),
+        ("byol", {"ema_buffers": "sync"}, "ema_buffers"),
+        ("swav", {"epsilon": -1.0}, "epsilon"),
+        ("swav", {"queue_length": -5}, "queue_length"),
+        ("dino", {"teacher_temp": 0}, "teacher_temp"),
+        ("dino", {"center_momentum": 2.0}, "center_momentum"),
+        ("barlow_twins", {"proj_dims": ()}, "proj_dims"),
+        ("barlow_twins", {"lambd": -1.0}, "lambd"),
+        ("vicreg", {"estimator": "knn"}, "estimator"),
+        ("diet", {"num_instances": 1}, "num_instances"),
+        ("diet", {"num_instances": 5, "label_smoothing": 1.5}, "label_smoothing"),
+        ("supervised", {"num_classes": 0}, "num_classes"),
+        ("stability", {"lambd": float("nan")}, "lambd"),
+        ("simclr", {"distributed": 1}, "distributed"),
+        ("simclr", {"tau": 0.1}, "unknown config field"),
+        ("diet", {}, "num_instances"),
+    ],
+)
+def test_bad_config_values(name, values, match):
+    with pytest.raises(ValueError, match=match):
+        method_config(name, values)
+
+
+def test_bad_config_type_and_build_arguments():
+    with pytest.raises(TypeError, match="SimCLRConfig"):
+        method_config("simclr", method_config("byol"))
+    with pytest.raises(TypeError, match="encoder"):
+        build_method("simclr", "resnet18")
+    with pytest.raises(ValueError, match="feature_dim"):
+        build_method("simclr", torch.nn.Linear(3, 4))
+    m = build_method("infonce", torch.nn.Linear(3, 4), feature_dim=4)
+    assert m.feature_dim == 4
+    with pytest.raises(ValueError, match="feature_dim"):
+        build_method("infonce", torch.nn.Linear(3, 4), feature_dim=0)
+
+
+# -- wiring: the method's loss is the loss function on the right pieces ---------------------------
+
+
+def test_simclr_is_nt_xent_on_the_jointly_normalised_projections():
+    m = make("simclr")
+    x_a, x_b, _, _ = batch()
+    loss, logs = m(x_a, x_b)
+    with torch.no_grad():
+        z = m.projector(m.encoder(torch.cat([x_a, x_b])))  # one batch: BatchNorm over 2n
+        ref = losses.nt_xent(z[:N], z[N:], temperature=0.1)
+    torch.testing.assert_close(loss.detach(), ref)
+    u = F.normalize(z, dim=1)
+    torch.testing.assert_close(logs["center_norm"], u.mean(0).norm())
+    assert logs["loss"] == loss.detach() and not logs["loss"].requires_grad
+
+
+def test_infonce_uses_encoder_output_and_config():
+    m = make("infonce", temperature=0.5, negatives="anchors", include_anchor=True, normalize=True)
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    f_a = F.normalize(m.encoder(x_a), dim=1)
+    f_b = F.normalize(m.encoder(x_b), dim=1)
+    ref = losses.info_nce(f_a, f_b, temperature=0.5, negatives="anchors", include_anchor=True)
+    torch.testing.assert_close(loss, ref)
+
+
+def test_byol_sums_both_directions_against_the_teacher():
+    m = make("byol")
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        # At construction the teacher is an exact copy of encoder + projector.
+        t_a, t_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+        p_a, p_b = (m.predictor(m.projector(m.encoder(x))) for x in (x_a, x_b))
+        ref = losses.byol(p_a, t_b) + losses.byol(p_b, t_a)
+    torch.testing.assert_close(loss.detach(), ref)
+
+
+def test_simsiam_averages_both_directions():
+    m = make("simsiam")
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))  # separate BatchNorm
+        ref = 0.5 * (losses.simsiam(m.predictor(z_a), z_b) + losses.simsiam(m.predictor(z_b), z_a))
+    torch.testing.assert_close(loss.detach(), ref)
+    assert -1 <= loss.item() <= 1
+
+
+@pytest.mark.parametrize("name", ["barlow_twins", "vicreg", "stability"])
+def test_redundancy_and_stability_losses(name):
+    m = make(name)
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+        fn = {"barlow_twins": losses.barlow_twins, "vicreg": losses.vicreg,
+              "stability": losses.stability}[name]
+        ref = fn(z_a, z_b)
+    torch.testing.assert_close(loss.detach(), ref)
+
+
+@pytest.mark.parametrize("estimator", ["logdet", "pairwise"])
+def test_vicreg_entropy_variants(estimator):
+    m = make("vicreg", estimator=estimator, sim_coeff=5.0)
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+        ref = losses.vicreg_entropy(z_a, z_b, estimator=estimator, sim_coeff=5.0)
+    torch.testing.assert_close(loss.detach(), ref)
+
+
+def test_diet_and_supervised_cross_entropy_over_views():
+    m = make("diet", beta=2.0)
+    x_a, x_b, index, y = batch()
+    logits = [2.0 * m.encoder(x) @ m.head.weight.t() for x in (x_a, x_b)]
+    ref = 0.5 * sum(F.cross_entropy(lg, index) for lg in logits)
+    torch.testing.assert_close(m(x_a, x_b, index=index)[0], ref)
+    torch.testing.assert_close(m(x_a, index=index)[0], F.cross_entropy(logits[0], index))
+    assert m.head.bias is None and not m.beta.requires_grad
+    s = make("supervised")
+    ref = F.cross_entropy(s.classifier(s.encoder(x_a)), y)
+    torch.testing.assert_close(s(x_a, y=y)[0], ref)
+
+
+# -- training and determinism --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in SMALL if n != "dino"])
+def test_trains_and_loss_decreases(name):
+    history, logs = train(make(name), steps=25)
+    assert all(math.isfinite(v) for v in history)
+    first, last = sum(history[:3]) / 3, sum(history[-3:]) / 3
+    assert last < first, f"{name}: {history}"
+    assert set(logs) >= {"loss", "center_norm"}
+
+
+def test_dino_trains_with_finite_loss_and_sharpened_targets():
+    m = make("dino")
+    history, logs = train(m, steps=10)
+    assert all(math.isfinite(v) for v in history)
+    assert logs["teacher_temp"] == 0.04 and m.step == 10
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_same_seed_gives_identical_training(name):
+    runs = []
+    for _ in range(2):
+        m = make(name, seed=3)
+        history, _ = train(m, steps=3, seed=4)
+        runs.append((history, [p.detach().clone() for p in m.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(p, q) for p, q in zip(runs[0][1], runs[1][1], strict=True))
+    other = make(name, seed=5)
+    assert not all(
+        torch.equal(p, q) for p, q in zip(runs[0][1], other.parameters(), strict=True)
+    )
+
+
+def test_state_dict_round_trip_keeps_step_and_state():
+    m = make("swav", queue_length=2 * N)
+    train(m, steps=3)
+    clone = make("swav", seed=9, queue_length=2 * N)
+    clone.load_state_dict(m.state_dict())
+    assert (clone.step, clone.queue_filled) == (3, 2 * N)
+    m.eval(), clone.eval()
+    x_a, x_b, _, _ = batch(seed=7)
+    torch.testing.assert_close(m(x_a, x_b)[0], clone(x_a, x_b)[0])
+
+
+# -- EMA teacher state ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["byol", "dino"])
+def test_teacher_starts_as_exact_frozen_copy(name):
+    m = make(name)
+    head = m.projector if name == "byol" else m.head
+    student = torch.nn.Sequential(m.encoder, head).state_dict()
+    teacher = m.teacher.module.state_dict()
+    assert student.keys() == teacher.keys()
+    assert all(torch.equal(student[k], teacher[k]) for k in student)
+    assert not any(p.requires_grad for p in m.teacher.parameters())
+
+
+@pytest.mark.parametrize("name", ["byol", "dino"])
+def test_teacher_update_follows_the_cosine_ema(name):
+    m = make(name)
+    head = m.projector if name == "byol" else m.head
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    total = 4
+    for step in range(total):
+        before = [p.double().clone() for p in m.teacher.parameters()]
+        x_a, x_b, _, _ = batch(seed=step)
+        loss, _ = m(x_a, x_b)
+        opt.zero_grad()
+        loss.backward()
+        after_opt = [p.clone() for p in m.teacher.parameters()]
+        opt.step()
+        # The optimiser never moves the teacher.
+        assert all(torch.equal(a.double(), b) for a, b in zip(after_opt, before, strict=True))
+        logs = m.after_step(step, total)
+        tau = ema_momentum(step, total, 0.9)
+        assert logs["tau"] == tau
+        student = list(torch.nn.Sequential(m.encoder, head).parameters())
+        for t_new, t_old, s in zip(m.teacher.parameters(), before, student, strict=True):
+            ref = tau * t_old + (1 - tau) * s.detach().double()
+            torch.testing.assert_close(t_new.double(), ref, atol=1e-7, rtol=1e-6)
+    assert logs["tau"] == 1.0
+
+
+def test_byol_teacher_buffers_are_copied_by_default():
+    m = make("byol")
+    train(m, steps=2)
+    s_bn, t_bn = m.projector[1], m.teacher.module[1][1]
+    assert torch.equal(s_bn.running_mean, t_bn.running_mean)
+    m2 = make("byol", ema_buffers="own")
+    train(m2, steps=2)
+    assert not torch.equal(m2.projector[1].running_mean, m2.teacher.module[1][1].running_mean)
+
+
+# -- DINO state ----------------------------------------------------------------------------------
+
+
+def test_dino_center_update_in_training_only():
+    m = make("dino")
+    assert torch.equal(m.center, torch.zeros(1, 20))
+    x_a, x_b, _, _ = batch()
+    with torch.no_grad():
+        t = m.teacher(torch.cat([x_a, x_b])).double()
+    m(x_a, x_b)
+    ref = 0.1 * t.mean(0, keepdim=True)  # 0.9 * 0 + (1 - 0.9) * batch mean over both views
+    torch.testing.assert_close(m.center.double(), ref, atol=1e-7, rtol=0)
+    c1 = m.center.clone()
+    m(x_a, x_b)
+    torch.testing.assert_close(m.center.double(), 0.9 * c1.double() + 0.1 * t.mean(0, keepdim=True))
+    frozen = m.center.clone()
+    m.eval()
+    m(x_a, x_b)
+    assert torch.equal(m.center, frozen)
+
+
+def test_dino_loss_uses_center_and_teacher_temperature():
+    m = make("dino", warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_steps=4)
+    with torch.no_grad():
+        m.center.copy_(torch.randn(1, 20, generator=gen(2)))
+    c = m.center.clone()
+    x_a, x_b, _, _ = batch()
+    loss, logs = m(x_a, x_b)
+    with torch.no_grad():
+        s = m.head(m.encoder(torch.cat([x_a, x_b])))
+        t = m.teacher(torch.cat([x_a, x_b]))
+        ref = losses.dino(
+            torch.stack([s[:N], s[N:]]), torch.stack([t[:N], t[N:]]), c, teacher_temp=0.04
+        )
+    torch.testing.assert_close(loss.detach(), ref)
+    temps = []
+    for step in range(6):
+        temps.append(m.teacher_temp())
+        m.after_step(step, 6)
+    assert temps == pytest.approx([0.04, 0.05, 0.06, 0.07, 0.07, 0.07])
+    assert logs["teacher_temp"].item() == pytest.approx(0.04)
+
+
+def test_dino_last_layer_frozen_for_the_first_steps():
+    m = make("dino", freeze_last_layer_steps=2)
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    grads = []
+    for step in range(3):
+        x_a, x_b, _, _ = batch(seed=step)
+        loss, _ = m(x_a, x_b)
+        opt.zero_grad()
+        loss.backward()
+        grads.append(m.head.last_layer.weight_v.grad is not None)
+        opt.step()
+        m.after_step(step, 3)
+    assert grads == [False, False, True]
+    assert not m.head.last_layer.weight_g.requires_grad
+
+
+# -- SwAV state ----------------------------------------------------------------------------------
+
+
+def test_swav_prototypes_stay_on_the_sphere_and_freeze():
+    m = make("swav", freeze_prototypes_steps=2)
+    torch.testing.assert_close(m.prototypes.weight.norm(dim=1), torch.ones(10))
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
+    grads = []
+    for step in range(4):
+        x_a, x_b, _, _ = batch(seed=step)
+        loss, _ = m(x_a, x_b)
+        opt.zero_grad()
+        loss.backward()
+        grads.append(m.prototypes.weight.grad is not None)
+        opt.step()
+        if grads[-1]:  # the optimiser moved the prototypes off the sphere ...
+            assert not torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(10))
+        m.after_step(step, 4)  # ... and after_step puts them back
+        torch.testing.assert_close(m.prototypes.weight.norm(dim=1), torch.ones(10))
+    assert grads == [False, False, True, True]
+
+
+def test_swav_loss_is_swapped_prediction_on_prototype_scores():
+    m = make("swav")
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z = m.projector(m.encoder(torch.cat([x_a, x_b])))
+        s = z @ m.prototypes.weight.t()
+        ref = losses.swav(s[:N], s[N:])
+    torch.testing.assert_close(loss.detach(), ref)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(2 * N))
+
+
+def test_swav_queue_fills_then_is_used():
+    m = make("swav", queue_length=2 * N)
+    assert m.queue.shape == (2, 2 * N, 8) and m.queue_filled == 0
+    used = []
+    for step in range(3):
+        x_a, x_b, _, _ = batch(seed=step)
+        loss, logs = m(x_a, x_b)
+        used.append(logs["queue_used"].item())
+        with torch.no_grad():
+            z = m.projector(m.encoder(torch.cat([x_a, x_b])))
+        # The newest projections sit at the front of the queue, detached.
+        torch.testing.assert_close(m.queue[0, :N], z[:N])
+        torch.testing.assert_close(m.queue[1, :N], z[N:])
+        assert not m.queue.requires_grad
+        m.after_step(step, 3)
+    assert used == [0.0, 0.0, 1.0] and m.queue_filled == 2 * N
+    # With the full queue the codes come from Sinkhorn over queue + batch.
+    x_a, x_b, _, _ = batch(seed=11)
+    q = m.queue.clone()
+    m.eval()
+    loss, _ = m(x_a, x_b)
+    assert torch.equal(m.queue, q)  # eval mode does not push
+    with torch.no_grad():
+        z = m.projector(m.encoder(torch.cat([x_a, x_b])))
+        c = m.prototypes.weight
+        s = z @ c.t()
+        ref = losses.swav(s[:N], s[N:], queue_a=q[0] @ c.t(), queue_b=q[1] @ c.t())
+    torch.testing.assert_close(loss, ref)
+
+
+def test_swav_queue_start_and_size_check():
+    m = make("swav", queue_length=2 * N, queue_start_step=2)
+    train(m, steps=2)
+    assert m.queue_filled == 0
+    small = make("swav", queue_length=N // 2)
+    x_a, x_b, _, _ = batch()
+    with pytest.raises(ValueError, match="queue_length"):
+        small(x_a, x_b)
+
+
+# -- DIET state ----------------------------------------------------------------------------------
+
+
+def test_diet_row_normalisation_and_learnable_beta():
+    m = make("diet", normalize_rows=True, learn_beta=True)
+    torch.testing.assert_close(m.head.weight.norm(dim=1), torch.ones(N))
+    assert m.beta.requires_grad
+    train(m, steps=3)
+    torch.testing.assert_close(m.head.weight.norm(dim=1), torch.ones(N))
+    assert m.beta.item() != 1.0
+
+
+# -- bad inputs ----------------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    m = make("simclr")
+    x_a, x_b, index, y = batch()
+    with pytest.raises(ValueError, match="needs two views"):
+        m(x_a)
+    with pytest.raises(ValueError, match="same shape"):
+        m(x_a, x_b[:-1])
+    with pytest.raises(TypeError, match="x_a"):
+        m(x_a.numpy(), x_b)
+    with pytest.raises(TypeError, match="x_b"):
+        m(x_a, x_b.tolist())
+    with pytest.raises(ValueError, match="needs index"):
+        make("diet")(x_a, x_b)
+    with pytest.raises(ValueError, match="needs y"):
+        make("supervised")(x_a, x_b)
+    with pytest.raises(ValueError, match="index"):
+        make("diet")(x_a, x_b, index=index + N)  # out of range: the loss names the argument
+    with pytest.raises(ValueError, match="step"):
+        m.after_step(-1, 10)
+    with pytest.raises(ValueError, match="total_steps"):
+        m.after_step(0, 0)
+
+
+def test_embed_is_the_encoder_output():
+    m = make("byol")
+    x_a, _, _, _ = batch()
+    torch.testing.assert_close(m.embed(x_a), m.encoder(x_a).detach())
+    assert m.embed(x_a).shape == (N, D_FEAT)
+
+
+# -- images and mixed precision ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol", "swav", "dino"])
+def test_resnet_encoder_on_images(name):
+    from sithlib.models import ResNet18
+
+    g = gen(0)
+    m = build_method(name, ResNet18(width=4, generator=g), SMALL[name], generator=g)
+    assert m.feature_dim == 32
+    x = torch.rand(8, 3, 16, 16, generator=gen(1))
+    x_a, x_b = x, x.flip(-1)
+    loss, _ = m(x_a, x_b)
+    loss.backward()
+    assert torch.isfinite(loss) and m.encoder.conv1.weight.grad is not None
+    m.after_step(0, 10)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_bf16_autocast_gives_a_float32_loss_close_to_float32(name):
+    m = make(name)
+    x_a, x_b, index, y = batch()
+    ref, _ = m(x_a, x_b, index=index, y=y)
+    m = make(name)  # fresh state (the DINO center and the SwAV queue moved)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logs = m(x_a, x_b, index=index, y=y)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    # bf16 rounds the network activations (8 bits of mantissa), not the loss arithmetic.
+    assert abs(loss.item() - ref.item()) <= 0.02 * abs(ref.item()) + 0.01
+    loss.backward()
+
+
+# -- two-process DDP on the CPU (gloo) -----------------------------------------------------------
+# Methods without BatchNorm in their heads, so that per-process and global batches agree: DDP's
+# averaged gradients must equal those of the single-process method on the global batch, and the
+# DINO center must be the global one.
+
+DDP_CASES = {
+    "infonce": {"negatives": "anchors", "normalize": True},
+    "stability": {"lambd": 2.0},
+    "dino": {},
+}
+
+
+def _ddp_worker(rank, port, out_dir):
+    import json
+    import traceback
+    from pathlib import Path
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    results = {}
+    try:
+        for name, cfg in DDP_CASES.items():
+            try:
+                x_a, x_b, _, _ = (t.double() if t.is_floating_point() else t for t in batch())
+                ref = make(name, **cfg).double()
+                ref_loss, _ = ref(x_a, x_b)
+                ref_loss.backward()
+                m = make(name, **cfg, distributed=True).double()
+                ddp = DDP(m)
+                rows = slice(rank * N // 2, (rank + 1) * N // 2)
+                loss, _ = ddp(x_a[rows], x_b[rows])
+                loss.backward()
+                grad_err = max(
+                    float((p.grad - q.grad).abs().max())
+                    for p, q in zip(m.parameters(), ref.parameters(), strict=True)
+                    if p.requires_grad
+                )
+                center_err = 0.0
+                if name == "dino":
+                    center_err = float((m.center - ref.center).abs().max())
+                results[name] = [grad_err, center_err]
+            except Exception:
+                results[name] = traceback.format_exc()
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    out = tmp_path_factory.mktemp("ddp_methods")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(out)), nprocs=2, join=True)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.parametrize("name", list(DDP_CASES))
+def test_ddp_gradients_and_state_equal_the_global_batch(ddp_results, name):
+    for rank, results in enumerate(ddp_results):
+        res = results[name]
+        assert not isinstance(res, str), f"rank {rank} failed:\n{res}"
+        grad_err, center_err = res
+        assert grad_err < 1e-10, f"rank {rank}: gradients differ by {grad_err}"
+        assert center_err < 1e-12, f"rank {rank}: DINO center differs by {center_err}"
+
+
+# -- a data-generating process: vMF positive pairs on the sphere ---------------------------------
+
+
+def test_infonce_and_diet_learn_on_a_vmf_dgp():
+    from sithlib.dgp import sample_vmf
+
+    kappa, d = 10.0, 3
+    g = gen(0)
+    enc = MLP([d, 32, d], output_norm="sphere", generator=g)
+    infonce = build_method("infonce", enc, {"temperature": 1 / kappa}, generator=g)
+    centers = F.normalize(torch.randn(8, d, generator=g), dim=1)  # DIET: 8 clusters
+    diet = build_method("diet", MLP([d, 32, d], generator=g), {"num_instances": 64}, generator=g)
+    opts = [torch.optim.Adam(m.parameters(), lr=3e-3) for m in (infonce, diet)]
+    history = {"infonce": [], "diet": []}
+    for step in range(40):
+        z = F.normalize(torch.randn(128, d, generator=g), dim=1)  # uniform on the sphere
+        z_pos = sample_vmf(z, kappa, generator=g)
+        index = torch.randint(0, 64, (128,), generator=g)
+        x_c = sample_vmf(centers[index % 8], kappa, generator=g)
+        for m, opt, (x_a, x_b) in ((infonce, opts[0], (z, z_pos)), (diet, opts[1], (x_c, None))):
+            loss, _ = m(x_a, x_b, index=index)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            m.after_step(step, 40)
+            history[m.name].append(loss.item())
+    for name, losses_ in history.items():
+        first, last = sum(losses_[:5]) / 5, sum(losses_[-5:]) / 5
+        assert last < first - 0.02, (name, losses_)
