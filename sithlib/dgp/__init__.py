@@ -1,6 +1,47 @@
 """Identifiable data-generating processes: latent spaces, marginals, positive-pair
-conditionals and invertible mixings ``x = g(z)``."""
+conditionals, invertible mixings ``x = g(z)`` and the :class:`DGP` object that composes them."""
 
+from sithlib.dgp.clusters import ClusterInstance
+from sithlib.dgp.conditionals import sample_conditional
+from sithlib.dgp.content_style import ContentStyle
+from sithlib.dgp.dgp import DGP, PRESETS, DGPConfig, Negatives, Pairs
+from sithlib.dgp.marginals import sample_marginal, sample_noise
+from sithlib.dgp.mixing import (
+    IdentityMixing,
+    InvertibleMLP,
+    LinearMixing,
+    jacobian_condition_number,
+    make_mixing,
+    mixing_from_state_dict,
+    random_matrix,
+)
+from sithlib.dgp.negatives import negative_indices
+from sithlib.dgp.spaces import Box, Euclidean, Sphere, make_space
 from sithlib.dgp.vmf import mean_resultant_length, sample_vmf
 
-__all__ = ["sample_vmf", "mean_resultant_length"]
+__all__ = [
+    "DGP",
+    "DGPConfig",
+    "PRESETS",
+    "Pairs",
+    "Negatives",
+    "sample_vmf",
+    "mean_resultant_length",
+    "Sphere",
+    "Box",
+    "Euclidean",
+    "make_space",
+    "sample_marginal",
+    "sample_noise",
+    "sample_conditional",
+    "ContentStyle",
+    "ClusterInstance",
+    "InvertibleMLP",
+    "LinearMixing",
+    "IdentityMixing",
+    "make_mixing",
+    "mixing_from_state_dict",
+    "random_matrix",
+    "jacobian_condition_number",
+    "negative_indices",
+]

@@ -1,0 +1,204 @@
+"""sithlib.dgp spaces, marginals, conditionals, content/style, clusters and negatives, against
+scipy distributions, closed forms and properties."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sithlib.dgp import (
+    Box,
+    ClusterInstance,
+    ContentStyle,
+    Euclidean,
+    Sphere,
+    make_space,
+    mean_resultant_length,
+    negative_indices,
+    sample_conditional,
+    sample_marginal,
+    sample_noise,
+)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---- spaces and noise ----------------------------------------------------------------------
+def test_spaces():
+    s, b, e = Sphere(4), Box(3, -1.0, 1.0), Euclidean(2)
+    z = s.uniform(5000, generator=_gen(), dtype=torch.float64)
+    assert s.contains(z, atol=1e-12).all() and z.shape == (5000, 4)
+    # Uniform on S^3: each coordinate has mean 0 and variance 1/4.
+    assert z.mean(0).abs().max() < 4 * (0.25 / 5000) ** 0.5
+    assert torch.allclose(z.var(0), torch.full((4,), 0.25, dtype=torch.float64), atol=0.02)
+    u = b.uniform(20_000, generator=_gen(1))
+    assert b.contains(u).all()
+    assert stats.kstest(u[:, 0].numpy(), stats.uniform(-1, 2).cdf).pvalue > 0.01
+    clamped = b.project(torch.tensor([[2.0, -3.0, 0.5]]))
+    assert torch.equal(clamped, torch.tensor([[1.0, -1.0, 0.5]]))
+    assert e.project(z[:, :2]) is not None and e.contains(torch.ones(2, 2)).all()
+    with pytest.raises(ValueError, match="no uniform"):
+        e.uniform(3)
+    with pytest.raises(ValueError, match="dim"):
+        Sphere(1)
+    with pytest.raises(ValueError, match="low < high"):
+        Box(2, 1.0, 0.0)
+    with pytest.raises(ValueError, match="space must be one of"):
+        make_space("torus", 3)
+
+
+@pytest.mark.parametrize("name,ref", (
+    ("normal", stats.norm(scale=0.7)),
+    ("laplace", stats.laplace(scale=0.7)),
+    ("gennormal", stats.gennorm(3.0, scale=0.7)),
+    ("gennormal_p05", stats.gennorm(0.5, scale=0.7)),
+))
+def test_noise_against_scipy(name, ref):
+    p = 0.5 if name.endswith("p05") else 3.0
+    x = sample_noise(name.split("_")[0], (20_000,), 0.7, p, generator=_gen(2), dtype=torch.float64)
+    assert stats.kstest(x.numpy(), ref.cdf).pvalue > 0.01
+
+
+def test_noise_bad_inputs():
+    with pytest.raises(ValueError, match="noise must be one of"):
+        sample_noise("cauchy", (3,))
+    with pytest.raises(ValueError, match="scale"):
+        sample_noise("normal", (3,), scale=0.0)
+    with pytest.raises(ValueError, match="p must"):
+        sample_noise("gennormal", (3,), p=-1.0)
+
+
+# ---- marginals and conditionals -------------------------------------------------------------
+def test_box_truncation_is_the_truncated_density():
+    box = Box(2, 0.0, 1.0)
+    z = sample_marginal(box, "normal", 20_000, 0.5, generator=_gen(3), dtype=torch.float64)
+    assert box.contains(z).all()
+    # Centred at the origin (a corner), truncated to [0, 1]: a half-normal cut at 1.
+    ref = stats.truncnorm(0.0, 2.0, loc=0.0, scale=0.5)
+    assert stats.kstest(z[:, 1].numpy(), ref.cdf).pvalue > 0.01
+    anchor = torch.full((20_000, 2), 0.9, dtype=torch.float64)
+    zt = sample_conditional(box, anchor, "laplace", scale=0.3, generator=_gen(4))
+    # Laplace around 0.9 truncated to [0, 1], checked against its closed-form CDF.
+    lap = stats.laplace(loc=0.9, scale=0.3)
+    cdf = lambda v: (lap.cdf(v) - lap.cdf(0.0)) / (lap.cdf(1.0) - lap.cdf(0.0))  # noqa: E731
+    assert box.contains(zt).all()
+    assert stats.kstest(zt[:, 0].numpy(), cdf).pvalue > 0.01
+
+
+def test_sphere_marginal_and_noise_conditional_are_projected():
+    s = Sphere(5)
+    z = sample_marginal(s, "laplace", 5000, 1.0, generator=_gen(5), dtype=torch.float64)
+    assert s.contains(z, atol=1e-12).all()
+    assert z[:, 0].mean() > 0.3  # centred at e_1
+    zt = sample_conditional(s, z, "normal", scale=0.1, generator=_gen(6))
+    assert s.contains(zt, atol=1e-12).all()
+    assert (zt * z).sum(1).mean() > 0.9
+
+
+def test_vmf_conditional_and_euclidean_noise():
+    s = Sphere(8)
+    z = s.uniform(20_000, generator=_gen(7), dtype=torch.float64)
+    zt = sample_conditional(s, z, "vmf", kappa=20.0, generator=_gen(8))
+    cos = (zt * z).sum(1)
+    a = mean_resultant_length(20.0, 8)
+    assert abs(cos.mean().item() - a) < 4 * (cos.var().item() / 20_000) ** 0.5
+    e = Euclidean(3)
+    x = torch.zeros(20_000, 3, dtype=torch.float64)
+    d = sample_conditional(e, x, "normal", scale=2.0, generator=_gen(9))
+    assert stats.kstest(d[:, 2].numpy(), stats.norm(scale=2.0).cdf).pvalue > 0.01
+    with pytest.raises(ValueError, match="needs the sphere"):
+        sample_conditional(e, x, "vmf")
+    with pytest.raises(ValueError, match="conditional must be one of"):
+        sample_conditional(e, x, "uniform")
+    with pytest.raises(ValueError, match="shape"):
+        sample_conditional(e, torch.zeros(3, 4), "normal")
+    with pytest.raises(ValueError, match="uniform|n must"):
+        sample_marginal(e, "uniform", 3)
+
+
+# ---- content / style --------------------------------------------------------------------------
+def test_content_style_positive_pairs():
+    cs = ContentStyle(3, 4, change_prob=0.75, change_scale=0.5, generator=_gen(10))
+    z = cs.sample_marginal(40_000, generator=_gen(11), dtype=torch.float64)
+    zp = cs.sample_positive(z, generator=_gen(12))
+    assert torch.equal(zp[:, :3], z[:, :3])  # content is shared exactly
+    changed = (zp[:, 3:] != z[:, 3:]).double()
+    assert abs(changed.mean().item() - 0.75) < 4 * (0.75 * 0.25 / changed.numel()) ** 0.5
+    delta = (zp[:, 3:] - z[:, 3:])[changed.bool()]
+    assert stats.kstest(delta.numpy(), stats.norm(scale=0.5).cdf).pvalue > 0.01
+    # Independent N(0, 1) marginal.
+    assert torch.allclose(torch.cov(z.T), torch.eye(7, dtype=torch.float64), atol=0.03)
+
+
+def test_content_style_dependence_is_drawn_once_and_realized():
+    kw = dict(statistical_dependence=True, causal_dependence=True)
+    a = ContentStyle(2, 3, generator=_gen(13), **kw)
+    b = ContentStyle(2, 3, generator=_gen(13), **kw)
+    assert all(torch.equal(a.tensors()[k], b.tensors()[k]) for k in a.tensors())
+    assert set(a.tensors()) == {"marginal_chol", "change_chol", "B", "a"}
+    n = 100_000
+    z = a.sample_marginal(n, generator=_gen(14), dtype=torch.float64)
+    # Closed form: z0 ~ N(0, S) with S = L L^T; s = s0 + B c + a, i.e. z = M z0 + (0, a).
+    m = torch.eye(5, dtype=torch.float64)
+    m[2:, :2] = a.B
+    cov = m @ a.marginal_chol @ a.marginal_chol.T @ m.T
+    assert torch.allclose(z.mean(0)[2:], a.a, atol=0.05)
+    assert torch.allclose(torch.cov(z.T), cov, atol=0.05 * cov.abs().max().item())
+    # Content and style are correlated under statistical dependence alone.
+    st = ContentStyle(2, 3, statistical_dependence=True, generator=_gen(15))
+    zs = st.sample_marginal(n, generator=_gen(16), dtype=torch.float64)
+    assert torch.corrcoef(zs.T)[:2, 2:].abs().max() > 0.05
+    with pytest.raises(ValueError, match="change_prob"):
+        ContentStyle(2, 3, change_prob=1.5)
+    with pytest.raises(ValueError, match="n_style"):
+        ContentStyle(2, 0)
+
+
+# ---- clusters -------------------------------------------------------------------------------
+def test_cluster_instances():
+    v = Sphere(4).uniform(10, generator=_gen(17), dtype=torch.float64)
+    ci = ClusterInstance(v, 1000, kappa=30.0)
+    idx = torch.randint(0, 1000, (20_000,), generator=_gen(18))
+    assert torch.equal(ci.cluster_of(idx), idx % 10)
+    z = ci.sample(idx, generator=_gen(19), dtype=torch.float64)
+    cos = (z * v[idx % 10]).sum(1)
+    se = (cos.var().item() / 20_000) ** 0.5
+    assert abs(cos.mean().item() - mean_resultant_length(30.0, 4)) < 4 * se
+    z2 = ci.sample(idx, generator=_gen(20), dtype=torch.float64)
+    assert not torch.equal(z, z2)  # a fresh draw per access
+    with pytest.raises(ValueError, match="index"):
+        ci.sample(torch.tensor([1000]))
+    with pytest.raises(ValueError, match="unit"):
+        ClusterInstance(2 * v, 10)
+
+
+# ---- negatives ------------------------------------------------------------------------------
+@pytest.mark.parametrize("replacement", (True, False))
+def test_negative_indices_exclude_the_anchor_and_are_uniform(replacement):
+    pool, m = 7, 6 if not replacement else 40
+    anchor = torch.arange(pool).repeat(2000)
+    neg = negative_indices(anchor, pool, m, replacement=replacement, generator=_gen(21))
+    assert neg.shape == (anchor.numel(), m) and neg.dtype == torch.int64
+    assert not (neg == anchor.unsqueeze(1)).any()
+    assert ((neg >= 0) & (neg < pool)).all()
+    if not replacement:
+        assert (neg.sort(1).values.diff(dim=1) > 0).all()  # distinct within a row
+    # Uniform over the other pool - 1 indices: chi-square test for anchor 0.
+    counts = np.bincount(neg[anchor == 0].ravel().numpy(), minlength=pool)[1:]
+    assert stats.chisquare(counts).pvalue > 0.001
+
+
+def test_negative_indices_bad_inputs():
+    a = torch.arange(3)
+    with pytest.raises(ValueError, match="pool_size"):
+        negative_indices(a, 1)
+    with pytest.raises(ValueError, match="anchor entries"):
+        negative_indices(a, 2)
+    with pytest.raises(ValueError, match="without replacement"):
+        negative_indices(a, 3, 3, replacement=False)
+    with pytest.raises(ValueError, match="m must"):
+        negative_indices(a, 3, 0)
+    with pytest.raises(ValueError, match="1-D integer"):
+        negative_indices(a.float(), 3)
