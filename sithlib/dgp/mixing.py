@@ -272,7 +272,7 @@ def make_mixing(
 
 
 def mixing_from_state_dict(state: dict):
-    """Rebuild a mixing from :meth:`state_dict`, after checking its config and tensor hashes."""
+    """Rebuild a mixing from its ``state_dict()``, after checking its config and tensor hashes."""
     config, tensors = _verified(state)
     kind = config.get("kind")
     if kind == "identity":

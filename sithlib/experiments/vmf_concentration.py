@@ -16,7 +16,7 @@ import torch
 from sithlib.dgp import mean_resultant_length, sample_vmf
 
 NAME = "vmf_concentration"
-VERSION = 2
+VERSION = 3
 TITLE = "The von Mises-Fisher conditional"
 CHAPTER = "chapters/00_foundations/01_vmf"
 
