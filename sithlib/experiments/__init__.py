@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sithlib.experiments import vmf_concentration
+from sithlib.experiments import infonce_sphere, vmf_concentration
 
-EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (vmf_concentration,)}
+EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (vmf_concentration, infonce_sphere)}
 
 
 def get_experiment(name: str) -> ModuleType:

@@ -1,0 +1,46 @@
+"""Every experiment runs end to end at a tiny size and returns tidy tables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sithlib.experiments import EXPERIMENTS, infonce_sphere, vmf_concentration
+
+TINY = {
+    "vmf_concentration": dataclasses.replace(vmf_concentration.PROFILES["quick"], n=300,
+                                             dims=(3, 10), kappas=(0.0, 10.0), seeds=2),
+    "infonce_sphere": dataclasses.replace(infonce_sphere.PROFILES["quick"], steps=60,
+                                          eval_every=30, n_eval=400, hidden=(32,), seeds=2,
+                                          batch_size=64),
+}
+
+
+def test_every_experiment_has_a_tiny_config():
+    assert set(TINY) == set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_runs_and_is_tidy(name):
+    module = EXPERIMENTS[name]
+    tables = module.run(TINY[name], device="cpu")
+    metrics = tables["metrics"]
+    assert {"metric", "value", "seed"} <= set(metrics.columns)
+    assert metrics.value.notna().all() and len(metrics) > 0
+    again = module.run(TINY[name], device="cpu")["metrics"]
+    assert metrics.equals(again), "same config and seeds must give the same numbers"
+
+
+def test_infonce_learns_beyond_the_raw_baseline():
+    cfg = dataclasses.replace(TINY["infonce_sphere"], steps=900, eval_every=300, hidden=(128, 128),
+                              batch_size=256, seeds=1)
+    tables = infonce_sphere.run(cfg, device="cpu")
+    m = tables["metrics"]
+    learned = m[(m.model == "infonce") & (m.metric == "r2_linear")].value.item()
+    raw = m[(m.model != "infonce") & (m.metric == "r2_linear")].value.item()
+    assert learned > raw + 0.05
+    assert list(tables["curves"].step) == [300, 600, 900]
+    assert (m[m.metric == "singular_value"].groupby("seed").size() == cfg.dim).all()
+    table = infonce_sphere.summary_table(m)
+    assert set(table.index) == {"infonce", "raw x (no encoder)"}
