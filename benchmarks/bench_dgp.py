@@ -19,6 +19,7 @@ import platform
 import time
 
 import numpy as np
+import pandas as pd
 import scipy
 import torch
 from scipy import stats
@@ -74,6 +75,27 @@ def bench(dims, batch: int, kappa: float, repeats: int) -> list[dict]:
                 row["ours_gpu"] = batch / t_gpu
             rows.append(row)
     return rows
+
+
+def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """Tidy rows (case, metric, value) for ``python -m sithlib bench``; one thread, like scipy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = bench([3, 10] if quick else [3, 10, 64], 1024 if quick else 6144, 10.0,
+                     3 if quick else 10)
+    finally:
+        torch.set_num_threads(threads)
+    out = []
+    for r in rows:
+        case = f"d={r['d']}, {r['case']}"
+        out += [{"case": case, "metric": "ours_cpu_samples_per_s", "value": r["ours_cpu"]},
+                {"case": case, "metric": "scipy_samples_per_s", "value": r["scipy"]},
+                {"case": case, "metric": "ratio_ours_to_scipy",
+                 "value": r["ours_cpu"] / r["scipy"]}]
+        if "ours_gpu" in r:
+            out.append({"case": case, "metric": "ours_gpu_samples_per_s", "value": r["ours_gpu"]})
+    return pd.DataFrame(out)
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""``python -m sithlib {list, run, verify}``: the command line of the results store."""
+"""``python -m sithlib {list, run, bench, verify}``: the command line of the results store."""
 
 from __future__ import annotations
 
@@ -50,6 +50,34 @@ def _verify(args) -> int:
     return 1 if problems else 0
 
 
+def _bench(args) -> int:
+    import importlib.util
+    import time
+
+    folder = results.repo_root() / "benchmarks"
+    found = {p.stem.removeprefix("bench_"): p for p in sorted(folder.glob("bench_*.py"))}
+    names = args.names or list(found)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; allowed: {', '.join(found)}")
+    device = args.device or results.default_device()
+    for name in names:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", found[name])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        print(f"bench {name} on {device} ...", flush=True)
+        start = time.perf_counter()
+        table = module.table(quick=args.quick, device=device)
+        env = results.environment(device, time.perf_counter() - start)
+        print(table.pivot_table(index="case", columns="metric", values="value", sort=False)
+              .to_string(float_format=lambda v: f"{v:.4g}"))
+        if not args.quick:
+            command = f"python -m sithlib bench {name}" + (f" --device {args.device}"
+                                                           if args.device else "")
+            print(f"wrote {results.write_benchmark(name, table, env, {'command': command})}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sithlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     run.add_argument("--out", default=None, help="write here instead of the default folder")
     run.set_defaults(func=_run)
+    bench = sub.add_parser("bench", help="run benchmarks/bench_*.py and store their tables")
+    bench.add_argument("names", nargs="*", help="benchmark names (default: all)")
+    bench.add_argument("--quick", action="store_true", help="smoke run, nothing is stored")
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    bench.set_defaults(func=_bench)
     verify = sub.add_parser("verify", help="check committed results: hashes, staleness, budget")
     verify.add_argument("--fix", action="store_true", help="rewrite results/MANIFEST.json first")
     verify.set_defaults(func=_verify)

@@ -488,6 +488,46 @@ def load_or_run(experiment: str, config: dict | None = None, profile: str = "aut
     return result
 
 
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def benchmarks_dir() -> Path:
+    return results_dir() / "benchmarks"
+
+
+def hardware_slug(env: dict) -> str:
+    """'cpu' or the GPU's name as a folder name ('gpu-nvidia-h100-80gb-hbm3')."""
+    if not env.get("cuda"):
+        return "cpu"
+    name = "".join(c if c.isalnum() else "-" for c in str(env["device_name"]).lower())
+    return "gpu-" + "-".join(filter(None, name.split("-")))
+
+
+def write_benchmark(name: str, table: pd.DataFrame, env: dict, config: dict) -> Path:
+    """Store one benchmark run (one table per benchmark and hardware) and update the manifest."""
+    for column in ("case", "metric", "value"):
+        if column not in table.columns:
+            raise ValueError(f"benchmark table lacks column {column!r} (tidy: case, metric, value)")
+    folder = benchmarks_dir() / name / hardware_slug(env)
+    atomic_write_text(folder / "table.csv", table.to_csv(index=False))
+    atomic_write_text(folder / "env.json", _json_text(env))
+    atomic_write_text(folder / "config.json", _json_text({"benchmark": name, **config}))
+    update_manifest()
+    return folder
+
+
+def read_benchmarks() -> list[dict]:
+    """Every stored benchmark run: name, hardware, table, env and config."""
+    runs = []
+    for table in sorted(benchmarks_dir().glob("*/*/table.csv")):
+        folder = table.parent
+        runs.append({"name": folder.parent.name, "hardware": folder.name,
+                     "table": _read_csv(table, ("case", "metric", "value")),
+                     "env": _read_json(folder / "env.json"),
+                     "config": _read_json(folder / "config.json")})
+    return runs
+
+
 # ----------------------------------------------------------------------------- manifest
 
 
@@ -506,7 +546,9 @@ def build_manifest(root: Path | None = None) -> dict:
         }
         entries[folder.name] = {"config_hash": config["config_hash"],
                                 "version": config["version"], "files": files}
-    return {"sithlib_version": sithlib.__version__, "experiments": entries}
+    bench = {str(f.relative_to(root)): sha256_file(f)
+             for f in sorted((root / "benchmarks").rglob("*")) if f.is_file()}
+    return {"sithlib_version": sithlib.__version__, "experiments": entries, "benchmarks": bench}
 
 
 def update_manifest(root: Path | None = None) -> Path:
@@ -577,6 +619,16 @@ def verify(root: Path | None = None) -> tuple[list[str], list[str]]:
                 problems.append(f"stale: {why}; regenerate with: {regenerate_command(name)}")
         else:
             notes.append(f"{folder}: experiment {name!r} is no longer in sithlib.experiments")
+    listed_bench = manifest.get("benchmarks", {})
+    on_disk = {str(f.relative_to(root)) for f in (root / "benchmarks").rglob("*") if f.is_file()}
+    for rel in sorted(on_disk | set(listed_bench)):
+        if rel not in listed_bench:
+            problems.append(f"{root / rel}: not listed in {manifest_path}")
+        elif rel not in on_disk:
+            problems.append(f"{root / rel}: listed in the manifest but missing")
+        elif sha256_file(root / rel) != listed_bench[rel]:
+            problems.append(f"{root / rel}: sha256 differs from {manifest_path} "
+                            "(edited or corrupt)")
     for name in EXPERIMENTS:
         if name not in folders:
             notes.append(f"{name}: no paper result committed yet ({regenerate_command(name)})")

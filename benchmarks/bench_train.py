@@ -1,0 +1,128 @@
+"""Training-engine throughput: the engine against a naive loop, and seed ensembles.
+
+Cases, all training the InfoNCE encoder of ``infonce_sphere`` on its DGP (n = 10, vMF):
+
+- ``naive loop``: what the reference code does: one model, positives sampled on the host with
+  SciPy (one ``vonmises_fisher`` call per row, as every row has its own mean), the loss read
+  back (``.item()``) every step, float32;
+- ``engine, 1 seed``: ``sithlib.train`` with device-native sampling and no per-step sync;
+- ``engine, S seeds, vmap``: S models in one vmapped step;
+- ``engine, S seeds, sequential``: the same S models without vmap (one optimizer, S forwards).
+
+Reported: model-steps per second (steps/s times the number of models) and the ratio to the
+naive loop, all measured in one run on one machine. On the CPU only the ratios carry meaning.
+Usage::
+
+    python benchmarks/bench_train.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments import infonce_sphere
+from sithlib.losses import info_nce
+from sithlib.models.mlp import MLP
+from sithlib.train import TrainConfig, train
+
+
+def _setup(cfg, device):
+    dgp = DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa, mixing_layers=cfg.mixing_layers,
+                        seed=cfg.dgp_seed), device=device)
+
+    def make_model(seed):
+        return MLP([cfg.dim, *cfg.hidden, cfg.dim], output_norm="sphere",
+                   generator=torch.Generator().manual_seed(seed))
+
+    def sample(generator, n):
+        pairs = dgp.sample_pairs(n, generator)
+        return pairs.x, pairs.x_pos
+
+    def loss_fn(f, batch):
+        h = f(batch[0])
+        return info_nce(h, f(batch[1]), temperature=cfg.tau), h
+
+    return dgp, make_model, sample, loss_fn
+
+
+def naive_loop(cfg, steps: int, device: str) -> float:
+    """Seconds for ``steps`` steps of the reference-code style loop."""
+    dgp, make_model, _, _ = _setup(cfg, device)
+    f = make_model(0).to(device)
+    opt = torch.optim.Adam(f.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        z = rng.standard_normal((cfg.batch_size, cfg.dim))
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        z_pos = np.stack([stats.vonmises_fisher(zi, cfg.kappa).rvs(1, random_state=rng)[0]
+                          for zi in z])
+        z_t = torch.from_numpy(z).float().to(device)
+        zp_t = torch.from_numpy(z_pos).float().to(device)
+        with torch.no_grad():
+            x, x_pos = dgp.mixing(z_t), dgp.mixing(zp_t)
+        loss = info_nce(f(x), f(x_pos), temperature=cfg.tau)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()  # the per-step host sync of a logging loop
+    return time.perf_counter() - start
+
+
+def engine(cfg, steps: int, seeds: int, ensemble: bool, device: str) -> float:
+    _, make_model, sample, loss_fn = _setup(cfg, device)
+    tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seeds=seeds,
+                       ensemble=ensemble, eval_every=steps)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    train(make_model, sample, loss_fn, tcfg, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """Tidy rows (case, metric, value) measured in this run."""
+    base = infonce_sphere.PROFILES["quick" if quick or device == "cpu" else "paper"]
+    steps = 30 if quick else 200
+    cfg = dataclasses.replace(base, batch_size=256 if quick else base.batch_size)
+    seeds = 4
+    engine(cfg, 5, 1, True, device)  # warm-up: allocator, thread pools
+    timings = {
+        "naive loop": (naive_loop(cfg, steps, device), 1),
+        "engine, 1 seed": (engine(cfg, steps, 1, True, device), 1),
+        f"engine, {seeds} seeds, vmap": (engine(cfg, steps, seeds, True, device), seeds),
+        f"engine, {seeds} seeds, sequential": (engine(cfg, steps, seeds, False, device), seeds),
+    }
+    naive = steps / timings["naive loop"][0]
+    rows = []
+    for case, (seconds, models) in timings.items():
+        rate = steps * models / seconds
+        rows += [{"case": case, "metric": "model_steps_per_s", "value": rate},
+                 {"case": case, "metric": "ratio_to_naive", "value": rate / naive}]
+    for row in rows:
+        row.update(batch_size=cfg.batch_size, steps=steps, hidden="-".join(map(str, cfg.hidden)))
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps only (a smoke run)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    frame = table(args.quick, args.device)
+    print(frame.pivot_table(index="case", columns="metric", values="value", sort=False))
+    return frame
+
+
+if __name__ == "__main__":
+    main()
