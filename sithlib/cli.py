@@ -16,7 +16,37 @@ def _list(args) -> int:
     return 0
 
 
+def _init_distributed(device: str | None) -> tuple[str | None, int]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group; returns (device, rank)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, 0
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    return device or "cpu", dist.get_rank()
+
+
 def _run(args) -> int:
+    args.device, rank = _init_distributed(args.device)
+    if rank != 0:  # every process trains; only the first one keeps the result files
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            args.out = scratch
+            return _run_all(args)
+    return _run_all(args)
+
+
+def _run_all(args) -> int:
     if args.all == bool(args.experiment):
         raise ValueError("name one EXPERIMENT or pass --all")
     overrides = results.parse_overrides(args.set)

@@ -14,6 +14,11 @@ keeps its own data stream and its own Adam state, so the numbers equal S separat
 float rounding (Adam is elementwise, and the gradient of the summed losses with respect to the
 stacked parameters is the stack of per-seed gradients).
 
+Several GPUs: under ``torchrun --nproc_per_node=N`` (process group initialised), each model is
+wrapped in DistributedDataParallel and each process trains on its slice of the global batch;
+losses that need the whole batch gather it themselves (``distributed=True`` in
+``sithlib.losses``). Vmapped ensembles are single-process only.
+
 Checkpoints: a ``checkpoint`` object with ``load() -> dict | None`` and ``save(dict)`` (the
 results store provides one that writes atomically) receives the full state every
 ``checkpoint_every`` steps: parameters, optimizer, generator states, the curves so far. A run
@@ -32,6 +37,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.parallel import DistributedDataParallel
+
+from sithlib.losses import distributed as dist
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -130,7 +138,13 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     models = [make_model(s).to(device) for s in seeds]
     gens = [torch.Generator(device=device).manual_seed(data_seed_offset + s) for s in seeds]
-    use_vmap = cfg.ensemble and len(models) > 1
+    world, rank = (dist.world_size(), dist.rank()) if dist.is_distributed() else (1, 0)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+    # Under torchrun every process draws the same global batch and keeps its slice, so the run
+    # equals a single-process run on the global batch (sampling is cheap next to the encoder).
+    forward = [DistributedDataParallel(m) for m in models] if world > 1 else models
+    use_vmap = cfg.ensemble and len(models) > 1 and world == 1
     ens = _Ensemble(models) if use_vmap else None
     params = list(ens.params.values()) if use_vmap else [p for m in models for p in m.parameters()]
     opt = _optimizer(params, cfg)
@@ -157,7 +171,10 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
 
     def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list):
-        losses = losses.detach().float().cpu()  # the only host sync, every eval_every steps
+        losses = losses.detach().float()
+        if world > 1:  # the logged loss is the mean over processes, like the global-batch loss
+            losses = dist.all_reduce_sum(losses) / world
+        losses = losses.cpu()  # the only host sync, every eval_every steps
         for i, (s, model) in enumerate(zip(seeds, current_models(), strict=True)):
             if not alive[i]:
                 continue
@@ -181,13 +198,13 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
-        batches = [sample(g, cfg.batch_size) for g in gens]
+        batches = [tuple(t.chunk(world)[rank] for t in sample(g, cfg.batch_size)) for g in gens]
         opt.zero_grad(set_to_none=True)
         if use_vmap:
             stacked = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
             losses, embeddings = ens.per_seed_loss(loss_fn, stacked)
         else:
-            outs = [loss_fn(m, b) for m, b in zip(models, batches, strict=True)]
+            outs = [loss_fn(m, b) for m, b in zip(forward, batches, strict=True)]
             losses = torch.stack([o[0] for o in outs])
             embeddings = [o[1] for o in outs]
         mask = torch.tensor(alive, device=losses.device, dtype=losses.dtype)
@@ -201,7 +218,8 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
                 bar.close()
                 raise TrainingFailure(f"{name}: every seed failed; first failure: {failures[0]}")
         bar.update(1)
-        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+        if (checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                and rank == 0):
             checkpoint.save({
                 "step": step, "curves": curves, "failures": failures, "alive": alive,
                 "params": {k: v.detach() for k, v in ens.params.items()} if use_vmap else None,
