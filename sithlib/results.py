@@ -248,6 +248,16 @@ def _git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
 def environment(device: str, wall_time_s: float) -> dict:
     import torch
 
@@ -259,8 +269,7 @@ def environment(device: str, wall_time_s: float) -> dict:
         "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "wall_time_s": round(wall_time_s, 3),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
