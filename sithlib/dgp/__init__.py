@@ -1,10 +1,31 @@
 """Identifiable data-generating processes: latent spaces, marginals, positive-pair
 conditionals, invertible mixings ``x = g(z)`` and the :class:`DGP` object that composes them."""
 
+# The submodule name `augment` stays the module (sithlib.dgp.augment.augment is the function).
+from sithlib.dgp.augment import RECIPES, AugmentConfig, apply_params, recipe, sample_params
 from sithlib.dgp.clusters import ClusterInstance
 from sithlib.dgp.conditionals import sample_conditional
 from sithlib.dgp.content_style import ContentStyle
+from sithlib.dgp.datasets import (
+    DATASETS,
+    ImageTensors,
+    RenderedDataset,
+    load_dataset,
+    load_digits,
+    to_tensors,
+)
 from sithlib.dgp.dgp import DGP, PRESETS, DGPConfig, Negatives, Pairs
+from sithlib.dgp.images import (
+    LATENTS,
+    SHAPES,
+    ImagePairs,
+    augmented_latents,
+    plot_pairs,
+    positive_latents,
+    render,
+    sample_latents,
+)
+from sithlib.dgp.images import sample_pairs as sample_image_pairs
 from sithlib.dgp.marginals import sample_marginal, sample_noise
 from sithlib.dgp.mixing import (
     IdentityMixing,
@@ -44,4 +65,24 @@ __all__ = [
     "random_matrix",
     "jacobian_condition_number",
     "negative_indices",
+    "AugmentConfig",
+    "RECIPES",
+    "recipe",
+    "sample_params",
+    "apply_params",
+    "RenderedDataset",
+    "ImageTensors",
+    "DATASETS",
+    "load_dataset",
+    "load_digits",
+    "to_tensors",
+    "LATENTS",
+    "SHAPES",
+    "ImagePairs",
+    "render",
+    "sample_latents",
+    "positive_latents",
+    "sample_image_pairs",
+    "augmented_latents",
+    "plot_pairs",
 ]
