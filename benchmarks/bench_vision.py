@@ -71,6 +71,11 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
     return df
 
 
+def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """The entry point of ``python -m sithlib bench vision``."""
+    return run(device=device, quick=quick)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
