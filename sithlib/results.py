@@ -465,6 +465,9 @@ def load_or_run(experiment: str, config: dict | None = None, profile: str = "aut
 
     module = get_experiment(experiment)
     check_profile(profile)
+    if profile == "cached" and config:
+        raise ValueError("profile 'cached' reads committed paper results only; it takes no config")
+    reason = "a custom configuration was requested"
     if profile in ("auto", "cached", "paper") and not config:
         status, result, why = paper_status(module.NAME)
         if status == "fresh":
@@ -472,8 +475,8 @@ def load_or_run(experiment: str, config: dict | None = None, profile: str = "aut
         if profile == "cached":
             cls = StaleResultError if status == "stale" else MissingResultError
             raise cls(f"{why}; regenerate with: {regenerate_command(module.NAME)}")
-    elif profile == "cached":
-        raise ValueError("profile 'cached' reads committed paper results only; it takes no config")
+        reason = "no paper-profile result is committed" if status == "missing" else (
+            f"the committed paper result is stale ({why})")
     run_profile = "paper" if profile == "paper" else "quick"
     cfg = resolve_config(module, run_profile, config)
     folder = cache_folder(module, cfg) if (run_profile == "quick" or config) else None
@@ -486,9 +489,6 @@ def load_or_run(experiment: str, config: dict | None = None, profile: str = "aut
     if result is None:
         result = run_experiment(module.NAME, run_profile, config, device, out=folder)
     if profile == "auto" and result.profile != "paper":
-        status, _, why = paper_status(module.NAME)
-        reason = "no paper-profile result is committed" if status == "missing" else (
-            f"the committed paper result is stale ({why})")
         result.banner = (
             f"These numbers come from the quick profile (small CPU run), because {reason}. "
             f"They show the code path, not the paper-scale science. On a GPU, regenerate with: "

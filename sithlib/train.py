@@ -175,7 +175,9 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
         if world > 1:  # the logged loss is the mean over processes, like the global-batch loss
             losses = dist.all_reduce_sum(losses) / world
         losses = losses.cpu()  # the only host sync, every eval_every steps
-        for i, (s, model) in enumerate(zip(seeds, current_models(), strict=True)):
+        # Unstacking copies every ensemble member: only worth it when they are evaluated.
+        evaluated = current_models() if evaluate is not None else [None] * len(seeds)
+        for i, (s, model) in enumerate(zip(seeds, evaluated, strict=True)):
             if not alive[i]:
                 continue
             row = {"step": step, "seed": s, "loss": float(losses[i])}
@@ -183,6 +185,7 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
             row["embedding_std"] = float(emb.std(dim=0).mean())
             if not math.isfinite(row["loss"]):
                 alive[i] = False
+                mask[i] = 0
                 failures.append({"step": step, "seed": s, "kind": "non-finite loss",
                                  "method": name, "config": asdict(cfg)})
             elif row["embedding_std"] < cfg.collapse_std:
@@ -195,6 +198,8 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
                 model.train()
             curves.append(row)
 
+    # Dead seeds (non-finite loss) stop learning; updated at eval steps, never synced per step.
+    mask = torch.tensor(alive, device=device, dtype=torch.float32)
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
@@ -207,8 +212,6 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
             outs = [loss_fn(m, b) for m, b in zip(forward, batches, strict=True)]
             losses = torch.stack([o[0] for o in outs])
             embeddings = [o[1] for o in outs]
-        mask = torch.tensor(alive, device=losses.device, dtype=losses.dtype)
-        # Dead seeds (non-finite loss) stop learning; the others are independent terms.
         torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
         opt.step()
         if step % cfg.eval_every == 0 or step == cfg.steps:

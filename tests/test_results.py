@@ -244,3 +244,11 @@ def test_hardware_slug():
     assert results.hardware_slug({"cuda": None, "device_name": "x86_64"}) == "cpu"
     assert results.hardware_slug({"cuda": "12.8", "device_name": "NVIDIA H100 80GB HBM3"}) == (
         "gpu-nvidia-h100-80gb-hbm3")
+
+
+def test_auto_with_custom_config_is_never_paper_grade(store):
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    shown = results.load_or_run("vmf_concentration", {"n": 500}, profile="auto")
+    assert shown.profile == "quick" and "custom configuration" in shown.banner
+    with pytest.raises(ValueError, match="takes no config"):
+        results.load_or_run("vmf_concentration", {"n": 500}, profile="cached")
