@@ -5,8 +5,14 @@ three functions:
 
 - ``make_model(seed) -> nn.Module``: a fresh model, initialised from ``seed``;
 - ``sample(generator, n) -> tuple of tensors``: one batch, drawn on the device from ``generator``;
-- ``loss_fn(model, batch) -> (loss, embedding)``: the scalar loss and an embedding whose
-  spread is watched for collapse.
+- ``loss_fn(model, batch) -> (loss, embedding)`` or ``(loss, embedding, logs)``: the scalar
+  loss, an embedding whose spread is watched for collapse and, optionally, a dict of scalar
+  tensors that become columns of the curves at eval steps (for example a method's center norm).
+
+Models with state: a model that has an ``after_step(step, total_steps)`` method (every
+``sithlib.methods.Method``: EMA teachers, DINO's center, SwAV's queue) gets it called after each
+optimiser step with the 0-based step. Such models, and models with buffers (BatchNorm), are
+trained one after the other instead of in a vmapped ensemble; the numbers are the same.
 
 Seed ensembles: with ``seeds = S`` and ``ensemble=True`` the S models are trained in one
 process, their parameters stacked and the step vectorised with ``torch.func.vmap``; each seed
@@ -144,7 +150,9 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     # Under torchrun every process draws the same global batch and keeps its slice, so the run
     # equals a single-process run on the global batch (sampling is cheap next to the encoder).
     forward = [DistributedDataParallel(m) for m in models] if world > 1 else models
-    use_vmap = cfg.ensemble and len(models) > 1 and world == 1
+    stateful = hasattr(models[0], "after_step") or any(True for _ in models[0].buffers())
+    use_vmap = cfg.ensemble and len(models) > 1 and world == 1 and not stateful
+    hooks = models if hasattr(models[0], "after_step") else []
     ens = _Ensemble(models) if use_vmap else None
     params = list(ens.params.values()) if use_vmap else [p for m in models for p in m.parameters()]
     opt = _optimizer(params, cfg)
@@ -170,7 +178,7 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     def current_models() -> list[nn.Module]:
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
 
-    def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list):
+    def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
         losses = losses.detach().float()
         if world > 1:  # the logged loss is the mean over processes, like the global-batch loss
             losses = dist.all_reduce_sum(losses) / world
@@ -183,6 +191,8 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
             row = {"step": step, "seed": s, "loss": float(losses[i])}
             emb = embeddings[i].detach().float()
             row["embedding_std"] = float(emb.std(dim=0).mean())
+            seed_logs = {k: v[i] for k, v in logs.items()} if use_vmap else logs[i]
+            row.update({k: float(v) for k, v in seed_logs.items()})
             if not math.isfinite(row["loss"]):
                 alive[i] = False
                 mask[i] = 0
@@ -207,15 +217,19 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
         opt.zero_grad(set_to_none=True)
         if use_vmap:
             stacked = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
-            losses, embeddings = ens.per_seed_loss(loss_fn, stacked)
+            losses, embeddings, *logs = ens.per_seed_loss(loss_fn, stacked)
+            logs = logs[0] if logs else {}
         else:
             outs = [loss_fn(m, b) for m, b in zip(forward, batches, strict=True)]
             losses = torch.stack([o[0] for o in outs])
             embeddings = [o[1] for o in outs]
+            logs = [o[2] if len(o) > 2 else {} for o in outs]
         torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
         opt.step()
+        for m in hooks:
+            m.after_step(step - 1, cfg.steps)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            record(step, losses, embeddings)
+            record(step, losses, embeddings, logs)
             bar.set_postfix(loss=f"{losses.detach().float().mean().item():.4f}")
             if not any(alive):
                 bar.close()

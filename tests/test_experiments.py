@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,9 @@ TINY = {
                                           eval_every=30, n_eval=400, hidden=(32,), seeds=2,
                                           batch_size=64),
 }
+# An experiment's own test file (tests/test_exp_<name>.py) may declare TINY = {name: config}.
+for _path in sorted(Path(__file__).parent.glob("test_exp_*.py")):
+    TINY.update(importlib.import_module(f"tests.{_path.stem}").TINY)
 
 
 def test_every_experiment_has_a_tiny_config():

@@ -157,3 +157,45 @@ def test_evaluate_hook_adds_columns():
 def test_config_validation(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+class _Counting(nn.Module):
+    """A model with an after_step hook and a buffer, like an SSL method with an EMA teacher."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.net = make_model(seed)
+        self.register_buffer("ema", torch.zeros(D))
+        self.calls: list[tuple[int, int]] = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.calls.append((step, total_steps))
+        with torch.no_grad():
+            self.ema.mul_(0.5).add_(0.5 * self.net[0].bias[:D])
+
+
+def _with_logs(model, batch):
+    loss, out = regression(model, batch)
+    return loss, out, {"out_norm": out.norm(dim=1).mean()}
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_logs_from_the_loss_become_curve_columns(ensemble):
+    result = train(make_model, sample, _with_logs, dataclasses.replace(CFG, ensemble=ensemble))
+    assert all(r["out_norm"] > 0 for r in result.curves) and len(result.curves) == 9
+    plain = train(make_model, sample, regression, dataclasses.replace(CFG, ensemble=ensemble))
+    for x, y in zip(_params(result), _params(plain), strict=True):
+        torch.testing.assert_close(x, y)  # the logs do not change training
+
+
+def test_after_step_hook_is_called_with_zero_based_steps_and_models_with_buffers_train():
+    result = train(_Counting, sample, regression, CFG)  # ensemble=True falls back to a loop
+    for model in result.models:
+        assert model.calls == [(s, CFG.steps) for s in range(CFG.steps)]
+        assert model.ema.abs().sum() > 0
+    plain = train(make_model, sample, regression, CFG)
+    for x, y in zip(_params(result), _params(plain), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)

@@ -24,7 +24,7 @@ from sithlib.train import TrainConfig, train
 NAME = "infonce_sphere"
 VERSION = 1
 TITLE = "Contrastive learning inverts the data-generating process"
-CHAPTER = "chapters/01_sith/01_contrastive_inverts"
+CHAPTER = "chapters/01_sith/02_contrastive_inverts"
 
 
 @dataclass(frozen=True)
