@@ -228,6 +228,59 @@ def checkpoint_for(experiment: str, cfg, part: str = "run") -> Checkpoint:
     return Checkpoint(path, key)
 
 
+def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]:
+    """Run a sweep cell by cell; a finished cell is read back from the cache, never rerun.
+
+    Parameters
+    ----------
+    experiment : str
+        The experiment's NAME; its VERSION is part of every cell's key, so a code change that
+        bumps it reruns the grid.
+    cells : sequence of dict
+        One JSON-serialisable mapping per grid point, holding everything that determines its
+        numbers (the grid values and the shared settings). Extending a grid (``--set``) adds
+        cells and only those run.
+    run_cell : callable
+        ``run_cell(cell) -> {"metrics": DataFrame, "curves": DataFrame or None}``; the frames
+        should carry the cell's grid values as columns.
+
+    Returns
+    -------
+    dict
+        ``{"metrics": ..., "curves": ...}``: the cells' tables concatenated in grid order
+        (``curves`` is None when no cell has curves).
+
+    Notes
+    -----
+    Each finished cell is written atomically to ``.cache/cells/<experiment>/<hash>/`` with a
+    ``done.json`` written last, so an interrupted sweep resumes at the first unfinished cell.
+    """
+    from sithlib.experiments import get_experiment
+
+    module = get_experiment(experiment)
+    root = cache_dir().parent / "cells" / module.NAME
+    tables: dict[str, list[pd.DataFrame]] = {"metrics": [], "curves": []}
+    for cell in cells:
+        folder = root / config_hash(module.NAME, module.VERSION, cell)
+        done = folder / "done.json"
+        if not done.exists():
+            fresh = {k: v for k, v in run_cell(cell).items() if v is not None and len(v)}
+            for name, frame in fresh.items():
+                atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
+            atomic_write_text(done, _json_text({"cell": cell, "tables": sorted(fresh)}))
+        # Always read back from disk, so a fresh sweep and a resumed one give identical frames.
+        names = _read_json(done).get("tables")
+        if not isinstance(names, list):
+            raise CorruptResultError(f"{done}: no list of tables; delete {folder} to rerun")
+        out = {n: _read_csv(folder / f"{n}.csv", METRICS_COLUMNS if n == "metrics" else ())
+               for n in names}
+        for name in tables:
+            if name in out:
+                tables[name].append(out[name])
+    return {name: pd.concat(frames, ignore_index=True) if frames else None
+            for name, frames in tables.items()}
+
+
 # ----------------------------------------------------------------------------- provenance
 
 

@@ -252,3 +252,46 @@ def test_auto_with_custom_config_is_never_paper_grade(store):
     assert shown.profile == "quick" and "custom configuration" in shown.banner
     with pytest.raises(ValueError, match="takes no config"):
         results.load_or_run("vmf_concentration", {"n": 500}, profile="cached")
+
+
+def _grid_cells(ns):
+    return [{"n": n, "seed": 0} for n in ns]
+
+
+def test_run_grid_runs_each_cell_once_and_resumes(store):
+    calls = []
+
+    def run_cell(cell):
+        calls.append(cell["n"])
+        metrics = pd.DataFrame({"n": [cell["n"]], "metric": ["double"], "value": [2.0 * cell["n"]],
+                                "seed": [cell["seed"]]})
+        curves = pd.DataFrame({"n": [cell["n"]] * 2, "step": [1, 2]}) if cell["n"] > 1 else None
+        return {"metrics": metrics, "curves": curves}
+
+    first = results.run_grid("vmf_concentration", _grid_cells([1, 2]), run_cell)
+    assert calls == [1, 2] and list(first["metrics"].value) == [2.0, 4.0]
+    assert list(first["curves"].n) == [2, 2]  # the cell without curves contributes none
+    # Extending the grid runs only the new cell; the old ones are read back identically.
+    again = results.run_grid("vmf_concentration", _grid_cells([1, 2, 3]), run_cell)
+    assert calls == [1, 2, 3]
+    assert again["metrics"].iloc[:2].equals(first["metrics"])
+    # A version bump reruns everything.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vmf_concentration, "VERSION", vmf_concentration.VERSION + 1)
+        results.run_grid("vmf_concentration", _grid_cells([1]), run_cell)
+    assert calls == [1, 2, 3, 1]
+
+
+def test_run_grid_interrupted_cell_is_rerun_and_corrupt_cell_is_named(store):
+    def boom(cell):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        results.run_grid("vmf_concentration", _grid_cells([5]), boom)
+    ok = results.run_grid("vmf_concentration", _grid_cells([5]), lambda c: {
+        "metrics": pd.DataFrame({"metric": ["m"], "value": [1.0], "seed": [0]}), "curves": None})
+    assert ok["curves"] is None and len(ok["metrics"]) == 1
+    done = next((store.parent / "cells" / "vmf_concentration").glob("*/done.json"))
+    done.write_text("{not json")
+    with pytest.raises(results.CorruptResultError, match="done.json"):
+        results.run_grid("vmf_concentration", _grid_cells([5]), boom)
