@@ -20,6 +20,12 @@ keeps its own data stream and its own Adam state, so the numbers equal S separat
 float rounding (Adam is elementwise, and the gradient of the summed losses with respect to the
 stacked parameters is the stack of per-seed gradients).
 
+Speed: ``precision="bf16"`` runs the forward pass under bfloat16 autocast with TF32 matmuls
+(``"tf32"``: TF32 only); ``compile=True`` compiles the per-step forward and loss with
+``torch.compile``; ``channels_last=True`` stores image models and batches in NHWC, the layout
+tensor cores prefer; on a GPU Adam and SGD use their fused kernels. The loop never reads a
+device value back except at eval steps.
+
 Several GPUs: under ``torchrun --nproc_per_node=N`` (process group initialised), each model is
 wrapped in DistributedDataParallel and each process trains on its slice of the global batch;
 losses that need the whole batch gather it themselves (``distributed=True`` in
@@ -33,6 +39,7 @@ that is killed resumes from there and ends with bit-identical numbers on the CPU
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -48,6 +55,7 @@ from torch.nn.parallel import DistributedDataParallel
 from sithlib.losses import distributed as dist
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,17 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 0
     collapse_std: float = 1e-4
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
                              f"got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.precision!r}")
         for name in ("steps", "batch_size", "seeds", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -85,11 +99,30 @@ class TrainingFailure(RuntimeError):
 
 
 def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Fused kernels (one launch for all parameters) exist for CUDA tensors only.
+    fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, **fused)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+
+
+@contextlib.contextmanager
+def _matmul_precision(cfg: TrainConfig):
+    """Matmul precision for the run, restored afterwards (it is process-global state).
+
+    ``tf32`` lets float32 matmuls use TensorFloat-32 on Ampere+ GPUs (10-bit mantissa inputs,
+    fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast (in the loop).
+    The losses upcast to float32 themselves, so only the network's matmuls lose precision.
+    """
+    previous = torch.get_float32_matmul_precision()
+    if cfg.precision in ("tf32", "bf16"):
+        torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _progress(total: int, desc: str):
@@ -140,9 +173,22 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
 
     ``evaluate(model, seed) -> dict[str, float]`` is called every ``eval_every`` steps and at
     the end, per seed, under ``torch.no_grad``; its values become rows of the curves.
+
+    Speed settings in ``cfg``: ``precision`` (``fp32``; ``tf32`` matmuls; ``bf16`` autocast
+    of the forward pass plus tf32), ``compile`` (``torch.compile`` of the per-step forward and
+    loss), ``channels_last`` (memory format of image models and 4-d batches). Adam and SGD use
+    their fused CUDA kernels when every parameter is on a GPU.
     """
+    with _matmul_precision(cfg):
+        return _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
+                      data_seed_offset)
+
+
+def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
+           data_seed_offset) -> TrainResult:
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
-    models = [make_model(s).to(device) for s in seeds]
+    memory = {"memory_format": torch.channels_last} if cfg.channels_last else {}
+    models = [make_model(s).to(device, **memory) for s in seeds]
     gens = [torch.Generator(device=device).manual_seed(data_seed_offset + s) for s in seeds]
     world, rank = (dist.world_size(), dist.rank()) if dist.is_distributed() else (1, 0)
     if cfg.batch_size % world:
@@ -192,7 +238,7 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
             emb = embeddings[i].detach().float()
             row["embedding_std"] = float(emb.std(dim=0).mean())
             seed_logs = {k: v[i] for k, v in logs.items()} if use_vmap else logs[i]
-            row.update({k: float(v) for k, v in seed_logs.items()})
+            row.update({k: float(v.detach()) for k, v in seed_logs.items()})
             if not math.isfinite(row["loss"]):
                 alive[i] = False
                 mask[i] = 0
@@ -208,22 +254,35 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
                 model.train()
             curves.append(row)
 
+    def step_losses(batches):
+        if use_vmap:
+            stacked = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
+            losses, embeddings, *logs = ens.per_seed_loss(loss_fn, stacked)
+            return losses, embeddings, logs[0] if logs else {}
+        outs = [loss_fn(m, b) for m, b in zip(forward, batches, strict=True)]
+        return (torch.stack([o[0] for o in outs]), [o[1] for o in outs],
+                [o[2] if len(o) > 2 else {} for o in outs])
+
+    def draw(g):
+        batch = tuple(t.chunk(world)[rank] for t in sample(g, cfg.batch_size))
+        if cfg.channels_last:
+            batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                          for t in batch)
+        return batch
+
+    if cfg.compile:
+        step_losses = torch.compile(step_losses)
+    amp = {"device_type": torch.device(device).type, "dtype": torch.bfloat16,
+           "enabled": cfg.precision == "bf16"}
     # Dead seeds (non-finite loss) stop learning; updated at eval steps, never synced per step.
     mask = torch.tensor(alive, device=device, dtype=torch.float32)
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
-        batches = [tuple(t.chunk(world)[rank] for t in sample(g, cfg.batch_size)) for g in gens]
+        batches = [draw(g) for g in gens]
         opt.zero_grad(set_to_none=True)
-        if use_vmap:
-            stacked = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
-            losses, embeddings, *logs = ens.per_seed_loss(loss_fn, stacked)
-            logs = logs[0] if logs else {}
-        else:
-            outs = [loss_fn(m, b) for m, b in zip(forward, batches, strict=True)]
-            losses = torch.stack([o[0] for o in outs])
-            embeddings = [o[1] for o in outs]
-            logs = [o[2] if len(o) > 2 else {} for o in outs]
+        with torch.autocast(**amp):
+            losses, embeddings, logs = step_losses(batches)
         torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
         opt.step()
         for m in hooks:

@@ -152,7 +152,8 @@ def test_evaluate_hook_adds_columns():
     ("field", "value", "message"),
     [("optimizer", "lion", "optimizer must be one of adam, adamw, sgd"),
      ("steps", 0, "steps must be >= 1"), ("lr", -1.0, "lr must be > 0"),
-     ("checkpoint_every", -1, "checkpoint_every must be >= 0")],
+     ("checkpoint_every", -1, "checkpoint_every must be >= 0"),
+     ("precision", "fp16", "precision must be one of fp32, tf32, bf16")],
 )
 def test_config_validation(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -199,3 +200,49 @@ def test_after_step_hook_is_called_with_zero_based_steps_and_models_with_buffers
     plain = train(make_model, sample, regression, CFG)
     for x, y in zip(_params(result), _params(plain), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_restores_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    exact = train(make_model, sample, regression, CFG)
+    low = train(make_model, sample, regression, dataclasses.replace(CFG, precision="bf16"))
+    assert torch.get_float32_matmul_precision() == before
+    for x, y in zip(_params(low), _params(exact), strict=True):
+        assert not torch.equal(x, y)  # autocast really ran the matmuls in bfloat16
+        torch.testing.assert_close(x, y, rtol=0, atol=0.05)
+    last = [r["loss"] for r in low.curves if r["step"] == CFG.steps]
+    assert all(isinstance(v, float) for v in last)  # logged losses are fp32 python floats
+
+
+def test_tf32_is_exact_on_the_cpu():
+    a = _params(train(make_model, sample, regression, dataclasses.replace(CFG, precision="tf32")))
+    b = _params(train(make_model, sample, regression, CFG))
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_compiled_step_equals_eager_step():
+    cfg = dataclasses.replace(CFG, steps=10, eval_every=5, seeds=2)
+    a = _params(train(make_model, sample, regression, dataclasses.replace(cfg, compile=True)))
+    b = _params(train(make_model, sample, regression, cfg))
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def _conv_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, D))
+
+
+def _images(generator, n):
+    z = torch.randn(n, D, generator=generator)
+    return z, (z @ A.T).repeat_interleave(12, dim=1).reshape(n, 3, 4, 4)
+
+
+def test_channels_last_gives_the_same_model():
+    cfg = dataclasses.replace(CFG, seeds=1)
+    a = train(_conv_model, _images, regression, dataclasses.replace(cfg, channels_last=True))
+    b = train(_conv_model, _images, regression, cfg)
+    assert a.models[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(_params(a)[0], _params(b)[0], rtol=1e-5, atol=1e-6)
