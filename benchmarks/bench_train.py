@@ -9,8 +9,16 @@ Cases, all training the InfoNCE encoder of ``infonce_sphere`` on its DGP (n = 10
 - ``engine, S seeds, vmap``: S models in one vmapped step;
 - ``engine, S seeds, sequential``: the same S models without vmap (one optimizer, S forwards).
 
-Reported: model-steps per second (steps/s times the number of models) and the ratio to the
-naive loop, all measured in one run on one machine. On the CPU only the ratios carry meaning.
+- ``engine, 1 seed, <precision>``: the same with ``tf32`` / ``bf16`` matmuls and with
+  ``torch.compile`` (on a GPU only: on the CPU they are not what the engine is tuned for);
+- ``ensemble 16 seeds (n=5, batch 1024)`` against ``1 seed (n=5, batch 1024)``: the DIET-sized
+  problem where vmapped seeds pay off most.
+
+Reported: model-steps per second (steps/s times the number of models), the ratio to the naive
+loop, the model FLOPs per step (forward and backward of the encoder on both views plus the
+similarity matrix) and the fraction of this device's dense matmul throughput that the step
+reaches, with that peak measured in the same run for the same precision. On the CPU only the
+ratios carry meaning.
 Usage::
 
     python benchmarks/bench_train.py [--quick]
@@ -77,10 +85,12 @@ def naive_loop(cfg, steps: int, device: str) -> float:
     return time.perf_counter() - start
 
 
-def engine(cfg, steps: int, seeds: int, ensemble: bool, device: str) -> float:
+def engine(cfg, steps: int, seeds: int, ensemble: bool, device: str, precision: str = "fp32",
+           compile: bool = False) -> float:
     _, make_model, sample, loss_fn = _setup(cfg, device)
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seeds=seeds,
-                       ensemble=ensemble, eval_every=steps)
+                       ensemble=ensemble, eval_every=steps, precision=precision,
+                       compile=compile)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -90,27 +100,79 @@ def engine(cfg, steps: int, seeds: int, ensemble: bool, device: str) -> float:
     return time.perf_counter() - start
 
 
+def train_flops(cfg) -> float:
+    """Model FLOPs of one training step: 3x the forward (backward costs two forwards)."""
+    widths = [cfg.dim, *cfg.hidden, cfg.dim]
+    encoder = 2 * sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+    similarity = 2 * cfg.batch_size * cfg.dim  # one row of h @ h_pos.T per sample
+    return 3.0 * cfg.batch_size * (2 * encoder + similarity)
+
+
+def matmul_peak(device: str, precision: str, n: int | None = None) -> float:
+    """Measured dense matmul FLOP/s of ``device`` (square n x n, best of several runs)."""
+    n = n or (8192 if device.startswith("cuda") else 1024)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    gen = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=gen) for _ in range(2))
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
+    try:
+        best = float("inf")
+        for _ in range(5):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - start) / 10)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    return 2.0 * n**3 / best
+
+
 def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
     """Tidy rows (case, metric, value) measured in this run."""
     base = infonce_sphere.PROFILES["quick" if quick or device == "cpu" else "paper"]
     steps = 30 if quick else 200
     cfg = dataclasses.replace(base, batch_size=256 if quick else base.batch_size)
-    seeds = 4
+    small = dataclasses.replace(cfg, dim=5, batch_size=1024)  # the DIET-sized problem
+    seeds, many = 4, 4 if quick or device == "cpu" else 16
+    gpu = device.startswith("cuda")
     engine(cfg, 5, 1, True, device)  # warm-up: allocator, thread pools
+    # case: (seconds, models, config, precision)
     timings = {
-        "naive loop": (naive_loop(cfg, steps, device), 1),
-        "engine, 1 seed": (engine(cfg, steps, 1, True, device), 1),
-        f"engine, {seeds} seeds, vmap": (engine(cfg, steps, seeds, True, device), seeds),
-        f"engine, {seeds} seeds, sequential": (engine(cfg, steps, seeds, False, device), seeds),
+        "naive loop": (naive_loop(cfg, steps, device), 1, cfg, "fp32"),
+        "engine, 1 seed": (engine(cfg, steps, 1, True, device), 1, cfg, "fp32"),
+        f"engine, {seeds} seeds, vmap": (engine(cfg, steps, seeds, True, device), seeds, cfg,
+                                         "fp32"),
+        f"engine, {seeds} seeds, sequential": (engine(cfg, steps, seeds, False, device), seeds,
+                                               cfg, "fp32"),
+        "1 seed (n=5, batch 1024)": (engine(small, steps, 1, True, device), 1, small, "fp32"),
+        f"ensemble {many} seeds (n=5, batch 1024)": (engine(small, steps, many, True, device),
+                                                     many, small, "fp32"),
     }
+    if gpu:
+        for precision in ("tf32", "bf16"):
+            timings[f"engine, 1 seed, {precision}"] = (
+                engine(cfg, steps, 1, True, device, precision=precision), 1, cfg, precision)
+        engine(cfg, 5, 1, True, device, precision="bf16", compile=True)  # compile once
+        timings["engine, 1 seed, bf16, compiled"] = (
+            engine(cfg, steps, 1, True, device, precision="bf16", compile=True), 1, cfg, "bf16")
+    peaks = {p: matmul_peak(device, p) for p in {t[3] for t in timings.values()}}
     naive = steps / timings["naive loop"][0]
     rows = []
-    for case, (seconds, models) in timings.items():
+    for case, (seconds, models, c, precision) in timings.items():
         rate = steps * models / seconds
-        rows += [{"case": case, "metric": "model_steps_per_s", "value": rate},
-                 {"case": case, "metric": "ratio_to_naive", "value": rate / naive}]
-    for row in rows:
-        row.update(batch_size=cfg.batch_size, steps=steps, hidden="-".join(map(str, cfg.hidden)))
+        flops = train_flops(c)
+        peak = peaks[precision]
+        values = {"model_steps_per_s": rate, "ratio_to_naive": rate / naive,
+                  "flops_per_step": flops, "fraction_of_matmul_peak": rate * flops / peak,
+                  "matmul_peak_tflops": peak / 1e12}
+        rows += [{"case": case, "metric": k, "value": v, "batch_size": c.batch_size,
+                  "steps": steps, "hidden": "-".join(map(str, c.hidden)), "precision": precision}
+                 for k, v in values.items()]
     return pd.DataFrame(rows)
 
 
