@@ -1,0 +1,99 @@
+"""vicreg_assumptions: scaled recipes, the covariance match, the measures and the figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+from sithlib.dgp import recipe
+from sithlib.experiments import vicreg_assumptions as exp
+from sithlib.models import MLP
+
+matplotlib.use("Agg")
+
+TINY = {
+    "vicreg_assumptions": dataclasses.replace(
+        exp.PROFILES["quick"], seeds=1, n_anchors=2, n_views=16, n_components=2,
+        strengths_vector=(1e-4, 1.0), hidden=(16,), feature_dim=8, vec_proj_dims=(16, 16, 16),
+        vec_steps=5, vec_batch_size=32, image_size=8, width=4, strengths_image=(1e-3,),
+        img_proj_dims=(16, 16, 16), img_steps=1, img_batch_size=8),
+}
+
+
+def test_scaled_recipe_interpolates_from_identity_to_the_recipe():
+    assert exp.scaled_recipe(1.0) == recipe("simclr_cifar")
+    assert exp.scaled_recipe(3.0) == recipe("simclr_cifar")
+    small = exp.scaled_recipe(1e-3)
+    assert small.crop_scale[0] > 0.999 and small.flip_p == pytest.approx(5e-4)
+    assert small.crop_ratio[1] == pytest.approx((4 / 3) ** 1e-3)
+    with pytest.raises(ValueError, match="strength"):
+        exp.scaled_recipe(0.0)
+
+
+def test_covariance_error_is_zero_for_an_affine_network_and_large_views():
+    g = torch.Generator().manual_seed(0)
+    net = nn.Linear(5, 3).double()
+    x_star = torch.randn(5, generator=g, dtype=torch.float64)
+    views = x_star + 3.0 * torch.randn(200, 5, generator=g, dtype=torch.float64)
+    assert exp.covariance_error(net, x_star, views) < 1e-10
+
+
+def test_covariance_error_grows_when_views_leave_the_region():
+    g = torch.Generator().manual_seed(0)
+    net = MLP([4, 64, 64, 3], activation="relu", generator=g).double()
+    x_star = torch.randn(4, generator=g, dtype=torch.float64)
+    noise = torch.randn(300, 4, generator=g, dtype=torch.float64)
+    assert exp.covariance_error(net, x_star, x_star + 1e-9 * noise) < 1e-6
+    assert exp.covariance_error(net, x_star, x_star + 1.0 * noise) > 0.05
+
+
+def test_measure_tiny_gaussian_noise_keeps_the_region_and_matches_sizes():
+    cfg = dataclasses.replace(TINY["vicreg_assumptions"], n_anchors=3, n_views=64)
+    setting = exp._Setting("vector", cfg, "cpu")
+    net = setting.encoder(torch.Generator().manual_seed(0)).eval()
+    tiny = exp.measure(net, setting, "gaussian", 1e-9, seed=0)
+    assert tiny["same_region"] == 1.0 and tiny["flipped_units"] == 0.0
+    assert tiny["cov_error"] < 1e-3
+    big_aug = exp.measure(net, setting, "augmentation", 1.0, seed=0)
+    big_gauss = exp.measure(net, setting, "gaussian", 1.0, seed=0)
+    assert big_aug["rms_distance"] == big_gauss["rms_distance"]  # matched by construction
+    assert big_gauss["same_region"] < 1.0 and big_gauss["flipped_units"] > 0.0
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="settings"):
+        exp.Config(settings=("audio",))
+    with pytest.raises(ValueError, match="n_views"):
+        exp.Config(n_views=3, n_components=4)
+    with pytest.raises(ValueError, match="strengths_image"):
+        exp.Config(strengths_image=(0.0,))
+
+
+@pytest.fixture(scope="module")
+def tiny_metrics():
+    return exp.run(TINY["vicreg_assumptions"])["metrics"]
+
+
+def test_rows_cover_every_setting_state_family_and_strength(tiny_metrics):
+    m = tiny_metrics
+    assert m.value.map(math.isfinite).all()
+    per = m.groupby(["setting", "state", "family", "strength"]).metric.nunique()
+    assert (per == len(exp.MEASURES)).all()
+    # The training strength is always measured: 1 / kappa for vectors, s = 1 for images.
+    assert set(m[m.setting == "vector"].strength) == {1e-4, 0.1, 1.0}
+    assert set(m[m.setting == "image"].strength) == {1e-3, 1.0}
+    assert set(m[m.training].strength) == {0.1, 1.0}
+
+
+def test_table_and_figures(tiny_metrics):
+    table = exp.summary_table(tiny_metrics)
+    assert len(table) == 4 and exp.LABELS["same_region"] in table.columns
+    axes = exp.plot_measures(tiny_metrics, "image", ("same_region", "cov_error"))
+    assert len(axes) == 2 and axes[0].get_xscale() == "log"
+    with pytest.raises(ValueError, match="setting"):
+        exp.plot_measures(tiny_metrics, "audio")

@@ -1,0 +1,100 @@
+"""vicreg_information: information terms, labels, a short training run and the figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import matplotlib
+import pytest
+import torch
+
+from sithlib.experiments import vicreg_information as exp
+from sithlib.losses import vicreg_entropy
+from sithlib.metrics.information import gaussian_entropy
+
+matplotlib.use("Agg")
+
+TINY = {
+    "vicreg_information": dataclasses.replace(
+        exp.PROFILES["quick"], seeds=2, hidden=(16,), feature_dim=8, vec_proj_dims=(16, 16, 16),
+        vec_steps=20, vec_batch_size=64, vec_eval_every=10, vec_n_eval=200, image_size=8,
+        width=4, img_proj_dims=(16, 16, 16), img_steps=2, img_batch_size=16, img_eval_every=1,
+        img_n_eval=64),
+}
+
+
+def _z(n=500, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(
+        d, d, generator=g, dtype=torch.float64)
+
+
+def test_identical_views_have_zero_invariance_and_the_gaussian_entropy():
+    z = _z()
+    terms = exp.information_terms(z, z)
+    assert terms["invariance"] == 0.0
+    assert terms["bound"] == terms["entropy"]
+    # The ridge 1e-4 is far below the covariance's eigenvalues here.
+    assert terms["entropy"] == pytest.approx(gaussian_entropy(z), abs=1e-2)
+
+
+def test_bound_is_minus_the_logdet_loss():
+    z_a = _z()
+    z_b = z_a.roll(1, dims=0)  # the same rows, so the same entropy, in another pairing
+    terms = exp.information_terms(z_a, z_b, sim_coeff=25.0)
+    loss = float(vicreg_entropy(z_a, z_b, estimator="logdet", sim_coeff=25.0))
+    assert terms["bound"] == pytest.approx(-loss, rel=1e-6)
+
+
+def test_sector_labels_are_balanced_classes_of_the_largest_signed_coordinate():
+    z = torch.nn.functional.normalize(torch.randn(20_000, 5, generator=torch.Generator()
+                                                  .manual_seed(1)), dim=1)
+    y = exp.sector_labels(z)
+    assert y.min() == 0 and y.max() == 9
+    counts = torch.bincount(y, minlength=10).float() / len(y)
+    assert torch.allclose(counts, torch.full((10,), 0.1), atol=0.01)
+    assert exp.sector_labels(torch.tensor([[0.1, -0.9, 0.2]])).item() == 4  # -z_1 is largest
+
+
+def test_config_rejects_unknown_names():
+    with pytest.raises(ValueError, match="methods"):
+        exp.Config(methods=("vicreg", "barlow"))
+    with pytest.raises(ValueError, match="dgps"):
+        exp.Config(dgps=())
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    return exp.run(TINY["vicreg_information"])
+
+
+def test_tables_have_every_method_dgp_and_baseline(tiny_result):
+    m, c = tiny_result["metrics"], tiny_result["curves"]
+    assert m.value.map(math.isfinite).all()
+    methods = set(exp.METHODS.values())
+    assert set(m[m.dgp == "image"].method) == methods | {"raw input"}
+    assert set(m[m.dgp == "vector"].method) == methods | {"raw input", "true latents z"}
+    assert set(c.step[c.dgp == "vector"]) == {10, 20}
+    assert {"entropy", "invariance", "bound", "knn", "r2_linear", "train_entropy"} <= set(c)
+    table = exp.summary_table(m)
+    assert len(table) == 9 and "knn" in table.columns
+    track = exp.tracking_table(c)
+    assert len(track) == 6 and "bound ~ knn" in track.columns
+
+
+def test_figures(tiny_result):
+    axes = exp.plot_curves(tiny_result["curves"], "image")
+    assert len(axes) == 6 and axes[0].get_title()
+    assert len(exp.plot_comparison(tiny_result["metrics"])) == 3
+    with pytest.raises(ValueError, match="dgp"):
+        exp.plot_curves(tiny_result["curves"], "audio")
+
+
+def test_logdet_objective_raises_the_bound_it_maximizes():
+    cfg = dataclasses.replace(TINY["vicreg_information"], dgps=("vector",), methods=("logdet",),
+                              seeds=1, vec_steps=150, vec_eval_every=10, vec_n_eval=400,
+                              hidden=(32,), vec_batch_size=128)
+    curves = exp.run(cfg)["curves"]
+    assert curves.bound.iloc[-1] > curves.bound.iloc[0]
+    assert curves.entropy.iloc[-1] > curves.entropy.iloc[0]
