@@ -5,7 +5,8 @@ frozen dataclass config. ``method(x_a, x_b, index=..., y=...)`` returns ``(loss,
 scalar loss to back-propagate and a dict of detached scalar tensors: ``loss``, ``center_norm``
 (the norm of the batch mean of the L2-normalised embeddings that enter the loss, the stability
 paper's center vector: projections, the teacher's for BYOL, the student's head outputs for
-DINO, the encoder features for DIET and supervised) and method-specific state. After every
+DINO, the encoder features for DIET and supervised; :meth:`Method.project` returns them for
+held-out data) and method-specific state. After every
 ``optimizer.step()`` call ``method.after_step(step, total_steps)``: it updates EMA teachers,
 renormalises SwAV prototypes and DIET rows, and advances the step counter that drives the
 schedules (DINO teacher temperature, frozen prototypes / last layer, queue start).
@@ -27,44 +28,55 @@ so that DDP does not overwrite it with rank 0's queue (the DINO center is identi
 process when ``distributed=True``).
 
 Defaults are the official ones (papers.md, section 5); the table lists them with the
-deliberate deviations from the official code.
+deliberate deviations from the official code and the config switches that remove one
+anti-collapse device each (all off by default).
 
 .. list-table:: Methods, defaults and deviations
    :header-rows: 1
-   :widths: 12 44 44
+   :widths: 10 34 34 22
 
    * - name
      - defaults
      - deliberate deviations from the official code
+     - collapse ablations (off by default)
    * - ``simclr``
      - ``nt_xent``, temperature 0.1; projector 2 layers, hidden width =
        feature dimension, output 128, BatchNorm after every Linear (the last one scale-only)
      - the loss is the mean over the 2n views, half of the official sum of the two directions;
        BatchNorm is per process unless converted to SyncBatchNorm (official: global BN);
        set temperature 0.5 for the CIFAR-10 recipe
+     - none
    * - ``infonce``
      - ``info_nce``, temperature 1, dot-product similarity, negatives =
        the other positives; no projector (the encoder output is the representation)
      - cl-ica's code uses the anchors, the anchor itself included, as negatives: set
        ``negatives="anchors", include_anchor=True`` to reproduce it; use temperature
        :math:`1/\kappa` for matched vMF data
+     - none
    * - ``byol``
      - ``byol`` summed over both directions; projector and predictor
        Linear-BN-ReLU-Linear 4096 -> 256; EMA 0.996 -> 1, cosine per step; teacher buffers
        copied from the student
      - cosine over T - 1 steps so the last step uses exactly 1 (official: over T steps);
        PyTorch default init instead of Haiku's; the optimiser (LARS) is the trainer's
+     - ``predictor=False`` (the online projection regresses the target directly);
+       ``tau0=tau_end=0`` (the target is the current online network, no EMA);
+       ``tau0=tau_end=1`` (the target stays at its initialisation)
    * - ``simsiam``
      - ``simsiam`` averaged over both directions; projector 3 layers of
        2048 ending in BatchNorm without affine; predictor 2048 -> 512 -> 2048
      - the last projector Linear has no bias (the official frozen bias is cancelled by the
        BatchNorm); the fixed predictor learning rate is the trainer's
+     - ``predictor=False`` (identity predictor); ``stop_gradient=False`` (the gradient also
+       flows through the target projection)
    * - ``swav``
      - ``swav``, temperature 0.1, epsilon 0.05, 3 Sinkhorn iterations;
        projector 2048 -> 128 and L2 normalisation; 3000 prototypes with unit rows, frozen for
        the first 313 steps; no queue
      - two crops (no multi-crop); log-domain Sinkhorn (same codes, no overflow); the queue
        start and the prototype freeze count steps, not epochs
+     - ``targets="softmax"``: codes are the row softmax of the scores over epsilon, with no
+       equipartition
    * - ``dino``
      - ``dino``, student temperature 0.1, teacher 0.04 (no warm-up),
        center momentum 0.9; head 2048-2048-256 with GELU, weight-normalised last layer
@@ -72,28 +84,38 @@ deliberate deviations from the official code.
      - two global crops, no local crops; the last layer is frozen for 0 steps by default
        (official: 1 epoch, set ``freeze_last_layer_steps``); teacher BatchNorm buffers
        copied (official: the teacher's own, ``ema_buffers="own"``)
+     - ``centering=False`` (the center stays 0); ``sharpening=False`` (teacher temperature =
+       student temperature at every step)
    * - ``barlow_twins``
      - ``barlow_twins``, lambda 0.0051, scale 1; projector 8192-8192-8192
        with bias-free Linears
      - batch standardisation per process unless ``distributed=True`` (official: SyncBN)
+     - ``lambd=0``: no off-diagonal (redundancy-reduction) term
    * - ``vicreg``
      - ``vicreg``, coefficients 25 / 25 / 1, gamma 1, eps 1e-4; expander
        8192-8192-8192; ``estimator="logdet"`` or ``"pairwise"`` swaps in
        ``vicreg_entropy``
      - none for ``"vicreg"``; the entropy variants' coefficients are ours (not retrieved)
+     - ``std_coeff=0``: no variance term
    * - ``diet``
      - ``diet``, bias-free linear head over ``num_instances`` indices,
        inverse temperature 1, no label smoothing, rows not normalised
      - the original recipe's label smoothing was not retrieved; the inverse temperature is
        fixed unless ``learn_beta=True``
+     - none
    * - ``supervised``
      - ``cross_entropy`` of a linear classifier (with bias) over
        ``num_classes`` classes
+     - none
      - none
    * - ``stability``
      - ``stability``, lambda 1 (negative cosine invariance plus lambda
        times the squared norm of the batch center vector); no projector
      - the paper's exact normalisation and lambda were not retrieved; this is our reading
+     - ``lambd=0``: invariance only
+
+The ablations are the switches of the stability paper's induced-collapse experiments (Jha et
+al., 2024): each removes one anti-collapse device and leaves everything else as it is.
 """
 
 from __future__ import annotations
@@ -218,7 +240,13 @@ class InfoNCEConfig:
 
 @dataclass(frozen=True)
 class BYOLConfig:
-    """BYOL (Grill et al., 2020)."""
+    """BYOL (Grill et al., 2020).
+
+    Collapse ablations (Grill et al., 2020; Jha et al., 2024): ``predictor=False``
+    drops the predictor, so the online projection regresses the target projection directly;
+    ``tau0=tau_end=0`` makes the target the current online network (no moving average) and
+    ``tau0=tau_end=1`` freezes the target at its random initialisation.
+    """
 
     proj_hidden_dim: int = 4096
     proj_dim: int = 256
@@ -226,10 +254,12 @@ class BYOLConfig:
     tau0: float = 0.996
     tau_end: float = 1.0
     ema_buffers: str = "copy"
+    predictor: bool = True
 
     def __post_init__(self):
         for name in ("proj_hidden_dim", "proj_dim", "pred_hidden_dim"):
             _pos_int(name, getattr(self, name))
+        _bool("predictor", self.predictor)
         _unit("tau0", self.tau0)
         _unit("tau_end", self.tau_end)
         if self.tau_end < self.tau0:
@@ -239,21 +269,37 @@ class BYOLConfig:
 
 @dataclass(frozen=True)
 class SimSiamConfig:
-    """SimSiam (Chen and He, 2021); the paper uses ``proj_layers=2`` on CIFAR."""
+    """SimSiam (Chen and He, 2021); the paper uses ``proj_layers=2`` on CIFAR.
+
+    Collapse ablations (Chen and He, 2021; Jha et al., 2024): ``predictor=False``
+    removes the predictor (the module has none; each projection is compared with the other
+    view's), and ``stop_gradient=False`` lets the gradient flow through the target projection
+    as well.
+    """
 
     proj_hidden_dim: int = 2048
     proj_dim: int = 2048
     proj_layers: int = 3
     pred_hidden_dim: int = 512
+    predictor: bool = True
+    stop_gradient: bool = True
 
     def __post_init__(self):
         for name in ("proj_hidden_dim", "proj_dim", "proj_layers", "pred_hidden_dim"):
             _pos_int(name, getattr(self, name))
+        _bool("predictor", self.predictor)
+        _bool("stop_gradient", self.stop_gradient)
 
 
 @dataclass(frozen=True)
 class SwAVConfig:
-    """SwAV (Caron et al., 2020). The queue is used once ``queue_length`` rows are filled."""
+    r"""SwAV (Caron et al., 2020). The queue is used once ``queue_length`` rows are filled.
+
+    Collapse ablation (Jha et al., 2024): ``targets="softmax"`` replaces the Sinkhorn codes by
+    the row softmax :math:`q_i = \operatorname{softmax}(S_i / \varepsilon)` of each sample's
+    scores, computed without gradient: the same sharpness, no equipartition over the
+    prototypes. The queue only feeds Sinkhorn, so it must be off (``queue_length=0``).
+    """
 
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
@@ -265,6 +311,7 @@ class SwAVConfig:
     queue_length: int = 0
     queue_start_step: int = 0
     distributed: bool = False
+    targets: str = "sinkhorn"
 
     def __post_init__(self):
         for name in ("proj_hidden_dim", "proj_dim", "num_prototypes"):
@@ -275,11 +322,23 @@ class SwAVConfig:
                      "queue_start_step"):
             _pos_int(name, getattr(self, name), low=0)
         _bool("distributed", self.distributed)
+        _choice("targets", self.targets, ("sinkhorn", "softmax"))
+        if self.targets == "softmax" and self.queue_length:
+            raise ValueError(
+                f"queue_length must be 0 with targets='softmax' (the queue only feeds "
+                f"Sinkhorn), got {self.queue_length}"
+            )
 
 
 @dataclass(frozen=True)
 class DINOConfig:
-    """DINO (Caron et al., 2021), two global crops."""
+    """DINO (Caron et al., 2021), two global crops.
+
+    Collapse ablations (Caron et al., 2021; Jha et al., 2024):
+    ``centering=False`` never subtracts a center from the teacher outputs (the center buffer
+    stays 0), and ``sharpening=False`` uses the student temperature for the teacher at every
+    step (no sharpening; the teacher temperature fields and their warm-up are then unused).
+    """
 
     out_dim: int = 65536
     hidden_dim: int = 2048
@@ -297,6 +356,8 @@ class DINOConfig:
     freeze_last_layer_steps: int = 0
     ema_buffers: str = "copy"
     distributed: bool = False
+    centering: bool = True
+    sharpening: bool = True
 
     def __post_init__(self):
         for name in ("out_dim", "hidden_dim", "bottleneck_dim", "head_layers"):
@@ -314,11 +375,17 @@ class DINOConfig:
             raise ValueError(f"tau_end must be >= tau0 = {self.tau0}, got {self.tau_end}")
         _choice("ema_buffers", self.ema_buffers, _EMA_BUFFERS)
         _bool("distributed", self.distributed)
+        _bool("centering", self.centering)
+        _bool("sharpening", self.sharpening)
 
 
 @dataclass(frozen=True)
 class BarlowTwinsConfig:
-    """Barlow Twins (Zbontar et al., 2021)."""
+    """Barlow Twins (Zbontar et al., 2021).
+
+    Collapse ablation (Jha et al., 2024): ``lambd=0`` removes the off-diagonal
+    (redundancy-reduction) term and keeps only the invariance of each standardised dimension.
+    """
 
     proj_dims: tuple[int, ...] = (8192, 8192, 8192)
     lambd: float = 0.0051
@@ -334,7 +401,11 @@ class BarlowTwinsConfig:
 
 @dataclass(frozen=True)
 class VICRegConfig:
-    """VICReg (Bardes et al., 2022) and its entropy variants (Shwartz-Ziv et al., 2023)."""
+    """VICReg (Bardes et al., 2022) and its entropy variants (Shwartz-Ziv et al., 2023).
+
+    Collapse ablation (Bardes et al., 2022; Jha et al., 2024): ``std_coeff=0``
+    removes the variance term and keeps invariance and covariance.
+    """
 
     proj_dims: tuple[int, ...] = (8192, 8192, 8192)
     sim_coeff: float = 25.0
@@ -414,6 +485,37 @@ def _center_norm(*zs: torch.Tensor) -> torch.Tensor:
     """Norm of the mean of the L2-normalised embeddings (the stability paper's center vector)."""
     u = F.normalize(torch.cat(zs).detach().float(), dim=1)
     return u.mean(0).norm()
+
+
+def _negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    r"""SimSiam's loss without the stop-gradient, :math:`-\frac{1}{n}\sum_i \cos(p_i, z_i)`.
+
+    Same value as ``losses.simsiam(p, z)``, but the gradient flows into both arguments; fp32
+    as the library losses.
+    """
+    with torch.autocast(p.device.type, enabled=False):
+        u, v = F.normalize(_upcast(p), dim=1), F.normalize(_upcast(z), dim=1)
+        return -(u * v).sum(1).mean()
+
+
+def _swav_softmax_targets(scores_a, scores_b, *, temperature: float, epsilon: float):
+    r"""SwAV's swapped prediction with row-softmax codes instead of Sinkhorn ones.
+
+    .. math::
+
+        q_i = \operatorname{softmax}(S_i / \varepsilon), \qquad
+        L = -\frac{1}{2n} \sum_i \sum_k \big[ q_{a,ik} \log p_{b,ik}
+            + q_{b,ik} \log p_{a,ik} \big],
+
+    with :math:`p = \operatorname{softmax}(S/\tau)` and the codes q carrying no gradient.
+    """
+    with torch.autocast(scores_a.device.type, enabled=False):
+        s_a, s_b = _upcast(scores_a), _upcast(scores_b)
+        q_a = F.softmax(s_a.detach() / epsilon, dim=1)
+        q_b = F.softmax(s_b.detach() / epsilon, dim=1)
+        log_p_a = F.log_softmax(s_a / temperature, dim=1)
+        log_p_b = F.log_softmax(s_b / temperature, dim=1)
+        return -0.5 * ((q_a * log_p_b).sum(1).mean() + (q_b * log_p_a).sum(1).mean())
 
 
 class Method(nn.Module):
@@ -501,6 +603,19 @@ class Method(nn.Module):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The representation f(x) (the encoder output, before any head)."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding the loss sees, for monitors on held-out data: the (student, online)
+        projector or head output, or the encoder output for methods without a head.
+
+        Unnormalised; the center vector of its L2-normalised rows is the ``center_norm`` that
+        the forward pass logs (which uses the teacher's projections for BYOL).
+        """
+        return self._project(x)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
     def extra_repr(self) -> str:
@@ -633,9 +748,13 @@ class BYOL(_TeacherMixin, Method):
             feature_dim, hidden_dim=config.proj_hidden_dim, out_dim=config.proj_dim,
             generator=generator,
         )
-        self.predictor = byol_mlp(
-            config.proj_dim, hidden_dim=config.pred_hidden_dim, out_dim=config.proj_dim,
-            generator=generator,
+        self.predictor = (
+            byol_mlp(
+                config.proj_dim, hidden_dim=config.pred_hidden_dim, out_dim=config.proj_dim,
+                generator=generator,
+            )
+            if config.predictor
+            else None
         )
         self.teacher = EMATeacher(
             self._student(), tau0=config.tau0, tau_end=config.tau_end, buffers=config.ema_buffers
@@ -644,8 +763,12 @@ class BYOL(_TeacherMixin, Method):
     def _student_head(self):
         return self.projector
 
+    def _project(self, x):
+        return self.projector(self.encoder(x))
+
     def _online(self, x):
-        return self.predictor(self.projector(self.encoder(x)))
+        z = self._project(x)
+        return z if self.predictor is None else self.predictor(z)
 
     def _loss(self, x_a, x_b, *, index, y):
         p_a, p_b = self._pair(self._online, x_a, x_b)
@@ -666,8 +789,12 @@ class SimSiam(Method):
             feature_dim, hidden_dim=config.proj_hidden_dim, out_dim=config.proj_dim,
             num_layers=config.proj_layers, generator=generator,
         )
-        self.predictor = simsiam_predictor(
-            config.proj_dim, hidden_dim=config.pred_hidden_dim, generator=generator
+        self.predictor = (
+            simsiam_predictor(
+                config.proj_dim, hidden_dim=config.pred_hidden_dim, generator=generator
+            )
+            if config.predictor
+            else None
         )
 
     def _project(self, x):
@@ -675,8 +802,13 @@ class SimSiam(Method):
 
     def _loss(self, x_a, x_b, *, index, y):
         z_a, z_b = self._pair(self._project, x_a, x_b)
-        p_a, p_b = self.predictor(z_a), self.predictor(z_b)
-        loss = 0.5 * (losses.simsiam(p_a, z_b) + losses.simsiam(p_b, z_a))
+        if self.predictor is None:
+            p_a, p_b = z_a, z_b
+        else:
+            p_a, p_b = self.predictor(z_a), self.predictor(z_b)
+        # losses.simsiam detaches its target: that is the stop-gradient.
+        cosine = losses.simsiam if self.config.stop_gradient else _negative_cosine
+        loss = 0.5 * (cosine(p_a, z_b) + cosine(p_b, z_a))
         return loss, {"center_norm": _center_norm(z_a, z_b)}
 
 
@@ -720,11 +852,16 @@ class SwAV(Method):
             with torch.no_grad():
                 c = self.prototypes.weight.detach()
                 queue_a, queue_b = self.queue[0] @ c.t(), self.queue[1] @ c.t()
-        loss = losses.swav(
-            s_a, s_b, temperature=cfg.temperature, epsilon=cfg.epsilon,
-            iterations=cfg.sinkhorn_iterations, queue_a=queue_a, queue_b=queue_b,
-            distributed=cfg.distributed,
-        )
+        if cfg.targets == "softmax":
+            loss = _swav_softmax_targets(
+                s_a, s_b, temperature=cfg.temperature, epsilon=cfg.epsilon
+            )
+        else:
+            loss = losses.swav(
+                s_a, s_b, temperature=cfg.temperature, epsilon=cfg.epsilon,
+                iterations=cfg.sinkhorn_iterations, queue_a=queue_a, queue_b=queue_b,
+                distributed=cfg.distributed,
+            )
         if self.queue is not None and self.training and self.step >= cfg.queue_start_step:
             self._push(z_a.detach(), z_b.detach())
         logs = {"center_norm": _center_norm(z_a, z_b)}
@@ -767,8 +904,11 @@ class DINO(_TeacherMixin, Method):
         return self.head
 
     def teacher_temp(self) -> float:
-        """The teacher temperature at the current step (linear warm-up, then constant)."""
+        """The teacher temperature at the current step (linear warm-up, then constant; the
+        student temperature when ``sharpening=False``)."""
         cfg = self.config
+        if not cfg.sharpening:
+            return cfg.student_temp
         return losses.dino_teacher_temp(
             self.step, warmup_steps=cfg.warmup_teacher_temp_steps,
             start=cfg.warmup_teacher_temp, end=cfg.teacher_temp,
@@ -778,14 +918,18 @@ class DINO(_TeacherMixin, Method):
         freeze = self.step < self.config.freeze_last_layer_steps
         return self.head(self.encoder(x), freeze_last_layer=freeze)
 
+    def _project(self, x):
+        return self.head(self.encoder(x))
+
     def _loss(self, x_a, x_b, *, index, y):
         cfg = self.config
         s_a, s_b = self._pair(self._student_forward, x_a, x_b)
         with torch.no_grad():
             t_a, t_b = self._pair(self.teacher, x_a, x_b)
         t_temp = self.teacher_temp()
+        center = self.center if cfg.centering else torch.zeros_like(self.center)
         loss = losses.dino(
-            torch.stack([s_a, s_b]), torch.stack([t_a, t_b]), self.center,
+            torch.stack([s_a, s_b]), torch.stack([t_a, t_b]), center,
             student_temp=cfg.student_temp, teacher_temp=t_temp,
         )
         logs = {
@@ -793,7 +937,7 @@ class DINO(_TeacherMixin, Method):
             "dino_center_norm": self.center.norm().detach().clone(),
             "teacher_temp": torch.tensor(t_temp),
         }
-        if self.training:
+        if self.training and cfg.centering:
             new = losses.dino_center_update(
                 self.center, torch.stack([t_a, t_b]), momentum=cfg.center_momentum,
                 distributed=cfg.distributed,

@@ -127,9 +127,11 @@ def _matmul_precision(cfg: TrainConfig):
 
 def _progress(total: int, desc: str):
     """A tqdm bar in terminals and notebooks; silent when SITH_PROGRESS=0 (the book build)."""
-    from tqdm.auto import tqdm
-
     quiet = os.environ.get("SITH_PROGRESS", "1") == "0" or not sys.stderr
+    if quiet:  # tqdm.auto would warn about missing ipywidgets even for a disabled bar
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, disable=quiet, mininterval=1.0, leave=False)
 
 

@@ -665,3 +665,282 @@ def test_infonce_and_diet_learn_on_a_vmf_dgp():
     for name, losses_ in history.items():
         first, last = sum(losses_[:5]) / 5, sum(losses_[-5:]) / 5
         assert last < first - 0.02, (name, losses_)
+
+
+# -- collapse ablations: each switch removes exactly one anti-collapse device ---------------------
+
+ABLATIONS = {
+    "simsiam_no_predictor": ("simsiam", {"predictor": False}),
+    "simsiam_no_stop_gradient": ("simsiam", {"stop_gradient": False}),
+    "byol_no_predictor": ("byol", {"predictor": False}),
+    "byol_ema_0": ("byol", {"tau0": 0.0, "tau_end": 0.0}),
+    "byol_ema_1": ("byol", {"tau0": 1.0, "tau_end": 1.0}),
+    "dino_no_centering": ("dino", {"centering": False}),
+    "dino_no_sharpening": ("dino", {"sharpening": False}),
+    "swav_softmax": ("swav", {"targets": "softmax"}),
+    "barlow_twins_no_off_diagonal": ("barlow_twins", {"lambd": 0.0}),
+    "vicreg_no_variance": ("vicreg", {"std_coeff": 0.0}),
+}
+
+
+def test_ablation_switches_default_to_the_official_method():
+    assert (method_config("simsiam").predictor, method_config("simsiam").stop_gradient) == (
+        True, True,
+    )
+    assert method_config("byol").predictor is True
+    c = method_config("dino")
+    assert (c.centering, c.sharpening) == (True, True)
+    assert method_config("swav").targets == "sinkhorn"
+
+
+@pytest.mark.parametrize(
+    "name, values, match",
+    [
+        ("simsiam", {"predictor": 0}, "predictor"),
+        ("simsiam", {"stop_gradient": "no"}, "stop_gradient"),
+        ("byol", {"predictor": None}, "predictor"),
+        ("dino", {"centering": 1}, "centering"),
+        ("dino", {"sharpening": "false"}, "sharpening"),
+        ("swav", {"targets": "uniform"}, "targets.*sinkhorn.*softmax"),
+        ("swav", {"targets": "softmax", "queue_length": 64}, "queue_length"),
+    ],
+)
+def test_bad_ablation_values(name, values, match):
+    with pytest.raises(ValueError, match=match):
+        method_config(name, values)
+
+
+def _cos64(p, z):
+    return F.cosine_similarity(p.double(), z.double(), dim=1).mean()
+
+
+def test_simsiam_without_predictor_has_no_predictor():
+    m = make("simsiam", predictor=False)
+    assert m.predictor is None
+    assert not any(k.startswith("predictor") for k in m.state_dict())
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+    ref = -0.5 * (_cos64(z_a, z_b) + _cos64(z_b, z_a))
+    torch.testing.assert_close(loss.detach().double(), ref)
+    # The library loss on the unaffected pieces: identity predictor, stop-gradient kept.
+    torch.testing.assert_close(
+        loss.detach(), 0.5 * (losses.simsiam(z_a, z_b) + losses.simsiam(z_b, z_a))
+    )
+
+
+def _grads(m, x_a, x_b):
+    m.zero_grad()
+    loss, _ = m(x_a, x_b)
+    loss.backward()
+    return loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_simsiam_stop_gradient_switch_sets_where_the_gradient_flows(stop_gradient):
+    x_a, x_b, _, _ = batch()
+    m = make("simsiam", stop_gradient=stop_gradient)
+    loss, grads = _grads(m, x_a, x_b)
+    # Independent float64 reference: the same network, the target detached or not.
+    ref = make("simsiam").double()
+    z_a, z_b = (ref.projector(ref.encoder(x.double())) for x in (x_a, x_b))
+    t_a, t_b = (z_a.detach(), z_b.detach()) if stop_gradient else (z_a, z_b)
+    ref_loss = -0.5 * (_cos64(ref.predictor(z_a), t_b) + _cos64(ref.predictor(z_b), t_a))
+    ref_loss.backward()
+    torch.testing.assert_close(loss.double(), ref_loss.detach())
+    for k, p in ref.named_parameters():
+        torch.testing.assert_close(grads[k].double(), p.grad, atol=1e-6, rtol=1e-4)
+    # The two variants share the loss value and differ in the gradient.
+    other_loss, other = _grads(make("simsiam", stop_gradient=not stop_gradient), x_a, x_b)
+    torch.testing.assert_close(loss, other_loss)
+    assert any(not torch.allclose(grads[k], other[k]) for k in grads)
+
+
+def test_without_stop_gradient_the_target_receives_a_gradient():
+    from sithlib.methods import _negative_cosine
+
+    g = gen(3)
+    p = torch.randn(N, 8, generator=g, requires_grad=True)
+    for fn, flows in ((losses.simsiam, False), (_negative_cosine, True)):
+        z = torch.randn(N, 8, generator=gen(4), requires_grad=True)
+        value = fn(p, z)
+        value.backward()
+        assert (z.grad is not None) == flows
+        torch.testing.assert_close(value.detach().double(), -_cos64(p.detach(), z.detach()))
+
+
+def test_byol_without_predictor_regresses_the_projection_on_the_target():
+    m = make("byol", predictor=False)
+    assert m.predictor is None and not any(k.startswith("predictor") for k in m.state_dict())
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+        t_a, t_b = (m.teacher(x) for x in (x_a, x_b))
+    # 2 - 2 cos summed over both directions, in float64.
+    ref = (2 - 2 * F.cosine_similarity(z_a.double(), t_b.double())).mean() + (
+        2 - 2 * F.cosine_similarity(z_b.double(), t_a.double())).mean()
+    torch.testing.assert_close(loss.detach().double(), ref)
+    torch.testing.assert_close(loss.detach(), losses.byol(z_a, t_b) + losses.byol(z_b, t_a))
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0])
+def test_byol_ema_0_copies_the_student_and_ema_1_freezes_the_target(tau):
+    m = make("byol", tau0=tau, tau_end=tau)
+    initial = {k: v.clone() for k, v in m.teacher.module.state_dict().items()}
+    _, logs = train(m, steps=4)
+    assert logs["loss"] >= 0 and m.teacher.last_tau == tau
+    student = torch.nn.Sequential(m.encoder, m.projector).state_dict()
+    teacher = m.teacher.module.state_dict()
+    params = {k for k, _ in m.teacher.module.named_parameters()}
+    for k in params:
+        if tau == 0.0:
+            assert torch.equal(teacher[k], student[k]), k
+        else:
+            assert torch.equal(teacher[k], initial[k]), k
+            assert not torch.equal(student[k], initial[k]), k
+
+
+def test_dino_without_centering_never_subtracts_or_updates_a_center():
+    m = make("dino", centering=False)
+    x_a, x_b, _, _ = batch()
+    train(m, steps=3)
+    assert torch.equal(m.center, torch.zeros(1, 20))
+    with torch.no_grad():
+        m.center.copy_(torch.randn(1, 20, generator=gen(2)))  # ignored without centering
+    loss, logs = m(x_a, x_b)
+    with torch.no_grad():
+        s = m.head(m.encoder(torch.cat([x_a, x_b]))).double()
+        t = m.teacher(torch.cat([x_a, x_b])).double()
+    # Float64 reference of the two-crop DINO loss with a zero center.
+    p_t = F.softmax(t / 0.04, dim=1)
+    log_p_s = F.log_softmax(s / 0.1, dim=1)
+
+    def ce(q, v):  # teacher crop q against student crop v
+        return -(p_t[q * N:(q + 1) * N] * log_p_s[v * N:(v + 1) * N]).sum(1).mean()
+
+    ref = 0.5 * (ce(0, 1) + ce(1, 0))
+    torch.testing.assert_close(loss.detach().double(), ref, atol=1e-5, rtol=1e-5)
+    with_center = make("dino")
+    with_center.load_state_dict(m.state_dict())
+    assert not torch.allclose(with_center(x_a, x_b)[0], loss)
+
+
+def test_dino_without_sharpening_uses_the_student_temperature():
+    m = make("dino", sharpening=False, warmup_teacher_temp=0.02, warmup_teacher_temp_steps=4)
+    x_a, x_b, _, _ = batch()
+    temps = []
+    for step in range(5):
+        temps.append(m.teacher_temp())
+        m.after_step(step, 5)
+    assert temps == [0.1] * 5
+    m = make("dino", sharpening=False)
+    loss, logs = m(x_a, x_b)
+    with torch.no_grad():
+        s = m.head(m.encoder(torch.cat([x_a, x_b])))
+        t = m.teacher(torch.cat([x_a, x_b]))
+        ref = losses.dino(torch.stack([s[:N], s[N:]]), torch.stack([t[:N], t[N:]]),
+                          torch.zeros(1, 20), student_temp=0.1, teacher_temp=0.1)
+    torch.testing.assert_close(loss.detach(), ref)
+    assert logs["teacher_temp"].item() == pytest.approx(0.1)
+
+
+def test_swav_softmax_targets_are_row_softmaxes_of_the_scores():
+    m = make("swav", targets="softmax", epsilon=0.5)
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z = m.projector(m.encoder(torch.cat([x_a, x_b])))
+        sc = (z @ m.prototypes.weight.t()).double()
+    # Naive float64 loop: q_i = softmax(S_i / eps), p_i = softmax(S_i / tau).
+    total = 0.0
+    for i in range(N):
+        for target, pred in ((sc[i], sc[N + i]), (sc[N + i], sc[i])):
+            q = torch.exp(target / 0.5) / torch.exp(target / 0.5).sum()
+            log_p = pred / 0.1 - torch.log(torch.exp(pred / 0.1).sum())
+            total -= float((q * log_p).sum())
+    torch.testing.assert_close(loss.item(), total / (2 * N), atol=1e-5, rtol=1e-5)
+    sinkhorn = make("swav", epsilon=0.5)(x_a, x_b)[0]
+    assert not torch.allclose(loss, sinkhorn)
+    # The codes carry no gradient: the gradient equals that of the reference with q detached.
+    m.zero_grad()
+    loss.backward()
+    ref = make("swav", targets="softmax", epsilon=0.5)
+    z = ref.projector(ref.encoder(torch.cat([x_a, x_b])))
+    sc = z @ ref.prototypes.weight.t()
+    q = F.softmax(sc.detach() / 0.5, dim=1)
+    log_p = F.log_softmax(sc / 0.1, dim=1)
+    ref_loss = -0.5 * ((q[:N] * log_p[N:]).sum(1).mean() + (q[N:] * log_p[:N]).sum(1).mean())
+    ref_loss.backward()
+    for p, r in zip(m.parameters(), ref.parameters(), strict=True):
+        if r.grad is not None:
+            torch.testing.assert_close(p.grad, r.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_barlow_twins_without_off_diagonal_keeps_only_the_invariance_term():
+    m = make("barlow_twins", lambd=0.0)
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)).double() for x in (x_a, x_b))
+    std = [(z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5) for z in (z_a, z_b)]
+    c = std[0].T @ std[1] / N
+    ref = sum((1 - c[i, i]) ** 2 for i in range(c.shape[0]))
+    torch.testing.assert_close(loss.detach().double(), ref, atol=1e-5, rtol=1e-5)
+    assert loss.item() < make("barlow_twins")(x_a, x_b)[0].item()
+
+
+def test_vicreg_without_variance_keeps_invariance_and_covariance():
+    m = make("vicreg", std_coeff=0.0)
+    x_a, x_b, _, _ = batch()
+    loss, _ = m(x_a, x_b)
+    with torch.no_grad():
+        z_a, z_b = (m.projector(m.encoder(x)).double() for x in (x_a, x_b))
+    d = z_a.shape[1]
+    cov = [torch.cov(z.T) for z in (z_a, z_b)]
+    off = sum(float(c.square().sum() - c.diagonal().square().sum()) for c in cov) / d
+    ref = 25 * float((z_a - z_b).square().mean()) + off
+    torch.testing.assert_close(loss.item(), ref, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(ABLATIONS))
+def test_ablations_train_deterministically_with_finite_losses(case):
+    name, values = ABLATIONS[case]
+    runs = []
+    for _ in range(2):
+        history, logs = train(make(name, seed=3, **values), steps=5, seed=4)
+        runs.append(history)
+    assert all(math.isfinite(v) for v in runs[0]) and runs[0] == runs[1]
+    assert 0 <= logs["center_norm"].item() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("case", ["simsiam_no_stop_gradient", "swav_softmax"])
+def test_ablation_losses_stay_float32_under_bf16_autocast(case):
+    name, values = ABLATIONS[case]
+    x_a, x_b, _, _ = batch()
+    ref, _ = make(name, **values)(x_a, x_b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = make(name, **values)(x_a, x_b)
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - ref.item()) <= 0.02 * abs(ref.item()) + 0.01
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_project_is_the_embedding_the_loss_sees(name):
+    m = make(name)
+    x_a, _, _, _ = batch()
+    out = m.project(x_a)
+    assert not out.requires_grad
+    with torch.no_grad():
+        head = {"simclr": "projector", "byol": "projector", "simsiam": "projector",
+                "swav": "projector", "dino": "head", "barlow_twins": "projector",
+                "vicreg": "projector"}.get(name)
+        ref = m.encoder(x_a) if head is None else getattr(m, head)(m.encoder(x_a))
+    torch.testing.assert_close(out, ref)
+    if name == "simclr":  # the logged center norm is that of the projections of both views
+        x_a, x_b, _, _ = batch()
+        _, logs = m(x_a, x_b)
+        with torch.no_grad():
+            z = m.project(torch.cat([x_a, x_b]))
+        torch.testing.assert_close(logs["center_norm"], F.normalize(z, dim=1).mean(0).norm())

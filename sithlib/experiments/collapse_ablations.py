@@ -1,0 +1,469 @@
+r"""Stability chapter: induced collapse (Jha, Blaschko, Asano and Tuytelaars, 2024).
+
+Every method keeps collapse away with one device: a predictor and a stop-gradient (SimSiam),
+a predictor and a slow EMA target (BYOL), centering and sharpening (DINO), Sinkhorn
+equipartition (SwAV), decorrelation (Barlow Twins), a variance hinge (VICReg). We remove each
+device in turn (the switches of ``sithlib.methods``), train the ablation and its intact method
+on the same vector DGP (latents uniform on the sphere, vMF positives, an invertible
+leaky-ReLU mixing x = g(z)) with the same MLP encoder, and measure on held-out data, with
+K positive samples of each held-out latent standing for its augmentations:
+
+- the center vector :math:`s = E_x E_\omega[u]` of the L2-normalised embedding u that the loss
+  acts on (the projector or head output) and its norm,
+- the per-sample means :math:`\mu_x = E_\omega[u]` (mean norm, and the spread
+  :math:`E_x\|\mu_x - s\|^2` that vanishes when every :math:`\mu_x` equals s),
+- the embedding's per-dimension std relative to its isotropic value :math:`1/\sqrt{d}` and its
+  effective rank (RankMe of the centred normalised embedding),
+- the encoder's held-out linear :math:`R^2` to z and effective rank, beside an untrained
+  encoder.
+
+Collapse is decided by thresholds on measured quantities (``Config``): complete when the std
+ratio falls below ``complete_std``, dimensional when it does not but the effective rank of the
+embedding or of the encoder output falls below ``rank_fraction`` times the latent dimension.
+The paper's prediction is tested on time: does :math:`\|s\|` early in training (at
+``early_fraction`` of the steps) exceed ``s_threshold`` exactly for the runs that end in
+complete collapse? And does the final :math:`\|s\|` do so?
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from sithlib.dgp import DGP, DGPConfig
+from sithlib.methods import build_method
+from sithlib.metrics import (
+    center_vector_norm,
+    effective_rank,
+    embedding_std,
+    mean_norm_decomposition,
+    r2_linear,
+    sample_mean_norm,
+)
+from sithlib.models.mlp import MLP
+from sithlib.train import TrainConfig, train
+
+NAME = "collapse_ablations"
+VERSION = 1
+TITLE = "Induced collapse"
+CHAPTER = "chapters/03_stability/03_collapse"
+
+# variant -> (method, switches that remove one anti-collapse device); {} is the intact method.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "simsiam": ("simsiam", {}),
+    "simsiam_no_predictor": ("simsiam", {"predictor": False}),
+    "simsiam_no_stop_gradient": ("simsiam", {"stop_gradient": False}),
+    "byol": ("byol", {}),
+    "byol_no_predictor": ("byol", {"predictor": False}),
+    "byol_ema_0": ("byol", {"tau0": 0.0, "tau_end": 0.0}),
+    "byol_ema_1": ("byol", {"tau0": 1.0, "tau_end": 1.0}),
+    "dino": ("dino", {}),
+    "dino_no_centering": ("dino", {"centering": False}),
+    "dino_no_sharpening": ("dino", {"sharpening": False}),
+    "swav": ("swav", {}),
+    "swav_softmax": ("swav", {"targets": "softmax"}),
+    "barlow_twins": ("barlow_twins", {}),
+    "barlow_twins_no_off_diagonal": ("barlow_twins", {"lambd": 0.0}),
+    "vicreg": ("vicreg", {}),
+    "vicreg_no_variance": ("vicreg", {"std_coeff": 0.0}),
+}
+OUTCOMES = ("none", "dimensional", "complete")  # the value of the "collapse" metric indexes it
+
+
+@dataclass(frozen=True)
+class Config:
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    dim: int = 5
+    kappa: float = 10.0
+    mixing_layers: int = 3
+    hidden: tuple[int, ...] = (64, 64)
+    feature_dim: int = 10
+    head_hidden: int = 64
+    head_dim: int = 32
+    steps: int = 600
+    batch_size: int = 256
+    lr: float = 1e-3
+    seeds: int = 2
+    eval_every: int = 60
+    n_eval: int = 800
+    views: int = 6
+    early_fraction: float = 0.1
+    complete_std: float = 0.25
+    rank_fraction: float = 0.5
+    s_threshold: float = 0.9
+    dgp_seed: int = 0
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"variants must be a non-empty tuple of {tuple(VARIANTS)}, "
+                             f"got {self.variants!r}")
+        if self.views < 2:
+            raise ValueError(f"views must be >= 2 (K augmentations per sample), got {self.views}")
+        for name in ("early_fraction", "complete_std", "rank_fraction", "s_threshold"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+
+
+PROFILES = {
+    "quick": Config(),
+    # Wider networks, a 4x larger batch, three seeds and 2.5x the steps. Sized for about 7
+    # minutes on one H100: the 48 runs train one after the other (every method has state) and
+    # small networks are launch-bound, about 5 ms a step.
+    "paper": Config(hidden=(256, 256, 256), feature_dim=32, head_hidden=512, head_dim=128,
+                    steps=1500, batch_size=1024, seeds=3, eval_every=75, n_eval=4000,
+                    views=16, checkpoint_every=500),
+}
+
+
+def head_config(method: str, cfg) -> dict:
+    """Small heads for the vector DGP, sized by ``cfg.head_hidden`` and ``cfg.head_dim``.
+
+    Deviations from the official defaults, all for a short run on a small MLP: SimSiam uses
+    its 2-layer CIFAR projector and a bottleneck of a quarter of the width (512 of 2048
+    officially); BYOL and DINO start the EMA at 0.99 (BYOL's value for 100-300 epochs); DINO
+    has BatchNorm in its head (``use_bn``; without it the intact method collapses to the
+    uniform distribution here) and as many outputs as the head is wide; SwAV has as many
+    prototypes and keeps them frozen for the first tenth of the steps.
+    """
+    h, d = cfg.head_hidden, cfg.head_dim
+    return {
+        "simsiam": {"proj_hidden_dim": h, "proj_dim": d, "proj_layers": 2,
+                    "pred_hidden_dim": max(d // 4, 1)},
+        "byol": {"proj_hidden_dim": h, "proj_dim": d, "pred_hidden_dim": h, "tau0": 0.99},
+        "dino": {"out_dim": h, "hidden_dim": h, "bottleneck_dim": d, "use_bn": True,
+                 "tau0": 0.99},
+        "swav": {"proj_hidden_dim": h, "proj_dim": d, "num_prototypes": h,
+                 "freeze_prototypes_steps": cfg.steps // 10},
+        "barlow_twins": {"proj_dims": (h, h)},
+        "vicreg": {"proj_dims": (h, h)},
+        "simclr": {"proj_hidden_dim": h, "proj_dim": d},
+        "stability": {},
+    }[method]
+
+
+def make_dgp(cfg, device="cpu") -> DGP:
+    """The vector DGP: uniform latents on the sphere, vMF positives, an invertible MLP mixing."""
+    return DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa, mixing_layers=cfg.mixing_layers,
+                         seed=cfg.dgp_seed), device=device)
+
+
+def held_out(dgp: DGP, n: int, views: int, device="cpu", seed: int = 2**31 - 1):
+    """Held-out latents z, their clean observations g(z) and K positive views g(z'), z' ~ p(.|z).
+
+    Returns
+    -------
+    (z, x, x_views) with shapes (n, dim), (n, dim) and (K, n, dim).
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = dgp.sample_latents(n, gen)
+    x_views = torch.stack([dgp.mixing(dgp.positive(z, gen)) for _ in range(views)])
+    return z, dgp.mixing(z), x_views
+
+
+def _rank(u: torch.Tensor) -> float:
+    """RankMe of the centred rows; 0 when they are all equal (no direction left)."""
+    centred = u - u.mean(0)
+    # A residue this small is float32 rounding around a single point: its spectrum is noise.
+    if not float(centred.double().pow(2).sum(1).mean()) > 1e-6:
+        return 0.0
+    return effective_rank(centred)
+
+
+@torch.no_grad()
+def monitors(method, z: torch.Tensor, x: torch.Tensor, x_views: torch.Tensor) -> dict:
+    """The stability monitors of a method on held-out data (the method in eval mode).
+
+    Parameters
+    ----------
+    method : sithlib.methods.Method
+        A trained (or untrained) method.
+    z, x, x_views : Tensor
+        From :func:`held_out`.
+
+    Returns
+    -------
+    dict of floats: ``center_norm``, ``mean_mu_norm``, ``spread``, ``std_ratio``,
+    ``effective_rank`` (of the embedding the loss sees), ``encoder_center_norm``,
+    ``encoder_effective_rank`` and ``r2_linear`` (of the encoder output).
+    """
+    k, n, dim = x_views.shape
+    flat = x_views.reshape(k * n, dim)
+    proj = method.project(flat).float()
+    u = torch.nn.functional.normalize(proj, dim=1)
+    views = u.reshape(k, n, -1)
+    decomposition = mean_norm_decomposition(views)
+    h = method.embed(x).float()
+    h_views = method.embed(flat).float()
+    return {
+        "center_norm": center_vector_norm(views),
+        "mean_mu_norm": sample_mean_norm(views),
+        "spread": decomposition["spread"],
+        "std_ratio": embedding_std(u) * math.sqrt(u.shape[1]),
+        "effective_rank": _rank(u),
+        "encoder_center_norm": center_vector_norm(h_views),
+        "encoder_effective_rank": _rank(torch.nn.functional.normalize(h, dim=1)),
+        "r2_linear": r2_linear(h, z),
+    }
+
+
+def outcome(std_ratio: float, rank: float, encoder_rank: float, cfg) -> int:
+    """0 none, 1 dimensional, 2 complete collapse (index into ``OUTCOMES``).
+
+    Complete: the embedding's std ratio is below ``cfg.complete_std``. Dimensional: not
+    complete, but the effective rank of the embedding or of the encoder output is below
+    ``cfg.rank_fraction`` times the latent dimension.
+    """
+    if std_ratio < cfg.complete_std:
+        return 2
+    if min(rank, encoder_rank) < cfg.rank_fraction * cfg.dim:
+        return 1
+    return 0
+
+
+def model_factory(method: str, switches: dict, cfg):
+    """``make_model(seed)`` for the engine: an MLP encoder f (widths from ``cfg``) inside
+    ``method`` with the heads of :func:`head_config` and the given switches."""
+
+    def make_model(seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        encoder = MLP([cfg.dim, *cfg.hidden, cfg.feature_dim], generator=gen)
+        return build_method(method, encoder, {**head_config(method, cfg), **switches},
+                            generator=gen)
+
+    return make_model
+
+
+def train_variant(variant: str, method: str, switches: dict, cfg, dgp, test, *, device="cpu",
+                  checkpoint=None, name: str = NAME):
+    """Train ``cfg.seeds`` copies of one method variant; returns the engine's result.
+
+    The curves hold the held-out :func:`monitors` every ``eval_every`` steps and the center
+    norm of the training batch (``batch_center_norm``, the method's own log).
+    """
+    z, x, x_views = test
+
+    def sample(generator, n):
+        pairs = dgp.sample_pairs(n, generator)
+        return pairs.x, pairs.x_pos
+
+    def loss_fn(model, batch):
+        x_a, x_b = batch
+        loss, logs = model(x_a, x_b)
+        return loss, model.embed(x_a), {"batch_center_norm": logs["center_norm"]}
+
+    def evaluate(model, seed):
+        return monitors(model, z, x, x_views)
+
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seeds=cfg.seeds,
+                       eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
+    return train(model_factory(method, switches, cfg), sample, loss_fn, tcfg, device=device,
+                 evaluate=evaluate, checkpoint=checkpoint, name=f"{name}:{variant}")
+
+
+def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    from sithlib.results import checkpoint_for  # results imports experiments: import late
+
+    dgp = make_dgp(cfg, device)
+    test = held_out(dgp, cfg.n_eval, cfg.views, device)
+    early_step = max(cfg.eval_every, int(cfg.early_fraction * cfg.steps) // cfg.eval_every
+                     * cfg.eval_every)
+    rows, curves = [], []
+    for variant in cfg.variants:
+        method, switches = VARIANTS[variant]
+        ablated = bool(switches)
+        checkpoint = (checkpoint_for(NAME, cfg, part=variant) if cfg.checkpoint_every
+                      else None)
+        result = train_variant(variant, method, switches, cfg, dgp, test, device=device,
+                               checkpoint=checkpoint)
+        curve = pd.DataFrame(result.curves)
+        curve.insert(0, "variant", variant)
+        curve.insert(1, "method", method)
+        curves.append(curve)
+        keys = {"variant": variant, "method": method, "ablation": ablated}
+        for seed, model in enumerate(result.models):
+            values = monitors(model.eval(), *test)
+            mine = curve[curve.seed == seed]
+            early = mine[mine.step <= early_step].sort_values("step")
+            values["center_norm_early"] = (float(early.center_norm.iloc[-1]) if len(early)
+                                           else math.nan)
+            values["collapse"] = outcome(values["std_ratio"], values["effective_rank"],
+                                         values["encoder_effective_rank"], cfg)
+            complete = values["collapse"] == 2
+            predicted = values["center_norm_early"] > cfg.s_threshold
+            values["s_predicts"] = float(predicted == complete)
+            values["s_agrees"] = float((values["center_norm"] > cfg.s_threshold) == complete)
+            rows += [{**keys, "seed": seed, "metric": k, "value": float(v)}
+                     for k, v in values.items()]
+        for failure in result.failures:
+            rows.append({**keys, "seed": failure["seed"], "metric": "failure_step",
+                         "value": float(failure["step"])})
+        if checkpoint is not None:
+            checkpoint.clear()
+    # The untrained encoder (and heads) of every method: what training has to beat.
+    for method in dict.fromkeys(VARIANTS[v][0] for v in cfg.variants):
+        make_model = model_factory(method, {}, cfg)
+        for seed in range(cfg.seeds):
+            model = make_model(seed).to(device).eval()
+            values = monitors(model, *test)
+            rows += [{"variant": f"{method} (untrained)", "method": method, "ablation": False,
+                      "seed": seed, "metric": k, "value": float(v)} for k, v in values.items()]
+    metrics = pd.DataFrame(rows)
+    metrics = metrics[metrics.value.notna()].reset_index(drop=True)
+    return {"metrics": metrics, "curves": pd.concat(curves, ignore_index=True)}
+
+
+# -- tables and figures ---------------------------------------------------------------------------
+
+
+def _mean_sd(values: pd.Series, fmt: str = "{:.2f}") -> str:
+    mean, sd = values.mean(), values.std()
+    return fmt.format(mean) + ("" if pd.isna(sd) else " ± " + fmt.format(sd))
+
+
+def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained variant: measured outcome (majority over seeds, with the count),
+    center norms early and final, the per-sample means, std ratio, effective ranks, encoder
+    :math:`R^2`, and in how many seeds the center norm above ``s_threshold`` early (final)
+    coincided with complete collapse at the end."""
+    m = metrics[~metrics.variant.str.endswith("(untrained)")]
+    out = []
+    for variant, g in m.groupby("variant", sort=False):
+        by = {k: v.value for k, v in g.groupby("metric")}
+        codes = by["collapse"].round().astype(int)
+        majority = int(codes.mode().max())
+        n = len(codes)
+        out.append({
+            "variant": variant,
+            "method": g.method.iloc[0],
+            "ablation": bool(g.ablation.iloc[0]),
+            "outcome": f"{OUTCOMES[majority]} ({int((codes == majority).sum())}/{n})",
+            "||s|| early": _mean_sd(by["center_norm_early"]),
+            "||s|| final": _mean_sd(by["center_norm"]),
+            "mean ||mu_x||": _mean_sd(by["mean_mu_norm"]),
+            "E||mu_x - s||^2": _mean_sd(by["spread"], "{:.3f}"),
+            "std ratio": _mean_sd(by["std_ratio"]),
+            "eff. rank": _mean_sd(by["effective_rank"], "{:.1f}"),
+            "encoder R2": _mean_sd(by["r2_linear"]),
+            "encoder eff. rank": _mean_sd(by["encoder_effective_rank"], "{:.1f}"),
+            "early ||s|| predicts": f"{int(by['s_predicts'].sum())}/{n}",
+            "final ||s|| agrees": f"{int(by['s_agrees'].sum())}/{n}",
+        })
+    return pd.DataFrame(out).set_index("variant")
+
+
+def _families(curves: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(curves.method))
+
+
+def plot_center_norm(curves: pd.DataFrame, metric: str = "center_norm", axes=None):
+    """One panel per method: ``metric`` over training for the intact method (black) and each
+    ablation, mean over seeds with a band of one standard deviation."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    families = _families(curves)
+    if axes is None:
+        cols = min(3, len(families))
+        rows = math.ceil(len(families) / cols)
+        _, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows), sharex=True,
+                               sharey=True, squeeze=False)
+    flat = list(getattr(axes, "flat", axes))
+    for ax, family in zip(flat, families, strict=False):
+        part = curves[curves.method == family]
+        order = list(dict.fromkeys(part.variant))
+        palette = {v: ("black" if v == family else c) for v, c in
+                   zip(order, sns.color_palette("tab10", len(order)), strict=True)}
+        sns.lineplot(data=part, x="step", y=metric, hue="variant", hue_order=order,
+                     palette=palette, errorbar="sd", ax=ax, lw=1.4)
+        ax.set_title(family, fontsize=10)
+        ax.legend(fontsize=7, title=None, loc="best")
+        ax.set(xlabel="training step", ylabel=metric.replace("_", " "))
+    for ax in flat[len(families):]:
+        ax.set_visible(False)
+    plt.tight_layout()
+    return axes
+
+
+def plot_prediction(metrics: pd.DataFrame, s_threshold: float = 0.9, ax=None):
+    """Early center norm against the final std ratio, one point per (variant, seed), marked by
+    the measured outcome; the dashed line is the prediction threshold."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 3.8))
+    m = metrics[~metrics.variant.str.endswith("(untrained)")]
+    wide = m.pivot_table(index=["variant", "seed"], columns="metric", values="value").reset_index()
+    wide["outcome"] = wide.collapse.round().astype(int).map(dict(enumerate(OUTCOMES)))
+    wide["kind"] = wide.variant.map(lambda v: "intact" if VARIANTS.get(v, ("", {}))[1] == {}
+                                    else "ablation")
+    sns.scatterplot(data=wide, x="center_norm_early", y="std_ratio", hue="outcome",
+                    hue_order=list(OUTCOMES), style="kind", style_order=["intact", "ablation"],
+                    s=45, ax=ax)
+    ax.axvline(s_threshold, color="0.4", ls="--", lw=1)
+    ax.set(xlabel="||s|| early in training", ylabel="final std ratio (1 = isotropic)",
+           xlim=(0, 1.02), ylim=(0, None))
+    ax.legend(fontsize=8)
+    return ax
+
+
+def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFrame:
+    """The paper's claims about induced collapse, each with what we measured and a verdict
+    decided by a fixed rule from the measurement (per run: one variant and one seed)."""
+    m = metrics[~metrics.variant.str.endswith("(untrained)")]
+    wide = m.pivot_table(index=["variant", "seed"], columns="metric", values="value").reset_index()
+    wide["ablated"] = wide.variant.map(lambda v: bool(VARIANTS[v][1]))
+    wide["code"] = wide.collapse.round().astype(int)
+    abl = wide[wide.ablated]
+    by_variant = abl.groupby("variant").code.agg(lambda c: int(c.mode().max()))
+    collapsed = int((by_variant > 0).sum())
+    intact = wide[~wide.ablated]
+    complete, dimensional = wide[wide.code == 2], wide[wide.code == 1]
+    rows = [(
+        "Removing one anti-collapse device makes the method collapse",
+        f"{collapsed} of {len(by_variant)} ablations collapse (majority over seeds); "
+        f"{int((intact.code > 0).sum())} of {len(intact)} intact runs do",
+        "supported" if collapsed == len(by_variant) else
+        ("partly supported" if collapsed else "not supported"),
+    )]
+    if len(complete):
+        lo, hi = complete.center_norm.min(), complete.spread.max()
+        rows.append((
+            "Complete collapse is ||s|| -> 1 with mu_x -> s",
+            f"{len(complete)} runs collapse completely; their final ||s|| >= {lo:.3f} and "
+            f"E||mu_x - s||^2 <= {hi:.4f}",
+            "supported" if lo > s_threshold else "not supported",
+        ))
+    else:
+        rows.append(("Complete collapse is ||s|| -> 1 with mu_x -> s",
+                     "no run collapses completely within the budget", "not tested"))
+    early = wide.s_predicts.mean()
+    rows.append((
+        f"||s|| early in training (above {s_threshold:g}) predicts complete collapse",
+        f"right in {int(wide.s_predicts.sum())} of {len(wide)} runs",
+        "supported" if early == 1 else ("partly supported" if early >= 0.75 else
+                                        "not supported"),
+    ))
+    high = wide[(wide.center_norm > s_threshold) & (wide.code < 2)]
+    rows.append((
+        f"A final ||s|| above {s_threshold:g} means complete collapse",
+        f"{len(high)} runs end above it without complete collapse; the final value agrees "
+        f"with the outcome in {int(wide.s_agrees.sum())} of {len(wide)} runs",
+        "supported" if wide.s_agrees.all() else "partly supported" if wide.s_agrees.mean()
+        >= 0.75 else "not supported",
+    ))
+    if len(dimensional):
+        seen = int((dimensional.center_norm > s_threshold).sum())
+        rows.append((
+            "Dimensional collapse shows in ||s||",
+            f"{len(dimensional)} runs collapse dimensionally; {seen} of them end with ||s|| "
+            f"above {s_threshold:g} (final ||s|| {dimensional.center_norm.min():.2f} to "
+            f"{dimensional.center_norm.max():.2f})",
+            "supported" if seen == len(dimensional) else "not supported",
+        ))
+    return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])

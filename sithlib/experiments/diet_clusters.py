@@ -1,0 +1,360 @@
+r"""SITh chapter: cross-entropy and DIET invert the data-generating process (Reizinger et al. 2024).
+
+Cluster DGP: unit cluster vectors :math:`v_c` uniform on :math:`S^{d-1}`, instance i in cluster
+:math:`C(i) = i \bmod |C|`, and every access to instance i draws a fresh latent
+:math:`z \sim \mathrm{vMF}(v_{C(i)}, \kappa)` (or a re-projected Laplace / Normal), observed as
+:math:`x = g(z)` through a 4-layer invertible leaky-ReLU MLP. DIET trains an encoder f and a
+bias-free head :math:`W \in \mathbb{R}^{N \times d}` with the cross-entropy of the instance
+index,
+
+.. math::
+
+    L = -\mathbb{E} \log \frac{e^{\langle w_i, f(x)\rangle}}{\sum_j e^{\langle w_j, f(x)\rangle}}.
+
+Theorem 1 of the paper: with unit-norm rows :math:`w_i` ("normalized" head), :math:`h = f \circ g`
+is an orthogonal map up to the scale :math:`\kappa` and :math:`w_i = O v_{C(i)}`; with free rows
+("unnormalized" head) both are identified up to linear / affine maps. Scores (the csi code's):
+held-out linear :math:`R^2` of :math:`h(z) \to z` and of :math:`w_i \to v_{C(i)}` (through the
+origin for the normalized head, affine otherwise), and for the normalized head the mean absolute
+deviation of the fitted maps' singular values from :math:`1/\kappa` (latents) and 1 (clusters).
+
+The settings are the rows of the paper's Table 2 (``TABLE2``), each with its published numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import pandas as pd
+import torch
+from torch import nn
+
+from sithlib.dgp import DGP, DGPConfig
+from sithlib.losses import diet
+from sithlib.metrics import fit_linear_map, r2_linear
+from sithlib.models.mlp import MLP
+from sithlib.train import TrainConfig, train
+
+NAME = "diet_clusters"
+VERSION = 1
+TITLE = "Cross-entropy and DIET identify latents and clusters"
+CHAPTER = "chapters/01_sith/04_diet"
+
+HEADS = ("normalized", "unnormalized")
+SOURCE = "Reizinger et al. 2024, Table 2 (arXiv 2410.21869) [V]"
+
+
+class Row(NamedTuple):
+    """One row of Table 2: the setting and the published mean and sd (R^2 in %)."""
+
+    n_instances: int
+    dim: int
+    n_clusters: int
+    conditional: str  # "vmf", "laplace" or "normal"
+    param: float  # kappa for vMF, the noise scale otherwise
+    published: dict  # quantity -> (mean, sd), as printed in the paper
+
+
+def _pub(r2o_z, r2o_w, maeo_z, maeo_w, r2a_z, r2a_w) -> dict:
+    return {"r2_z normalized": r2o_z, "r2_w normalized": r2o_w, "mae_z normalized": maeo_z,
+            "mae_w normalized": maeo_w, "r2_z unnormalized": r2a_z, "r2_w unnormalized": r2a_w}
+
+
+# Reizinger et al. (2024), Table 2, read from the full text (papers.md 7.1): mean +- sd over 5
+# seeds. R^2 in %; the sds look like they are on the 0-1 scale (see the chapter).
+TABLE2 = {
+    "baseline": Row(1000, 5, 100, "vmf", 10.0, _pub(
+        (98.6, 0.01), (99.9, 0.00), (0.01, 0.00), (0.00, 0.00), (99.0, 0.00), (99.9, 0.00))),
+    "n1e5": Row(100_000, 5, 100, "vmf", 10.0, _pub(
+        (98.2, 0.01), (99.5, 0.00), (0.00, 0.00), (0.00, 0.00), (99.7, 0.00), (99.8, 0.00))),
+    "d10": Row(1000, 10, 100, "vmf", 10.0, _pub(
+        (92.5, 0.01), (99.6, 0.00), (0.01, 0.00), (0.00, 0.00), (93.0, 0.03), (99.6, 0.00))),
+    "d20": Row(1000, 20, 100, "vmf", 10.0, _pub(
+        (70.8, 0.02), (97.1, 0.01), (0.03, 0.00), (0.00, 0.00), (81.9, 0.01), (99.7, 0.00))),
+    "c10": Row(1000, 5, 10, "vmf", 10.0, _pub(
+        (88.6, 0.05), (85.7, 0.15), (0.02, 0.00), (0.00, 0.00), (90.0, 0.05), (99.0, 0.03))),
+    "c1000": Row(1000, 5, 1000, "vmf", 10.0, _pub(
+        (99.3, 0.00), (99.9, 0.00), (0.00, 0.00), (0.00, 0.00), (99.2, 0.00), (99.9, 0.00))),
+    "kappa5": Row(1000, 5, 100, "vmf", 5.0, _pub(
+        (98.6, 0.01), (99.9, 0.01), (0.01, 0.00), (0.00, 0.00), (99.0, 0.00), (99.8, 0.00))),
+    "kappa50": Row(1000, 5, 100, "vmf", 50.0, _pub(
+        (45.0, 0.06), (49.7, 0.06), (0.30, 0.00), (0.00, 0.00), (72.5, 0.03), (75.5, 0.00))),
+    "laplace": Row(1000, 5, 100, "laplace", 1.0, _pub(
+        (85.2, 0.01), (99.7, 0.01), (0.01, 0.00), (0.00, 0.00), (85.4, 0.00), (99.5, 0.00))),
+    "normal": Row(1000, 5, 100, "normal", 1.0, _pub(
+        (98.7, 0.00), (99.8, 0.00), (0.01, 0.00), (0.00, 0.00), (98.6, 0.00), (99.6, 0.00))),
+}
+
+
+def setting_label(name: str) -> str:
+    """A short human-readable label of a Table 2 row, e.g. 'N=1000, d=5, |C|=100, vMF(10)'."""
+    r = TABLE2[name]
+    cond = {"vmf": f"vMF(κ={r.param:g})", "laplace": f"Laplace(b={r.param:g})",
+            "normal": f"Normal(σ²={r.param:g})"}[r.conditional]
+    return f"N={r.n_instances:g}, d={r.dim}, |C|={r.n_clusters}, {cond}"
+
+
+@dataclass(frozen=True)
+class Config:
+    rows: tuple[str, ...] = ("baseline", "kappa50")
+    heads: tuple[str, ...] = HEADS
+    hidden_layers: int = 3  # csi: 6 (widths 10d, 50d, ..., 50d, 10d)
+    narrow: int = 4  # width of the first and last hidden layers, in multiples of d (csi: 10)
+    wide: int = 20  # width of the middle hidden layers, in multiples of d (csi: 50)
+    n_instances: int = 0  # 0: the row's N; else every row uses this N
+    mixing_layers: int = 4
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 3e-3  # csi: 1e-3 (the short quick runs learn faster with a larger step)
+    seeds: int = 2
+    eval_every: int = 500
+    n_eval: int = 4096
+    dgp_seed: int = 0
+    cache_cells: bool = False  # run and cache (row, head) cells one by one, resumable
+
+    def __post_init__(self):
+        unknown = [r for r in self.rows if r not in TABLE2]
+        if unknown or not self.rows:
+            raise ValueError(f"rows must be a non-empty subset of {list(TABLE2)}, got {unknown}")
+        bad = [h for h in self.heads if h not in HEADS]
+        if bad or not self.heads:
+            raise ValueError(f"heads must be a non-empty subset of {list(HEADS)}, got {bad}")
+        if self.hidden_layers < 2:
+            raise ValueError(f"hidden_layers must be >= 2, got {self.hidden_layers}")
+
+
+PROFILES = {
+    "quick": Config(),
+    # csi's encoder, head, batch, optimiser and data sizes for every row of Table 2, with a
+    # tenth of its 50 000 steps and 3 of its 5 seeds, so that the 20 (row, head) runs fit one
+    # GPU session; the R^2 curves are still rising at the end (see the chapter).
+    "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=5000,
+                    batch_size=1024, lr=1e-3, seeds=3, eval_every=500, n_eval=8192,
+                    cache_cells=True),
+}
+
+
+def _batch_stats_only(module: nn.Module) -> nn.Module:
+    """Swap every BatchNorm1d for one without running statistics (no buffers).
+
+    Without buffers the seeds train as one vmapped ensemble; the layers then normalise with the
+    statistics of the batch at hand, also at evaluation (a batch of ``n_eval`` fresh samples).
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm1d):
+            setattr(module, name, nn.BatchNorm1d(child.num_features, track_running_stats=False))
+        else:
+            _batch_stats_only(child)
+    return module
+
+
+class DIETModel(nn.Module):
+    """Encoder f and bias-free instance head W; ``forward(x) -> (f(x), logits)``.
+
+    With ``normalize_rows`` the logits use the unit rows :math:`w_i / \\lVert w_i \\rVert`
+    with the norm held constant in the gradient, which reproduces csi's renormalisation of W
+    before every step (the gradient is the one at the unit rows) without an in-place update.
+    """
+
+    def __init__(self, dim: int, n_instances: int, widths: list[int], normalize_rows: bool,
+                 generator: torch.Generator):
+        super().__init__()
+        self.f = _batch_stats_only(MLP([dim, *widths, dim], norm="batch", generator=generator))
+        self.W = nn.Linear(dim, n_instances, bias=False)
+        with torch.no_grad():  # PyTorch's default init, drawn from our generator
+            bound = 1.0 / dim**0.5
+            self.W.weight.copy_(torch.rand(n_instances, dim, generator=generator) * 2 * bound
+                                - bound)
+        self.normalize_rows = normalize_rows
+
+    def rows(self) -> torch.Tensor:
+        w = self.W.weight
+        return w / w.norm(dim=1, keepdim=True).detach() if self.normalize_rows else w
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.f(x)
+        return h, h @ self.rows().T
+
+
+def _widths(cfg: Config, d: int) -> list[int]:
+    return [cfg.narrow * d] + [cfg.wide * d] * (cfg.hidden_layers - 2) + [cfg.narrow * d]
+
+
+def _dgp(row: Row, n_instances: int, cfg: Config, device: str) -> DGP:
+    kw = {"kappa": row.param} if row.conditional == "vmf" else {"conditional_scale": row.param}
+    return DGP(DGPConfig(kind="cluster", dim=row.dim, n_clusters=row.n_clusters,
+                         n_samples=n_instances, conditional=row.conditional,
+                         mixing_layers=cfg.mixing_layers, seed=cfg.dgp_seed, **kw),
+               device=device)
+
+
+def scores(h: torch.Tensor, z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, head: str,
+           kappa: float) -> dict[str, float]:
+    """csi's scores: R^2 of h -> z and w -> v on held-out halves, and singular-value MAEs.
+
+    ``kappa`` is the scale the normalized head's latent map should have (the singular values of
+    the map h -> z tend to 1 / kappa); the MAEs are only defined for the normalized head.
+    """
+    affine = head == "unnormalized"
+    out = {"r2_z": r2_linear(h, z, fit_intercept=affine),
+           "r2_w": r2_linear(w, v, fit_intercept=affine)}
+    if not affine:
+        sz = torch.linalg.svdvals(fit_linear_map(h, z, fit_intercept=False)[0])
+        sw = torch.linalg.svdvals(fit_linear_map(w, v, fit_intercept=False)[0])
+        out["mae_z"] = float((sz - 1.0 / kappa).abs().mean())
+        out["mae_w"] = float((sw - 1.0).abs().mean())
+    return out
+
+
+def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train DIET with one head on one Table 2 row; metrics and curves of every seed."""
+    cfg = Config(**{k: v for k, v in cell.items() if k not in ("row", "head")})
+    name, head = cell["row"], cell["head"]
+    row = TABLE2[name]
+    n_inst = cfg.n_instances or row.n_instances
+    dgp = _dgp(row, n_inst, cfg, device)
+    test_gen = torch.Generator(device=device).manual_seed(2**31 - 1)
+    z_test = dgp.sample_latents(cfg.n_eval, test_gen)
+    x_test = dgp.mixing(z_test)
+    v = dgp.clusters.cluster_vectors[dgp.cluster_of(torch.arange(n_inst, device=device))]
+    v = v.to(z_test.dtype)
+    # csi's MAE_o(z) compares with 1 / c-param, which is kappa for vMF and 10 x the scale else.
+    kappa = row.param if row.conditional == "vmf" else 10.0 * row.param
+
+    def make_model(seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        return DIETModel(row.dim, n_inst, _widths(cfg, row.dim), head == "normalized", gen)
+
+    def sample(generator, n):
+        index = dgp.sample_index(n, generator)
+        return dgp.mixing(dgp.sample_latents(generator=generator, index=index)), index
+
+    def loss_fn(model, batch):
+        x, index = batch
+        h, logits = model(x)
+        return diet(logits, index), h
+
+    def evaluate(model, seed):
+        return scores(model.f(x_test), z_test, model.rows(), v, head, kappa)
+
+    # losses.diet checks its labels on the CPU, which vmap cannot trace: CPU seeds train one
+    # after the other (same numbers up to rounding), GPU seeds as one vmapped ensemble.
+    result = train(make_model, sample, loss_fn,
+                   TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                               seeds=cfg.seeds, eval_every=cfg.eval_every,
+                               ensemble=torch.device(device).type != "cpu"),
+                   device=device, evaluate=evaluate, name=f"{NAME}:{name}:{head}")
+    rows = []
+    with torch.no_grad():
+        for seed, model in enumerate(result.models):
+            model.eval()
+            values = scores(model.f(x_test), z_test, model.rows(), v, head, kappa)
+            rows += [{"seed": seed, "metric": k, "value": val} for k, val in values.items()]
+        # The raw observations, scored the same way: how much of z a linear map sees in x.
+        raw = r2_linear(x_test, z_test, fit_intercept=head == "unnormalized")
+        rows.append({"seed": 0, "metric": "r2_z_raw_x", "value": raw})
+    for failure in result.failures:
+        rows.append({"seed": failure["seed"], "metric": "failure_step",
+                     "value": float(failure["step"])})
+    metrics = pd.DataFrame(rows).assign(row=name, head=head)
+    curves = pd.DataFrame(result.curves).assign(row=name, head=head)
+    return {"metrics": metrics, "curves": curves}
+
+
+def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    shared = asdict(cfg)
+    cells = [{**shared, "row": r, "head": h} for r in cfg.rows for h in cfg.heads]
+    if cfg.cache_cells:
+        from sithlib.results import run_grid  # results imports experiments: import late
+
+        return run_grid(NAME, cells, lambda cell: run_cell(cell, device))
+    parts = [run_cell(cell, device) for cell in cells]
+    return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in ("metrics", "curves")}
+
+
+# --------------------------------------------------------------------------- tables and plots
+_QUANTITIES = ("r2_z", "r2_w", "mae_z", "mae_w")
+_LABELS = {"r2_z": "R² latents z", "r2_w": "R² clusters w→v", "mae_z": "MAE s.v. z",
+           "mae_w": "MAE s.v. w"}
+
+
+def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Ours (mean ± sd over seeds) beside Table 2 of the paper, one line per row and score.
+
+    R^2 in % as in the paper; ``|Δ|`` is the absolute difference of the means in R^2 points
+    (or MAE units), ``within 2`` says whether an R^2 lies within 2 points of the published one.
+    """
+    m = metrics[metrics.metric.isin(_QUANTITIES)]
+    agg = m.groupby(["row", "head", "metric"]).value.agg(["mean", "std", "count"]).reset_index()
+    out = []
+    for r in agg.itertuples():
+        pub_mean, pub_sd = TABLE2[r.row].published[f"{r.metric} {r.head}"]
+        scale = 100.0 if r.metric.startswith("r2") else 1.0
+        fmt = "{:.1f}" if scale == 100.0 else "{:.3f}"
+        ours = fmt.format(r.mean * scale)
+        if r.count > 1:
+            ours += " ± " + fmt.format(r.std * scale)
+        delta = abs(r.mean * scale - pub_mean)
+        out.append({"setting": setting_label(r.row), "head": r.head, "score": _LABELS[r.metric],
+                    "ours": ours, "published": f"{pub_mean:g} ± {pub_sd:g}",
+                    "|Δ|": round(delta, 2 if scale == 100.0 else 3),
+                    "within 2": bool(delta <= 2.0) if scale == 100.0 else None,
+                    "seeds": int(r.count), "source": SOURCE, "_row": list(TABLE2).index(r.row)})
+    table = pd.DataFrame(out).sort_values(["_row", "head", "score"], kind="stable")
+    return table.drop(columns="_row").set_index(["setting", "head", "score"])
+
+
+def plot_r2(metrics: pd.DataFrame, ax=None):
+    """R^2 of latents and cluster vectors per Table 2 row and head: ours (mean ± sd over seeds,
+    seeds as dots) and the published means (crosses)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    m = metrics[metrics.metric.isin(["r2_z", "r2_w"])].copy()
+    m["score"] = m.metric.map({"r2_z": "latents z", "r2_w": "clusters w→v"})
+    m["R² (%)"] = 100 * m.value
+    order = [r for r in TABLE2 if r in set(m.row)]
+    heads = [h for h in HEADS if h in set(m["head"])]
+    if ax is None:
+        _, ax = plt.subplots(1, len(heads), figsize=(4.2 * len(heads) + 1.0, 0.5 * len(order) + 2),
+                             sharey=True, squeeze=False)
+        ax = ax[0]
+    ax = list(ax) if hasattr(ax, "__len__") else [ax]
+    palette = dict(zip(["latents z", "clusters w→v"], sns.color_palette("deep", 2), strict=True))
+    for a, head in zip(ax, heads, strict=False):
+        part = m[m["head"] == head]
+        sns.pointplot(data=part, y="row", x="R² (%)", hue="score", order=order,
+                      errorbar="sd", dodge=0.4, linestyle="none", palette=palette, ax=a,
+                      markers="o", capsize=0.1)
+        sns.stripplot(data=part, y="row", x="R² (%)", hue="score", order=order, dodge=0.4,
+                      palette=palette, ax=a, size=3, alpha=0.5, legend=False, jitter=False)
+        for i, row in enumerate(order):
+            for j, (score, q) in enumerate((("latents z", "r2_z"), ("clusters w→v", "r2_w"))):
+                pub = TABLE2[row].published[f"{q} {head}"][0]
+                a.plot(pub, i + (j - 0.5) * 0.4, marker="x", color=palette[score], ms=8,
+                       mew=1.5, ls="none")
+        a.set(title=f"{head} head", ylabel="" if a is not ax[0] else "Table 2 row")
+        a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=8)
+    ax[0].legend(title="ours (×: paper)", fontsize=8, title_fontsize=8, ncol=2,
+                 loc="upper left", bbox_to_anchor=(0.0, -0.15))
+    for a in ax[1:]:
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+    return ax
+
+
+def plot_curves(curves: pd.DataFrame, ax=None):
+    """Held-out R^2 of the latents against training steps, per row and head (one line per seed)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.8))
+    c = curves.copy()
+    c["setting"] = c.row + ", " + c["head"]
+    sns.lineplot(data=c, x="step", y="r2_z", hue="row", style="head", units="seed",
+                 estimator=None, ax=ax, lw=1.1)
+    ax.set(xlabel="training step", ylabel="held-out R² of z", ylim=(None, 1.01))
+    ax.legend(fontsize=7, ncol=2)
+    return ax

@@ -1,0 +1,493 @@
+r"""Stability chapter: the mechanism, derivation by derivation, checked on real batches.
+
+Jha et al. (2024) read every SSL method as keeping the center vector :math:`s = E_x \mu_x`
+small while each sample's mean embedding over augmentations :math:`\mu_x = E_\omega u(\omega(x))`
+stays large (:math:`u = z / \|z\|`). This experiment trains the seven methods of
+:mod:`sithlib.experiments.stability_monitor` briefly on the vector DGP and measures, on real
+batches of their embeddings:
+
+1. the variance decomposition :math:`E_x\|\mu_x\|^2 = \|s\|^2 + E_x\|\mu_x - s\|^2` (exact for
+   empirical means) and the finite-K relation
+   :math:`\|\hat\mu_x\|^2 = \frac{1}{K} + \frac{K-1}{K} \langle u_k, u_{k'} \rangle_{k \ne k'}`;
+2. the linearised contrastive repulsion: the mean over distinct pairs
+   :math:`\frac{1}{N(N-1)} \sum_{i \ne j} u_i^\top u_j = \frac{N \|\hat s\|^2 - 1}{N - 1}`
+   (exact), which :math:`\tau \cdot` (InfoNCE's log-mean-exp denominator) and the rescaled
+   uniformity loss approach as :math:`\tau \to \infty`;
+3. the gradient of each method's loss with respect to the embeddings the loss sees, compared
+   with the gradient of :math:`\|\hat s\|^2` (cosine > 0: a descent step on the loss shrinks the
+   center), for the full loss, the bare invariance term and, where the device is a clean
+   switch inside the loss, the loss without it (SwAV with softmax codes, DINO without
+   centering, VICReg without its variance term);
+4. the devices' own identities: DINO's center is the EMA of the teacher's batch means, SwAV's
+   Sinkhorn codes have (almost) uniform prototype totals, and the batch standardisation of
+   Barlow Twins and VICReg makes the loss blind to a common translation of the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from sithlib import losses
+from sithlib.experiments.stability_monitor import (
+    METHODS,
+    ImageSource,
+    VectorSource,
+    batched,
+    embedding,
+    make_method,
+    train_method,
+)
+from sithlib.metrics import mean_norm_decomposition
+from sithlib.models import ResNet18
+
+NAME = "stability_mechanism"
+VERSION = 1
+TITLE = "The common stability mechanism, checked on real batches"
+CHAPTER = "chapters/03_stability/01_mechanism"
+
+VARIANTS = ("full loss", "invariance only", "device removed")
+
+
+@dataclass(frozen=True)
+class Config:
+    methods: tuple[str, ...] = METHODS
+    seeds: int = 2
+    taus: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 100.0)
+    # vector DGP and encoder (as in stability_monitor)
+    dim: int = 10
+    kappa: float = 10.0
+    mixing_layers: int = 3
+    hidden: tuple[int, ...] = (128, 128)
+    feature_dim: int = 32
+    steps: int = 200
+    batch_size: int = 256
+    # heads and optimiser
+    head_hidden: int = 64
+    head_out: int = 32
+    prototypes: int = 30
+    dino_out: int = 256
+    ema_tau0: float = 0.99
+    lr: float = 1e-3
+    # probe set: N samples under K views
+    k_views: int = 8
+    n_probe: int = 256
+    # the identity on the image DGP, with an untrained ResNet-18
+    image_size: int = 16
+    resnet_width: int = 4
+    augment: str = "simclr_cifar"
+    dgp_seed: int = 0
+    # read by the shared data source; the kNN bank is not used here
+    n_bank: int = 16
+    n_test: int = 16
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.methods, str) or not self.methods or any(
+                m not in METHODS for m in self.methods):
+            raise ValueError(f"methods must be a non-empty tuple from {METHODS}, "
+                             f"got {self.methods!r}")
+        if self.k_views < 2:
+            raise ValueError(f"k_views must be >= 2, got {self.k_views}")
+        if not self.taus or any(t <= 0 for t in self.taus):
+            raise ValueError(f"taus must be a non-empty tuple of numbers > 0, got {self.taus!r}")
+
+
+PROFILES = {
+    "quick": Config(),
+    # A few seconds per method on a GPU: longer training, wider heads, larger batches.
+    "paper": Config(seeds=3, hidden=(512, 512), feature_dim=128, steps=2000, batch_size=1024,
+                    head_hidden=1024, head_out=128, prototypes=300, dino_out=4096, k_views=16,
+                    n_probe=2048, image_size=32, resnet_width=32),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the decomposition
+
+
+def identity_rows(views: torch.Tensor) -> dict[str, float]:
+    r"""Terms of the decomposition and the residuals of the two exact relations."""
+    k = views.shape[0]
+    t = mean_norm_decomposition(views)
+    return {**t,
+            "identity_residual": t["mean_sq_norm"] - t["center_sq_norm"] - t["spread"],
+            "finite_k_residual": t["mean_sq_norm"] - (1 / k + (k - 1) / k * t["view_alignment"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the linearised repulsion
+
+
+def pair_mean(u: torch.Tensor) -> float:
+    """Mean inner product over distinct pairs of rows (u normalised), by a double loop in
+    matrix form: the sum of the Gram matrix minus its diagonal."""
+    gram = u @ u.T
+    n = u.shape[0]
+    return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
+
+
+def repulsion(u: torch.Tensor, tau: float) -> torch.Tensor:
+    r"""InfoNCE's repulsion term :math:`\frac1N \sum_i \log \frac{1}{N-1} \sum_{j \ne i}
+    e^{u_i^\top u_j / \tau}` (the log-partition over the other samples)."""
+    n = u.shape[0]
+    logits = (u @ u.T / tau).masked_fill(torch.eye(n, dtype=torch.bool, device=u.device),
+                                         -math.inf)
+    return (torch.logsumexp(logits, dim=1) - math.log(n - 1)).mean()
+
+
+def linearisation_rows(z: torch.Tensor, taus) -> list[dict]:
+    """tau * repulsion(tau), the rescaled uniformity and the gradient cosine with the center
+    penalty, against the exact linearised value, for every tau."""
+    u0 = F.normalize(z.detach().double(), dim=1)
+    n = u0.shape[0]
+    exact = pair_mean(u0)
+    center_sq = float(u0.mean(0).pow(2).sum())
+    rows = [{"metric": "pair_mean", "value": exact, "tau": math.nan},
+            {"metric": "pair_mean_from_center", "value": (n * center_sq - 1) / (n - 1),
+             "tau": math.nan}]
+    for tau in taus:
+        u = u0.clone().requires_grad_(True)
+        r = repulsion(u, tau)
+        (g_r,) = torch.autograd.grad(r, u)
+        r = r.detach()
+        (g_s,) = torch.autograd.grad(u.mean(0).pow(2).sum(), u)
+        # Uniformity at t = 1 / (2 tau): log mean exp(-t |u_i - u_j|^2) = -1/tau + log mean
+        # exp(u_i.u_j / tau), so tau * (U + 1/tau) is the same linearisation over pairs i < j.
+        uni = float(losses.uniformity(u0, t=1 / (2 * tau))) * tau + 1.0
+        rows += [{"metric": "tau_repulsion", "value": tau * float(r), "tau": tau},
+                 {"metric": "tau_uniformity", "value": uni, "tau": tau},
+                 {"metric": "repulsion_grad_cos", "value": _cos(g_r, g_s), "tau": tau}]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. gradients of each method's loss with respect to its embeddings
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+
+
+def _embed_pair(method, x_a, x_b):
+    """The loss-space embeddings of both views as the method computes them (BatchNorm over
+    the concatenated batch for SimCLR, SwAV and DINO), detached."""
+    with torch.no_grad():
+        if method.concat_views:
+            z = embedding(method, torch.cat([x_a, x_b]))
+            return z[: x_a.shape[0]], z[x_a.shape[0]:]
+        return embedding(method, x_a), embedding(method, x_b)
+
+
+def _teacher_pair(method, x_a, x_b):
+    with torch.no_grad():
+        if method.concat_views:
+            t = method.teacher(torch.cat([x_a, x_b]))
+            return t[: x_a.shape[0]], t[x_a.shape[0]:]
+        return method.teacher(x_a), method.teacher(x_b)
+
+
+def _swapped(s_a, s_b, q_a, q_b, tau):
+    return -0.5 * ((q_a * F.log_softmax(s_b / tau, 1)).sum(1).mean()
+                   + (q_b * F.log_softmax(s_a / tau, 1)).sum(1).mean())
+
+
+def device_losses(method, z_a, z_b, x_a, x_b) -> dict[str, torch.Tensor]:
+    """The method's loss as a function of its embeddings, and its variants.
+
+    ``"full loss"`` is the method's objective on (z_a, z_b) with its heads and state;
+    ``"invariance only"`` is :math:`-\\cos(z_a, z_b)` with gradients to both views (no
+    negatives, no predictor, no stop-gradient, no centering, no standardisation);
+    ``"device removed"`` exists for SwAV (softmax codes instead of Sinkhorn), DINO (no
+    centering) and VICReg (no variance term).
+    """
+    name, cfg = method.name, method.config
+    out = {"invariance only": -F.cosine_similarity(z_a, z_b, dim=1).mean()}
+    if name == "simclr":
+        out["full loss"] = losses.nt_xent(z_a, z_b, temperature=cfg.temperature)
+    elif name == "byol":
+        t_a, t_b = _teacher_pair(method, x_a, x_b)
+        out["full loss"] = (losses.byol(method.predictor(z_a), t_b)
+                            + losses.byol(method.predictor(z_b), t_a))
+    elif name == "simsiam":
+        out["full loss"] = 0.5 * (losses.simsiam(method.predictor(z_a), z_b)
+                                  + losses.simsiam(method.predictor(z_b), z_a))
+    elif name == "swav":
+        s_a, s_b = method.prototypes(z_a), method.prototypes(z_b)
+        out["full loss"] = losses.swav(s_a, s_b, temperature=cfg.temperature,
+                                       epsilon=cfg.epsilon, iterations=cfg.sinkhorn_iterations)
+        q_a, q_b = (F.softmax(s.detach() / cfg.epsilon, 1) for s in (s_a, s_b))
+        out["device removed"] = _swapped(s_a, s_b, q_a, q_b, cfg.temperature)
+    elif name == "dino":
+        t_a, t_b = _teacher_pair(method, x_a, x_b)
+        head = method.head
+        s_a, s_b = (head.last_layer(head.norm(z)) for z in (z_a, z_b))
+        args = (torch.stack([s_a, s_b]), torch.stack([t_a, t_b]))
+        temps = {"student_temp": cfg.student_temp, "teacher_temp": method.teacher_temp()}
+        out["full loss"] = losses.dino(*args, method.center, **temps)
+        out["device removed"] = losses.dino(*args, torch.zeros_like(method.center), **temps)
+    elif name == "barlow_twins":
+        out["full loss"] = losses.barlow_twins(z_a, z_b, lambd=cfg.lambd)
+    elif name == "vicreg":
+        kw = {"sim_coeff": cfg.sim_coeff, "cov_coeff": cfg.cov_coeff}
+        out["full loss"] = losses.vicreg(z_a, z_b, std_coeff=cfg.std_coeff, **kw)
+        out["device removed"] = losses.vicreg(z_a, z_b, std_coeff=0.0, **kw)
+    return out
+
+
+def gradient_rows(method, x_a, x_b) -> list[dict]:
+    r"""Cosine between :math:`\nabla_Z L` and :math:`\nabla_Z \|\hat s\|^2` (Z: both views'
+    embeddings) for every variant, and the relative norm of the batch-summed gradient
+    :math:`\|\sum_i \nabla_{z_i} L\| / \|\nabla_Z L\|` (0 when L ignores a common shift)."""
+    m = copy.deepcopy(method).train()  # BatchNorm as in training; the copy keeps state intact
+    z_a, z_b = (z.clone().requires_grad_(True) for z in _embed_pair(m, x_a, x_b))
+    zs = torch.cat([z_a, z_b])
+    center = F.normalize(zs, dim=1).mean(0).pow(2).sum()
+    g_center = torch.cat(torch.autograd.grad(center, [z_a, z_b]))
+    rows = []
+    for variant, loss in device_losses(m, z_a, z_b, x_a, x_b).items():
+        g = torch.cat(torch.autograd.grad(loss, [z_a, z_b], retain_graph=True))
+        shift = float(g.sum(0).norm() / g.norm())
+        rows += [{"variant": variant, "metric": "grad_center_cos", "value": _cos(g, g_center)},
+                 {"variant": variant, "metric": "grad_shift_norm", "value": shift}]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the devices' own identities
+
+
+def device_rows(method, x_a, x_b) -> list[dict]:
+    """Exact properties of DINO's centering, SwAV's Sinkhorn codes and batch standardisation."""
+    m = copy.deepcopy(method).train()
+    name, cfg, rows = m.name, m.config, []
+    if name == "dino":
+        t_a, t_b = _teacher_pair(m, x_a, x_b)
+        t = torch.cat([t_a, t_b])
+        before = m.center.clone()
+        with torch.no_grad():
+            m(x_a, x_b)  # the training forward updates the center in place
+        ema = cfg.center_momentum * before + (1 - cfg.center_momentum) * t.mean(0)
+        batch_mean = t.mean(0)
+        rows += [
+            {"metric": "dino_center_ema_error", "value": float((m.center - ema).abs().max())},
+            {"metric": "dino_center_vs_batch_mean",
+             "value": float((before.squeeze(0) - batch_mean).norm() / batch_mean.norm())},
+        ]
+        k = t.shape[1]
+        for label, c in (("centered", before), ("uncentered", torch.zeros_like(before))):
+            p = F.softmax((t - c) / m.teacher_temp(), dim=1).mean(0)
+            entropy = float(-(p * p.clamp_min(1e-30).log()).sum() / math.log(k))
+            rows.append({"metric": f"dino_mean_prob_entropy_{label}", "value": entropy})
+    elif name == "swav":
+        z_a, _ = _embed_pair(m, x_a, x_b)
+        with torch.no_grad():
+            scores = m.prototypes(z_a)
+        n, k = scores.shape
+        q = losses.sinkhorn(scores, epsilon=cfg.epsilon, iterations=cfg.sinkhorn_iterations)
+        soft = F.softmax(scores / cfg.epsilon, dim=1)
+        rows += [
+            {"metric": "sinkhorn_marginal_error",
+             "value": float((q.sum(0) / (n / k) - 1).abs().max())},
+            {"metric": "code_center_sq_norm_sinkhorn", "value": float(q.mean(0).pow(2).sum())},
+            {"metric": "code_center_sq_norm_softmax", "value": float(soft.mean(0).pow(2).sum())},
+            {"metric": "code_center_sq_norm_uniform", "value": 1.0 / k},
+        ]
+    elif name in ("barlow_twins", "vicreg"):
+        z_a, _ = _embed_pair(m, x_a, x_b)
+        z = z_a.double()
+        centred = z - z.mean(0)
+        standard = centred / torch.sqrt(centred.square().mean(0) + 1e-5)
+        rows.append({"metric": "standardised_mean_abs", "value": float(standard.mean(0).abs()
+                                                                         .max())})
+        rows.append({"metric": "raw_mean_norm", "value": float(z.mean(0).norm())})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    source = VectorSource(cfg, device)
+    k, n = source.probe.shape[:2]
+    flat = source.probe.reshape(k * n, -1)
+    x_a, x_b = source.sample(torch.Generator(device=device).manual_seed(2**30), cfg.batch_size)
+    rows = []
+
+    def add(new, **keys):
+        rows.extend({**keys, **r} for r in new)
+
+    for name in cfg.methods:
+        fresh = [make_method(name, source, cfg, s) for s in range(cfg.seeds)]
+        trained = train_method(name, source, cfg, steps=cfg.steps, batch_size=cfg.batch_size,
+                               evals=1, device=device, evaluate=False).models
+        for state, models in (("init", fresh), ("trained", trained)):
+            for seed, model in enumerate(models):
+                keys = {"data": "vector", "method": name, "state": state, "seed": seed}
+                model.eval()
+                with torch.no_grad():
+                    views = embedding(model, flat).reshape(k, n, -1)
+                ident = identity_rows(views)
+                add([{"metric": key, "value": v} for key, v in ident.items()], **keys)
+                add(gradient_rows(model, x_a, x_b), **keys)
+                add(device_rows(model, x_a, x_b), **keys)
+                if name == "simclr":
+                    add(linearisation_rows(views[0], cfg.taus), **keys)
+    # The decomposition on the image DGP, with untrained ResNet-18 representations.
+    images = ImageSource(cfg, device)
+    ki, ni = images.probe.shape[:2]
+    for seed in range(cfg.seeds):
+        net = ResNet18(width=cfg.resnet_width,
+                       generator=torch.Generator().manual_seed(seed)).to(device).eval()
+        with torch.no_grad():
+            views = batched(net, images.probe.flatten(0, 1)).reshape(ki, ni, -1)
+        add([{"metric": key, "value": v} for key, v in identity_rows(views).items()],
+            data="image", method="resnet18", state="init", seed=seed)
+    table = pd.DataFrame(rows)
+    for col, fill in (("variant", ""), ("tau", math.nan)):
+        if col not in table:
+            table[col] = fill
+    table["variant"] = table["variant"].fillna("")
+    return {"metrics": table, "curves": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# figures and tables
+
+TERMS = {"center_sq_norm": r"$\|s\|^2$", "spread": r"$E\|\mu_x - s\|^2$",
+         "mean_sq_norm": r"$E\|\mu_x\|^2$"}
+
+
+def plot_decomposition(metrics: pd.DataFrame, state: str = "trained", ax=None):
+    """The three terms of the decomposition per method (loss space), mean and sd over seeds."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.2, 3.4))
+    m = metrics[(metrics.data == "vector") & (metrics.state == state)
+                & metrics.metric.isin(TERMS)].copy()
+    m["term"] = m.metric.map(TERMS)
+    sns.barplot(data=m, x="method", y="value", hue="term", errorbar="sd", ax=ax,
+                hue_order=list(TERMS.values()))
+    ax.set(xlabel="", ylabel="value", ylim=(0, 1.05))
+    ax.tick_params(axis="x", labelrotation=20)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title=None, fontsize=8)
+    return ax
+
+
+def plot_linearisation(metrics: pd.DataFrame, axes=None):
+    """Left: tau times the repulsion (and the rescaled uniformity) divided by the linearised
+    value; right: the cosine of its gradient with the center penalty's; bands: sd over seeds."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(9.6, 3.4))
+    m = metrics[(metrics.method == "simclr") & (metrics.data == "vector")]
+    ref = m[m.metric == "pair_mean"].set_index(["state", "seed"]).value
+    ratio = m[m.metric.isin(["tau_repulsion", "tau_uniformity"])].copy()
+    ratio["ratio"] = ratio.value.to_numpy() / ref.loc[list(zip(ratio.state, ratio.seed,
+                                                              strict=True))].to_numpy()
+    ratio["estimate"] = ratio.metric.map({"tau_repulsion": "InfoNCE denominator",
+                                          "tau_uniformity": "uniformity"}) + ", " + ratio.state
+    sns.lineplot(data=ratio, x="tau", y="ratio", hue="estimate", errorbar="sd", marker="o",
+                 ax=axes[0])
+    axes[0].axhline(1.0, color="0.4", ls="--", lw=1)
+    axes[0].set(xscale="log", xlabel=r"temperature $\tau$",
+                ylabel=r"$\tau \cdot$ repulsion / linearised")
+    cos = m[m.metric == "repulsion_grad_cos"]
+    sns.lineplot(data=cos, x="tau", y="value", hue="state", errorbar="sd", marker="o",
+                 ax=axes[1])
+    axes[1].set(xscale="log", xlabel=r"temperature $\tau$",
+                ylabel=r"cos(grad repulsion, grad $\|s\|^2$)", ylim=(None, 1.02))
+    for ax in axes:
+        sns.move_legend(ax, "best", fontsize=7, title=None)
+    plt.gcf().tight_layout()
+    return axes
+
+
+def plot_gradient_cosines(metrics: pd.DataFrame, state: str = "trained", ax=None):
+    """Cosine between each loss variant's gradient and the center penalty's gradient."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.2, 3.4))
+    m = metrics[(metrics.metric == "grad_center_cos") & (metrics.state == state)]
+    sns.barplot(data=m, x="method", y="value", hue="variant", errorbar="sd", ax=ax,
+                hue_order=[v for v in VARIANTS if v in set(m.variant)])
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set(xlabel="", ylabel=r"cos($\nabla L$, $\nabla \|s\|^2$)", ylim=(-1.02, 1.02))
+    ax.tick_params(axis="x", labelrotation=20)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title=None, fontsize=8)
+    return ax
+
+
+#: The exact checks: metric, what it measures, tolerance on its absolute value.
+CHECKS = (
+    ("identity_residual", r"E|mu|^2 - |s|^2 - E|mu - s|^2", 1e-12),
+    ("finite_k_residual", "|mu_K|^2 - 1/K - (K-1)/K x view alignment", 1e-12),
+    ("pair_gap", "pair mean - (N|s|^2 - 1)/(N - 1)", 1e-12),
+    ("dino_center_ema_error", "DINO center - EMA of teacher batch means", 1e-5),
+    ("standardised_mean_abs", "batch mean after standardisation (Barlow, VICReg)", 1e-9),
+    ("grad_shift_norm", "batch-summed gradient / gradient (Barlow, VICReg)", 1e-4),
+)
+
+
+def checks_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Largest absolute value of every exact check over methods, states and seeds."""
+    m = metrics
+    pairs = m[m.metric.isin(["pair_mean", "pair_mean_from_center"])]
+    wide = pairs.pivot_table(index=["method", "state", "seed"], columns="metric", values="value")
+    gaps = (wide["pair_mean"] - wide["pair_mean_from_center"]).abs() if len(wide) else pd.Series()
+    rows = []
+    for metric, meaning, tol in CHECKS:
+        if metric == "pair_gap":
+            values = gaps
+        else:
+            sel = m[m.metric == metric]
+            if metric == "grad_shift_norm":
+                sel = sel[sel.method.isin(["barlow_twins", "vicreg"])
+                          & (sel.variant == "full loss")]
+            values = sel.value.abs()
+        if len(values):
+            worst = float(values.max())
+            rows.append({"check": meaning, "largest |value|": f"{worst:.1e}",
+                         "tolerance": f"{tol:.0e}", "holds": worst <= tol, "cases": len(values)})
+    return pd.DataFrame(rows).set_index("check")
+
+
+#: Device quantities of the summary table: metric, method, description.
+DEVICE_QUANTITIES = (
+    ("code_center_sq_norm_sinkhorn", "swav", "SwAV: squared norm of the mean Sinkhorn code"),
+    ("code_center_sq_norm_softmax", "swav", "SwAV: the same for softmax codes"),
+    ("code_center_sq_norm_uniform", "swav", "SwAV: its minimum 1/K (uniform mean code)"),
+    ("sinkhorn_marginal_error", "swav", "SwAV: largest relative error of the prototype totals"),
+    ("dino_center_vs_batch_mean", "dino",
+     "DINO: |c - batch mean of teacher logits| / |batch mean|"),
+    ("dino_mean_prob_entropy_centered", "dino",
+     "DINO: entropy of the mean teacher probability / log K, centred"),
+    ("dino_mean_prob_entropy_uncentered", "dino", "DINO: the same without centering"),
+)
+
+
+def device_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The devices' quantities at initialisation and after training, 'mean ± sd' over seeds."""
+    rows = []
+    for metric, method, label in DEVICE_QUANTITIES:
+        sel = metrics[(metrics.metric == metric) & (metrics.method == method)]
+        if not len(sel):
+            continue
+        agg = sel.groupby("state").value.agg(["mean", "std"])
+        rows.append({"quantity": label, **{
+            state: f"{agg.loc[state, 'mean']:.3g}" + (
+                "" if pd.isna(agg.loc[state, "std"]) else f" ± {agg.loc[state, 'std']:.2g}")
+            for state in agg.index}})
+    return pd.DataFrame(rows).set_index("quantity")

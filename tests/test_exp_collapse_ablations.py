@@ -1,0 +1,180 @@
+"""Induced collapse: monitors, collapse criteria, a small run, the table and the figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from sithlib.experiments import collapse_ablations as exp
+
+TINY = {
+    "collapse_ablations": dataclasses.replace(
+        exp.PROFILES["quick"], variants=("simsiam", "simsiam_no_stop_gradient"), steps=40,
+        eval_every=20, n_eval=200, views=2, hidden=(16,), feature_dim=6, head_hidden=16,
+        head_dim=8, batch_size=64,
+    ),
+}
+
+
+class _Constant(torch.nn.Module):
+    """A stand-in method whose embedding is one fixed vector: complete collapse."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.v = torch.arange(1.0, dim + 1)
+
+    def project(self, x):
+        return self.v.expand(x.shape[0], -1)
+
+    def embed(self, x):
+        return self.v.expand(x.shape[0], -1)
+
+
+class _Identity(_Constant):
+    """Embedding = input: no collapse."""
+
+    def project(self, x):
+        return x
+
+    def embed(self, x):
+        return x
+
+
+def _test_set(n=400, k=4):
+    cfg = TINY["collapse_ablations"]
+    return exp.held_out(exp.make_dgp(cfg), n, k)
+
+
+def test_held_out_views_are_positives_of_the_same_latents():
+    cfg = TINY["collapse_ablations"]
+    dgp = exp.make_dgp(cfg)
+    z, x, x_views = exp.held_out(dgp, 300, 3)
+    assert x_views.shape == (3, 300, cfg.dim) and x.shape == z.shape == (300, cfg.dim)
+    torch.testing.assert_close(x, dgp.mixing(z))
+    z_views = dgp.mixing.inverse(x_views.reshape(-1, cfg.dim)).reshape(3, 300, -1)
+    cos = (z_views * z).sum(-1)
+    # vMF(kappa = 10) positives in 5 dimensions: mean cosine A_5(10) ~ 0.8, never independent.
+    assert 0.6 < float(cos.mean()) < 0.95
+    z2, _, _ = exp.held_out(dgp, 300, 3)
+    assert torch.equal(z, z2)  # fixed stream
+
+
+def test_monitors_of_a_collapsed_and_an_identity_embedding():
+    z, x, x_views = _test_set()
+    dead = exp.monitors(_Constant(7), z, x, x_views)
+    assert dead["center_norm"] == pytest.approx(1.0, abs=1e-9)
+    assert dead["mean_mu_norm"] == pytest.approx(1.0, abs=1e-9)
+    assert dead["spread"] == pytest.approx(0.0, abs=1e-12)
+    assert dead["std_ratio"] == pytest.approx(0.0, abs=1e-6)
+    assert dead["effective_rank"] == 0.0 and dead["encoder_effective_rank"] == 0.0
+    assert dead["r2_linear"] < 0.05
+    cfg = TINY["collapse_ablations"]
+    assert exp.OUTCOMES[exp.outcome(dead["std_ratio"], 0.0, 0.0, cfg)] == "complete"
+    alive = exp.monitors(_Identity(5), z, x, x_views)
+    assert alive["r2_linear"] > 0.5 and alive["std_ratio"] > 0.5
+    assert alive["effective_rank"] > cfg.rank_fraction * cfg.dim
+    assert exp.outcome(alive["std_ratio"], alive["effective_rank"], 5.0, cfg) == 0
+    # The identity behind the monitors: E||mu_x||^2 = ||s||^2 + E||mu_x - s||^2 (with the
+    # mean norm a lower bound on the root mean square norm).
+    assert alive["mean_mu_norm"] ** 2 <= alive["center_norm"] ** 2 + alive["spread"] + 1e-9
+
+
+def test_outcome_thresholds():
+    cfg = TINY["collapse_ablations"]
+    assert exp.outcome(0.05, 4.0, 4.0, cfg) == 2
+    assert exp.outcome(0.5, 1.2, 4.0, cfg) == 1
+    assert exp.outcome(0.5, 4.0, 1.2, cfg) == 1
+    assert exp.outcome(0.5, 4.0, 4.0, cfg) == 0
+
+
+def test_bad_configs():
+    base = TINY["collapse_ablations"]
+    with pytest.raises(ValueError, match="variants"):
+        dataclasses.replace(base, variants=("simsiam_no_momentum",))
+    with pytest.raises(ValueError, match="views"):
+        dataclasses.replace(base, views=1)
+    with pytest.raises(ValueError, match="s_threshold"):
+        dataclasses.replace(base, s_threshold=1.5)
+
+
+def test_every_ablation_of_the_issue_is_a_variant_with_its_switch():
+    from sithlib.methods import method_config
+
+    assert len([v for v, (_, sw) in exp.VARIANTS.items() if sw]) == 10
+    for variant, (method, switches) in exp.VARIANTS.items():
+        cfg = method_config(method, {**exp.head_config(method, exp.PROFILES["quick"]),
+                                     **switches})
+        for key, value in switches.items():
+            assert getattr(cfg, key) == value, variant
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    cfg = dataclasses.replace(
+        TINY["collapse_ablations"], variants=("swav", "swav_softmax"), steps=150,
+        eval_every=15, n_eval=400, views=4, hidden=(32,), head_hidden=32, head_dim=16,
+        batch_size=128, seeds=2,
+    )
+    return cfg, exp.run(cfg)
+
+
+def test_softmax_codes_push_s_to_one_and_mu_x_to_s(small_run):
+    _, tables = small_run
+    m = tables["metrics"]
+
+    def value(variant, metric):
+        return m[(m.variant == variant) & (m.metric == metric)].value.to_numpy()
+
+    # Without the equipartition every seed of the ablation ends closer to a point than every
+    # seed of SwAV: longer center vector, per-sample means closer to it, smaller spread.
+    assert value("swav_softmax", "center_norm").min() > value("swav", "center_norm").max() + 0.1
+    assert value("swav_softmax", "center_norm").min() > 0.9
+    assert value("swav_softmax", "spread").max() < value("swav", "spread").min() / 2
+    assert value("swav_softmax", "std_ratio").max() < value("swav", "std_ratio").min()
+    mu, s = value("swav_softmax", "mean_mu_norm"), value("swav_softmax", "center_norm")
+    assert (mu - s < 0.1).all()
+
+
+def test_tables_and_curves_have_every_variant_and_seed(small_run):
+    cfg, tables = small_run
+    m, curves = tables["metrics"], tables["curves"]
+    assert set(curves.variant) == set(cfg.variants)
+    assert sorted(curves.step.unique()) == list(range(15, 151, 15))
+    assert {"center_norm", "mean_mu_norm", "spread", "std_ratio", "effective_rank",
+            "r2_linear", "batch_center_norm"} <= set(curves.columns)
+    assert set(m.variant) == set(cfg.variants) | {"swav (untrained)"}
+    runs = m[m.variant.isin(cfg.variants)].pivot_table(index=["variant", "seed"],
+                                                       columns="metric", values="value")
+    assert len(runs) == 4 and runs.collapse.isin([0, 1, 2]).all()
+    # The recorded outcome is the rule applied to the recorded monitors.
+    for (_, _), r in runs.iterrows():
+        assert r.collapse == exp.outcome(r.std_ratio, r.effective_rank,
+                                         r.encoder_effective_rank, cfg)
+    table = exp.collapse_table(m)
+    assert list(table.index) == list(cfg.variants)
+    assert all(o.split(" ")[0] in exp.OUTCOMES and o.endswith("/2)") for o in table.outcome)
+    assert all(v.endswith("/2") for v in table["early ||s|| predicts"])
+    claims = exp.claims_table(m, s_threshold=cfg.s_threshold)
+    assert claims.verdict.isin(["supported", "partly supported", "not supported",
+                                "not tested"]).all()
+    assert len(claims) >= 4
+    assert all(math.isfinite(v) for v in m.value)
+
+
+def test_plots_return_axes(small_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg, tables = small_run
+    axes = exp.plot_center_norm(tables["curves"])
+    visible = [ax for ax in axes.flat if ax.get_visible()]
+    assert len(visible) == 1  # one method family
+    assert visible[0].get_title() == "swav" and len(visible[0].get_lines()) >= 2
+    ax = exp.plot_prediction(tables["metrics"], s_threshold=cfg.s_threshold)
+    assert len(ax.collections) >= 1
+    plt.close("all")

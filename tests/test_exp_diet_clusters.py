@@ -1,0 +1,134 @@
+"""DIET on the cluster DGP (Reizinger et al. 2024): scores, head, training, tables, plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sithlib.dgp import random_matrix  # noqa: E402
+from sithlib.dgp._random import random_orthogonal  # noqa: E402
+from sithlib.experiments import diet_clusters as dc  # noqa: E402
+from sithlib.losses import diet  # noqa: E402
+
+TINY = {
+    "diet_clusters": dataclasses.replace(
+        dc.PROFILES["quick"], rows=("baseline",), hidden_layers=2, narrow=2, wide=2,
+        n_instances=64, steps=20, eval_every=10, batch_size=32, seeds=2, n_eval=256),
+}
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def test_scores_of_an_exact_solution_are_perfect():
+    """Theorem 1's normalized solution: h = kappa O z and w_i = O v_C(i) score R^2 = 1, MAE 0."""
+    gen = torch.Generator().manual_seed(0)
+    kappa, d = 10.0, 5
+    o = random_orthogonal(d, generator=gen)
+    z = _unit(torch.randn(2000, d, generator=gen, dtype=torch.float64))
+    v = _unit(torch.randn(300, d, generator=gen, dtype=torch.float64))
+    s = dc.scores(kappa * z @ o.T, z, v @ o.T, v, "normalized", kappa)
+    assert s["r2_z"] == pytest.approx(1.0, abs=1e-9) and s["r2_w"] == pytest.approx(1.0, abs=1e-9)
+    assert s["mae_z"] == pytest.approx(0.0, abs=1e-9) and s["mae_w"] == pytest.approx(0.0, abs=1e-9)
+    # A general linear map keeps R^2 = 1 but is no longer orthogonal: the MAEs see it.
+    a = random_matrix(d, cond=4.0, generator=gen)
+    s = dc.scores(z @ a.T, z, v @ a.T, v, "normalized", kappa)
+    assert s["r2_z"] == pytest.approx(1.0, abs=1e-9) and s["mae_w"] > 0.1
+    # The unnormalized head is scored with an affine fit and has no MAE.
+    s = dc.scores(z @ a.T + 3.0, z, v @ a.T - 1.0, v, "unnormalized", kappa)
+    assert set(s) == {"r2_z", "r2_w"} and s["r2_z"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_normalized_head_uses_unit_rows_and_their_gradient():
+    """The logits see unit rows; the gradient w.r.t. W is the gradient at the unit rows divided
+    by each row's norm, i.e. csi's renormalise-then-step update up to that per-row factor."""
+    gen = torch.Generator().manual_seed(1)
+    model = dc.DIETModel(3, 7, [4, 4], True, gen)
+    with torch.no_grad():
+        model.W.weight.mul_(torch.arange(1, 8, dtype=torch.float32)[:, None])
+    x = torch.randn(16, 3, generator=gen)
+    index = torch.randint(0, 7, (16,), generator=gen)
+    rows = model.rows()
+    torch.testing.assert_close(rows.norm(dim=1), torch.ones(7))
+    h, logits = model(x)
+    diet(logits, index).backward()
+    unit = rows.detach().clone().requires_grad_(True)
+    diet(h.detach() @ unit.T, index).backward()
+    norms = model.W.weight.norm(dim=1, keepdim=True).detach()
+    torch.testing.assert_close(model.W.weight.grad, unit.grad / norms)
+    assert not any(True for _ in model.buffers()), "no buffers, so seeds can be vmapped"
+
+
+def test_training_learns_the_clusters():
+    cfg = dataclasses.replace(TINY["diet_clusters"], heads=("unnormalized",), n_instances=100,
+                              hidden_layers=3, narrow=4, wide=10, steps=300, eval_every=100,
+                              batch_size=128, lr=3e-3, seeds=1)
+    out = dc.run(cfg)
+    c = out["curves"]
+    assert list(c.step) == [100, 200, 300]
+    assert c.loss.iloc[-1] < math.log(100) - 0.5
+    assert c.r2_w.iloc[-1] > c.r2_w.iloc[0] + 0.1
+    m = out["metrics"]
+    assert set(m.metric) == {"r2_z", "r2_w", "r2_z_raw_x"}
+
+
+def test_comparison_table_has_every_row_head_and_score():
+    rows = ("baseline", "kappa50")
+    records = []
+    for row in rows:
+        for head in dc.HEADS:
+            metrics = ["r2_z", "r2_w"] + (["mae_z", "mae_w"] if head == "normalized" else [])
+            records += [{"row": row, "head": head, "seed": seed, "metric": k, "value": 0.5}
+                        for seed in range(3) for k in metrics]
+    table = dc.comparison_table(pd.DataFrame(records))
+    assert len(table) == len(rows) * 6
+    base = table.loc[(dc.setting_label("baseline"), "normalized", "R² latents z")]
+    assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0 ± 0.0"
+    assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
+    assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
+
+
+def test_every_table2_row_is_complete():
+    for name, row in dc.TABLE2.items():
+        assert set(row.published) == {f"{q} {h}" for q in ("r2_z", "r2_w") for h in dc.HEADS} | {
+            "mae_z normalized", "mae_w normalized"}, name
+        assert dc.setting_label(name).startswith(f"N={row.n_instances:g}")
+    assert set(dc.PROFILES["paper"].rows) == set(dc.TABLE2)
+
+
+def test_cells_are_cached_and_read_back(store):
+    cfg = dataclasses.replace(TINY["diet_clusters"], heads=("normalized",), seeds=1,
+                              cache_cells=True)
+    first = dc.run(cfg)
+    again = dc.run(cfg)
+    pd.testing.assert_frame_equal(first["metrics"], again["metrics"])
+    assert set(first["metrics"]["head"]) == {"normalized"}
+
+
+def test_plots_return_axes():
+    records = [{"row": r, "head": h, "seed": s, "metric": k, "value": 0.9}
+               for r in ("baseline", "c10") for h in dc.HEADS for s in range(2)
+               for k in ("r2_z", "r2_w")]
+    ax = dc.plot_r2(pd.DataFrame(records))
+    assert len(ax) == 2 and ax[0].get_title() == "normalized head"
+    curves = pd.DataFrame([{"step": t, "seed": 0, "row": "baseline", "head": "normalized",
+                            "r2_z": 0.5} for t in (1, 2)])
+    assert dc.plot_curves(curves).get_xlabel() == "training step"
+    plt.close("all")
+
+
+def test_bad_config_names_the_allowed_values():
+    with pytest.raises(ValueError, match="rows"):
+        dc.Config(rows=("d7",))
+    with pytest.raises(ValueError, match="heads"):
+        dc.Config(heads=("cosine",))

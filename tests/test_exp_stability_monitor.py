@@ -1,0 +1,106 @@
+"""The center-vector monitor: its quantities, the training run, the real-dataset adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import matplotlib
+import pytest
+import torch
+
+from sithlib.experiments import stability_monitor as exp
+from tests.test_vision_datasets import write_cifar
+
+matplotlib.use("Agg")
+
+_SMALL = dict(seeds=2, vector_steps=6, vector_batch=32, vector_evals=2, image_steps=2,
+              image_batch=8, image_evals=1, image_size=8, resnet_width=2, hidden=(32,),
+              feature_dim=16, head_hidden=16, head_out=8, prototypes=8, dino_out=32,
+              k_views=2, n_probe=16, n_bank=32, n_test=32, knn_k=5)
+TINY = {"stability_monitor": dataclasses.replace(exp.PROFILES["quick"], **_SMALL)}
+
+
+@pytest.fixture(scope="module")
+def result():
+    return exp.run(TINY["stability_monitor"])
+
+
+def test_space_scores_at_collapse_and_spread():
+    collapsed = torch.ones(3, 10, 4)
+    s = exp.space_scores(collapsed)
+    assert s["center_norm"] == pytest.approx(1.0) and s["mean_norm"] == pytest.approx(1.0)
+    assert s["gap"] == pytest.approx(0.0, abs=1e-12) and s["std_sqrt_d"] == pytest.approx(0.0)
+    # invariant but spread: every sample's views agree, samples point in +-e_j
+    eye = torch.cat([torch.eye(4), -torch.eye(4)])
+    s = exp.space_scores(eye.expand(3, 8, 4))
+    assert s["center_norm"] == pytest.approx(0.0, abs=1e-12)
+    assert s["mean_norm"] == pytest.approx(1.0) and s["gap"] == pytest.approx(1.0)
+    assert s["rank"] == pytest.approx(4.0, rel=1e-5)
+
+
+def test_run_records_every_method_and_the_monitor(result):
+    m, curves = result["metrics"], result["curves"]
+    cfg = TINY["stability_monitor"]
+    for data in cfg.datasets:
+        sub = m[m.data == data]
+        assert set(sub.method) == {*exp.METHODS, "raw input"}
+        final = sub[(sub.space == "emb") & (sub.metric == "center_norm")]
+        assert len(final) == len(exp.METHODS) * cfg.seeds
+        assert ((final.value >= 0) & (final.value <= 1 + 1e-9)).all()
+        # the gap is the difference of the two monitored norms, per run
+        wide = exp.final_values(m, data)
+        assert ((wide.mean_norm - wide.center_norm - wide.gap).abs() < 1e-9).all()
+        assert ((wide.knn_acc >= 0) & (wide.knn_acc <= 1)).all()
+        c = curves[curves.data == data]
+        assert sorted(c.step.unique()) == ([3, 6] if data == "vector" else [2])
+        assert c.train_center_norm.between(0, 1 + 1e-6).all()
+
+
+def test_table_and_figures(result):
+    import matplotlib.pyplot as plt
+
+    m = result["metrics"]
+    table = exp.final_table(m, "vector")
+    assert list(table.index) == [*exp.METHODS, "raw input"]
+    assert exp.LABELS["center_norm"] in table.columns and exp.LABELS["r2_linear"] in table.columns
+    axes = exp.plot_curves(result["curves"], "image")
+    assert axes[0].get_xlabel() == "training step"
+    ax = exp.plot_gap_vs_score(m, "vector")
+    assert ax.get_ylabel() == exp.LABELS["knn_acc"]
+    rho = exp.gap_accuracy_correlation(m, "vector")
+    assert math.isnan(rho) or -1 <= rho <= 1
+    plt.close("all")
+
+
+def test_vector_labels_are_octants():
+    z = torch.tensor([[1.0, 1, 1, 0], [-1, -1, -1, 0], [1, -1, 1, 0]])
+    assert exp.VectorSource.label(z).tolist() == [7, 0, 5]
+
+
+def test_missing_cifar_names_the_folder(tmp_path):
+    cfg = dataclasses.replace(TINY["stability_monitor"], datasets=("cifar10",),
+                              data_root=str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        exp.run(cfg)
+
+
+def test_monitor_on_a_fake_cifar(tmp_path):
+    write_cifar(tmp_path, per_batch=8)
+    cfg = dataclasses.replace(TINY["stability_monitor"], datasets=("cifar10",),
+                              methods=("simclr",), data_root=str(tmp_path), checksums=False,
+                              n_probe=8, n_bank=16, n_test=8, knn_k=3)
+    m = exp.run(cfg)["metrics"]
+    assert set(m.data) == {"cifar10"}
+    assert "knn_acc" in set(m.metric) and "r2_linear" not in set(m.metric)
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="datasets"):
+        exp.Config(datasets=("mnist",))
+    with pytest.raises(ValueError, match="methods"):
+        exp.Config(methods="simclr")
+    with pytest.raises(ValueError, match="k_views"):
+        exp.Config(k_views=1)
+    with pytest.raises(ValueError, match="data must be one of"):
+        exp.make_source("mnist", exp.Config())
