@@ -88,7 +88,7 @@ TABLE2 = {
 
 
 def setting_label(name: str) -> str:
-    """A short human-readable label of a Table 2 row, e.g. 'N=1000, d=5, |C|=100, vMF(10)'."""
+    """A short human-readable label of a Table 2 row, e.g. ``N=1000, d=5, |C|=100, vMF(10)``."""
     r = TABLE2[name]
     cond = {"vmf": f"vMF(κ={r.param:g})", "laplace": f"Laplace(b={r.param:g})",
             "normal": f"Normal(σ²={r.param:g})"}[r.conditional]

@@ -279,7 +279,7 @@ class DatasetSource(ImageSource):
 
 
 def make_source(kind: str, cfg, device="cpu") -> Source:
-    """The data source ``kind`` (one of :data:`DATA`)."""
+    """The data source ``kind`` (one of the names in ``DATA``)."""
     if kind == "vector":
         return VectorSource(cfg, device)
     if kind == "image":
