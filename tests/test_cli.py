@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from sithlib import cli
+from sithlib.experiments import EXPERIMENTS
 
 
 def run_cli(*args, env=None):
@@ -20,7 +21,7 @@ def run_cli(*args, env=None):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "nope"], "unknown experiment 'nope'; allowed: infonce_sphere, vmf_concentration"),
+        (["run", "nope"], "unknown experiment 'nope'; allowed: " + ", ".join(sorted(EXPERIMENTS))),
         (["run", "vmf_concentration", "--profile", "fast"], "unknown profile 'fast'"),
         (["run", "vmf_concentration", "--set", "n"], "malformed --set 'n'"),
         (["run", "vmf_concentration", "--set", "bogus=1"], "unknown config field 'bogus'"),
