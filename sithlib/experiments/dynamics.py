@@ -1,0 +1,356 @@
+r"""SITh direction 1: training dynamics, for InfoNCE and non-contrastive methods.
+
+Data as in the InfoNCE chapter: latents :math:`z \sim \mathcal{U}(\mathbb{S}^{n-1})`, positives
+:math:`\tilde z \sim \mathrm{vMF}(z, \kappa)`, observations :math:`x = g(z)` through the
+invertible leaky-ReLU mixing. Every method trains the same MLP encoder f (through
+:func:`sithlib.methods.build_method`, with small heads); the representation is the encoder
+output :math:`h = f(x)` (on the sphere for InfoNCE, whose theory needs it there).
+
+Every ``eval_every`` steps, on held-out pairs, the engine's evaluate hook records: the linear
+:math:`R^2` of z from h (overall and per latent :math:`z_j`), MCC, the effective rank (RankMe
+of the centred h) and the sorted eigenvalues :math:`\lambda_1 \ge \dots \ge \lambda_d` of
+the covariance of h. Stepwise learning (Simon et al., 2023, "On the Stepwise Nature of
+Self-Supervised Learning") would show as eigenvalues that rise one after the other; the onset
+of eigenvalue k is the first step at which it reaches half its final value.
+
+Sweep: one cell per (method, init_scale, seed), run by :func:`sithlib.results.run_grid`, so
+adding a method or seeds reruns nothing that is finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from sithlib.dgp import DGP, DGPConfig
+from sithlib.methods import build_method
+from sithlib.metrics import effective_rank, mcc, r2_linear
+from sithlib.models.mlp import MLP
+from sithlib.train import TrainConfig, train
+
+NAME = "dynamics"
+VERSION = 1
+TITLE = "Direction 1: training dynamics"
+CHAPTER = "chapters/04_directions/01_dynamics"
+
+RAW = "raw x (no encoder)"
+#: Methods this experiment can build with small heads (the official heads are 2048-8192 wide).
+METHODS = ("infonce", "simclr", "vicreg", "barlow_twins", "byol", "simsiam")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The grid (``methods``, ``init_scales``, ``seeds``) and the settings every cell shares."""
+
+    methods: tuple[str, ...] = ("infonce", "vicreg", "barlow_twins", "byol")
+    init_scales: tuple[float, ...] = (1.0,)
+    dim: int = 10
+    kappa: float = 10.0
+    hidden: tuple[int, ...] = (128, 128)
+    head_dims: tuple[int, ...] = (64, 64)  # projector / predictor widths of the SSL heads
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    byol_tau0: float = 0.99  # BYOL's base EMA for short runs (0.996 is for 1000 epochs)
+    seeds: int = 2
+    eval_every: int = 50
+    n_eval: int = 2000
+    r2_targets: tuple[float, ...] = (0.7, 0.8, 0.9)
+    dgp_seed: int = 0
+
+
+PROFILES = {
+    "quick": Config(),
+    # cl-ica's encoder widths (papers.md 4.1), heads 512 wide, a small initial scale too;
+    # 30 sequential runs of 5000 steps fit the 8-minute budget (see the chapter).
+    "paper": Config(methods=("infonce", "vicreg", "barlow_twins", "byol", "simsiam"),
+                    init_scales=(1.0, 0.1), hidden=(100, 500, 500, 500, 500, 100),
+                    head_dims=(512, 512), steps=5000, batch_size=2048, lr=1e-3, seeds=3,
+                    eval_every=100, n_eval=10_000),
+}
+
+
+def method_config(method: str, cell: dict) -> dict:
+    """The method's config for a cell: small heads, temperature matched to kappa."""
+    heads = list(cell["head_dims"])
+    wide, out = heads[0], heads[-1]
+    configs = {
+        "infonce": {"temperature": 1.0 / cell["kappa"]},
+        "simclr": {"temperature": 1.0 / cell["kappa"], "proj_hidden_dim": wide, "proj_dim": out},
+        "vicreg": {"proj_dims": tuple(heads)},
+        "barlow_twins": {"proj_dims": tuple(heads)},
+        "byol": {"proj_hidden_dim": wide, "proj_dim": out, "pred_hidden_dim": wide,
+                 "tau0": cell["byol_tau0"]},
+        "simsiam": {"proj_hidden_dim": wide, "proj_dim": out, "pred_hidden_dim": wide},
+    }
+    if method not in configs:
+        raise ValueError(f"methods must be among {', '.join(METHODS)}, got {method!r}")
+    return configs[method]
+
+
+def _keep_output(module, inputs, output):
+    # The engine watches the encoder output for collapse; keep it instead of a second forward.
+    module.last_output = output
+
+
+def _spectrum(h: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of the covariance of h, largest first (float64)."""
+    h = h.double() - h.double().mean(0)
+    return torch.linalg.eigvalsh(h.T @ h / (h.shape[0] - 1)).flip(0).clamp_min(0.0)
+
+
+def scores(h: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
+    """Held-out linear R^2 (overall and per latent), MCC, effective rank and the spectrum."""
+    per_latent = r2_linear(h, z, multioutput="raw_values")
+    out = {"r2_linear": float(per_latent.mean()), "mcc": mcc(h, z),
+           "effective_rank": effective_rank(h, center=True)}
+    out.update({f"r2_z{j}": float(v) for j, v in enumerate(per_latent.tolist())})
+    out.update({f"eig_{k}": float(v) for k, v in enumerate(_spectrum(h).tolist())})
+    return out
+
+
+def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train one method from one seed and one init scale; curves and final scores."""
+    method, seed, scale = cell["method"], cell["seed"], cell["init_scale"]
+    dgp = DGP(DGPConfig(dim=cell["dim"], kappa=cell["kappa"], seed=cell["dgp_seed"]),
+              device=device)
+    test = dgp.sample_pairs(cell["n_eval"], torch.Generator(device=device).manual_seed(2**31 - 1))
+    config = method_config(method, cell)
+
+    def make_model(s: int):
+        gen = torch.Generator().manual_seed(s)
+        encoder = MLP([cell["dim"], *cell["hidden"], cell["dim"]],
+                      output_norm="sphere" if method == "infonce" else None, generator=gen)
+        with torch.no_grad():
+            for p in encoder.parameters():
+                p.mul_(scale)
+        encoder.register_forward_hook(_keep_output)
+        return build_method(method, encoder, config, generator=gen)
+
+    def sample(generator, n):
+        pairs = dgp.sample_pairs(n, generator)
+        return pairs.x, pairs.x_pos
+
+    def loss_fn(model, batch):
+        loss, logs = model(*batch)
+        return loss, model.encoder.last_output, logs
+
+    def evaluate(model, s):
+        return scores(model.embed(test.x), test.z)
+
+    result = train(make_model, sample, loss_fn,
+                   TrainConfig(steps=cell["steps"], batch_size=cell["batch_size"], lr=cell["lr"],
+                               seeds=1, first_seed=seed, eval_every=cell["eval_every"]),
+                   device=device, evaluate=evaluate, name=f"{NAME}-{method}")
+    keys = {"method": method, "init_scale": scale, "seed": seed}
+    curves = pd.DataFrame(result.curves).assign(**keys)
+    rows = []
+    if curves.empty:  # every eval step after a failure is skipped: report the failure only
+        final = {}
+    else:
+        final = curves.iloc[-1]
+        for metric in ("r2_linear", "mcc", "effective_rank", "loss"):
+            rows.append({**keys, "metric": metric, "value": float(final[metric]), "index": -1})
+        per_latent = [c for c in curves.columns if c.startswith("r2_z")]
+        rows += [{**keys, "metric": "r2_latent", "value": float(final[c]), "index": int(c[4:])}
+                 for c in per_latent]
+    for failure in result.failures:
+        rows.append({**keys, "metric": "failure_step", "value": float(failure["step"]),
+                     "index": -1, "failure": failure["kind"]})
+    return {"metrics": pd.DataFrame(rows), "curves": curves}
+
+
+def cells(cfg: Config) -> list[dict]:
+    """One JSON-serialisable dict per grid point, with every setting that fixes its numbers."""
+    shared = dataclasses.asdict(cfg)
+    for key in ("methods", "init_scales", "seeds", "r2_targets"):
+        shared.pop(key)
+    for method in cfg.methods:
+        method_config(method, {**shared})  # fail before training anything
+    return [{**shared, "method": m, "init_scale": float(s), "seed": seed}
+            for m in cfg.methods for s in cfg.init_scales for seed in range(cfg.seeds)]
+
+
+def time_to_target(curves: pd.DataFrame, targets) -> pd.DataFrame:
+    """First eval step at which each run's held-out R^2 reaches each target (NaN if never)."""
+    rows = []
+    for (method, scale, seed), run in curves.groupby(["method", "init_scale", "seed"]):
+        run = run.sort_values("step")
+        for target in targets:
+            hit = run.step[run.r2_linear >= target]
+            rows.append({"method": method, "init_scale": scale, "seed": seed, "target": target,
+                         "step": float(hit.iloc[0]) if len(hit) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def onsets(curves: pd.DataFrame, prefix: str = "eig_", fraction: float = 0.5) -> pd.DataFrame:
+    """Per run and direction: the first step at which a quantity reaches ``fraction`` of its
+    final value (eigenvalues with ``eig_``, per-latent R^2 with ``r2_z``)."""
+    rows = []
+    columns = [c for c in curves.columns if c.startswith(prefix)]
+    for (method, scale, seed), run in curves.groupby(["method", "init_scale", "seed"]):
+        run = run.sort_values("step")
+        for c in columns:
+            final = run[c].iloc[-1]
+            hit = run.step[run[c] >= fraction * final] if final > 0 else run.step.iloc[-1:]
+            rows.append({"method": method, "init_scale": scale, "seed": seed,
+                         "direction": int(c[len(prefix):]), "onset": float(hit.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    from sithlib.results import run_grid  # results imports experiments: import late
+
+    tables = run_grid(NAME, cells(cfg), lambda cell: run_cell(cell, device))
+    metrics, curves = tables["metrics"], tables["curves"]
+    extra = []
+    for row in time_to_target(curves, cfg.r2_targets).itertuples():
+        keys = {"method": row.method, "init_scale": row.init_scale, "seed": row.seed,
+                "index": -1, "target": row.target}
+        extra.append({**keys, "metric": "reached_r2", "value": float(not math.isnan(row.step))})
+        if not math.isnan(row.step):
+            extra.append({**keys, "metric": "steps_to_r2", "value": row.step})
+    for prefix, metric in (("eig_", "eig_onset"), ("r2_z", "latent_onset")):
+        for row in onsets(curves, prefix).itertuples():
+            extra.append({"method": row.method, "init_scale": row.init_scale, "seed": row.seed,
+                          "metric": metric, "value": row.onset, "index": row.direction})
+    # Baseline: how much of z a linear map reads from the raw observations x = g(z).
+    dgp = DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa, seed=cfg.dgp_seed), device=device)
+    test = dgp.sample_pairs(cfg.n_eval, torch.Generator(device=device).manual_seed(2**31 - 1))
+    extra.append({"method": RAW, "init_scale": 1.0, "seed": 0, "metric": "r2_linear",
+                  "value": r2_linear(test.x, test.z), "index": -1})
+    metrics = pd.concat([metrics, pd.DataFrame(extra)], ignore_index=True)
+    return {"metrics": metrics, "curves": curves}
+
+
+# ----------------------------------------------------------------------------- figures, tables
+
+
+def _label(frame: pd.DataFrame) -> pd.Series:
+    """'method' or 'method (init x s)' when several init scales are present."""
+    if frame.init_scale.nunique() == 1:
+        return frame.method
+    return frame.method + " (init ×" + frame.init_scale.map("{:g}".format) + ")"
+
+
+def plot_scores(curves: pd.DataFrame, metrics: pd.DataFrame | None = None, axes=None):
+    """Held-out R^2, MCC and effective rank over steps: mean and sd band over seeds; dashed:
+    the linear R^2 of the raw observations (from ``metrics``)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    data = curves.assign(run=_label(curves))
+    for ax, (col, label) in zip(axes, (("r2_linear", "held-out linear $R^2$"), ("mcc", "MCC"),
+                                       ("effective_rank", "effective rank of $h$")), strict=True):
+        sns.lineplot(data=data, x="step", y=col, hue="run", errorbar="sd", ax=ax,
+                     legend=ax is axes[-1])
+        ax.set(xlabel="training step", ylabel=label)
+    if metrics is not None and (metrics.method == RAW).any():
+        raw = float(metrics[metrics.method == RAW].value.iloc[0])
+        axes[0].axhline(raw, color="0.4", ls="--", lw=1)
+        axes[0].annotate("raw x", (curves.step.max(), raw), ha="right", va="bottom", fontsize=8,
+                         color="0.3")
+    if axes[-1].get_legend() is not None:
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title=None)
+    axes[-1].figure.tight_layout()
+    return axes
+
+
+def plot_loss(curves: pd.DataFrame):
+    """Training loss per method (own y-axis each: the losses have different scales)."""
+    import seaborn as sns
+
+    data = curves.assign(run=_label(curves))
+    grid = sns.relplot(data=data, x="step", y="loss", col="run", kind="line", errorbar="sd",
+                       col_wrap=min(4, data.run.nunique()), height=2.6, aspect=1.2,
+                       facet_kws={"sharey": False})
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("training step", "training loss")
+    return grid
+
+
+def plot_spectrum(curves: pd.DataFrame, relative: bool = True):
+    """Sorted eigenvalues of the covariance of h over steps, one panel per method.
+
+    With ``relative`` each eigenvalue is divided by the trace at that step, so the panels
+    compare shapes of the spectrum. Lines: mean over seeds; bands: sd over seeds.
+    """
+    import seaborn as sns
+
+    cols = sorted((c for c in curves.columns if c.startswith("eig_")), key=lambda c: int(c[4:]))
+    data = curves.assign(run=_label(curves))
+    long = data.melt(id_vars=["run", "seed", "step"], value_vars=cols, var_name="k",
+                     value_name="eigenvalue")
+    long["k"] = long.k.str[4:].astype(int) + 1
+    if relative:
+        total = long.groupby(["run", "seed", "step"]).eigenvalue.transform("sum")
+        long["eigenvalue"] = long.eigenvalue / total
+    grid = sns.relplot(data=long, x="step", y="eigenvalue", hue="k", col="run", kind="line",
+                       errorbar="sd", palette="viridis", col_wrap=min(4, data.run.nunique()),
+                       height=2.6, aspect=1.2, facet_kws={"sharey": False})
+    grid.set(yscale="log")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("training step", "eigenvalue / trace" if relative else "eigenvalue")
+    return grid
+
+
+def plot_latent_r2(curves: pd.DataFrame):
+    """Held-out R^2 of each latent z_j over steps, one panel per method (sd band over seeds)."""
+    import seaborn as sns
+
+    cols = sorted((c for c in curves.columns if c.startswith("r2_z")), key=lambda c: int(c[4:]))
+    data = curves.assign(run=_label(curves))
+    long = data.melt(id_vars=["run", "seed", "step"], value_vars=cols, var_name="latent",
+                     value_name="r2")
+    long["latent"] = long.latent.str[4:].astype(int)
+    grid = sns.relplot(data=long, x="step", y="r2", hue="latent", col="run", kind="line",
+                       errorbar="sd", palette="tab10", col_wrap=min(4, data.run.nunique()),
+                       height=2.6, aspect=1.2)
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("training step", "held-out $R^2$ of $z_j$")
+    return grid
+
+
+def _mean_sd(values: pd.Series, digits: int = 0) -> str:
+    if values.empty:
+        return "not reached"
+    sd = "" if len(values) < 2 else f" ± {values.std():.{digits}f}"
+    return f"{values.mean():.{digits}f}{sd}"
+
+
+def time_to_r2_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Steps to reach each R^2 target, 'mean ± sd (reached/seeds)' per method and target."""
+    reached = metrics[metrics.metric == "reached_r2"].assign(run=lambda m: _label(m))
+    steps = metrics[metrics.metric == "steps_to_r2"].assign(run=lambda m: _label(m))
+    rows = {}
+    for (run_name, target), group in reached.groupby(["run", "target"]):
+        hit = steps[(steps.run == run_name) & (steps.target == target)].value
+        rows.setdefault(run_name, {})[f"R² ≥ {target:g}"] = (
+            f"{_mean_sd(hit)} ({int(group.value.sum())}/{len(group)})")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
+    return table
+
+
+def onset_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """How spread out in time the directions are learned: per method, the steps between the
+    first and the last onset (eigenvalues of cov(h); per-latent R^2), mean ± sd over seeds,
+    and the final R^2."""
+    data = metrics.assign(run=_label(metrics))
+    table = {}
+    for metric, label in (("eig_onset", "eigenvalue onsets: last − first"),
+                          ("latent_onset", "per-latent R² onsets: last − first")):
+        part = data[data.metric == metric]
+        spread = part.groupby(["run", "seed"]).value.agg(lambda v: v.max() - v.min())
+        table[label] = spread.groupby("run").agg(_mean_sd)
+    final = data[(data.metric == "r2_linear") & (data.method != RAW)].groupby("run").value
+    table["final R²"] = final.agg(lambda v: _mean_sd(v, 3))
+    out = pd.DataFrame(table)
+    out.index.name = "method"
+    return out

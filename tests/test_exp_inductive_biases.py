@@ -1,0 +1,83 @@
+"""Direction 3 (inductive biases): MLP sweeps, projector scores, image pairs, tables, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib
+import pytest
+import torch
+
+from sithlib.dgp.images import LATENTS
+from sithlib.experiments import inductive_biases as ib
+
+matplotlib.use("Agg")
+
+TINY = {"inductive_biases": dataclasses.replace(
+    ib.PROFILES["quick"], widths=(16,), depths=(1,), init_scales=(1.0,), optimizers=("adam",),
+    projectors=("none", "mlp"), base_width=16, base_depth=1, rep_dim=8, steps=20,
+    batch_size=32, seeds=2, n_eval=200, pairs=("latent_content_style", "augment"),
+    image_size=8, image_width=2, image_steps=2, image_batch=8, image_seeds=1, image_eval=120)}
+
+
+def test_cells_cover_each_sweep_once():
+    cfg = dataclasses.replace(TINY["inductive_biases"], widths=(16, 32), optimizers=("adam", "sgd"))
+    cells = ib.mlp_cells(cfg)
+    assert [(c["width"], c["optimizer"], c["projector"]) for c in cells] == [
+        (16, "adam", "none"), (32, "adam", "none"), (16, "sgd", "none"), (16, "adam", "mlp")]
+    kinds = [c["pairs"] for c in ib.image_cells(cfg)]
+    assert kinds == ["untrained", "latent_content_style", "augment"]
+
+
+def test_projected_encoder_shapes_and_init_scale():
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    small = ib.ProjectedEncoder(4, 8, 2, "mlp", rep_dim=6, init_scale=0.5, generator=gen())
+    plain = ib.ProjectedEncoder(4, 8, 2, "mlp", rep_dim=6, init_scale=1.0, generator=gen())
+    x = torch.randn(5, 4, generator=gen())
+    assert small.f(x).shape == (5, 6) and small(x).shape == (5, 4)
+    assert torch.allclose(small(x).norm(dim=1), torch.ones(5))
+    for a, b in zip(small.f.parameters(), plain.f.parameters(), strict=True):
+        assert torch.allclose(a, 0.5 * b)
+    assert isinstance(ib.ProjectedEncoder(4, 8, 1, "none").p, torch.nn.Identity)
+    with pytest.raises(ValueError, match="projector must be one of"):
+        ib.ProjectedEncoder(4, 8, 1, "deep")
+
+
+def test_content_style_pairs_share_exactly_the_content():
+    cell = ib.image_cells(TINY["inductive_biases"])[1]
+    assert cell["pairs"] == "latent_content_style"
+    from sithlib.dgp import sample_image_pairs
+
+    pairs = sample_image_pairs(300, 8, change=ib.STYLE, conditional="uniform",
+                               generator=torch.Generator().manual_seed(0))
+    same = (pairs.z1 == pairs.z2).all(0)
+    assert [LATENTS[i] for i in range(7) if same[i]] == list(ib.CONTENT)
+    x_a, x_b = ib.image_sampler(cell)(torch.Generator().manual_seed(1), 4)
+    assert x_a.shape == x_b.shape == (4, 3, 8, 8)
+
+
+def test_image_scores_recover_latents_from_themselves():
+    gen = torch.Generator().manual_seed(0)
+    from sithlib.dgp import sample_latents
+
+    z = sample_latents(600, generator=gen)
+    shape = torch.nn.functional.one_hot(z[:, 6].long(), 6).float()
+    s = ib.image_scores(torch.cat([z[:, :6], shape], dim=1), z)
+    assert min(s[f"r2_{n}"] for n in ("x", "y", "scale", "rotation", "hue", "bg_hue")) > 0.999
+    assert s["shape_accuracy"] == 1.0 and s["block_content"] > 0.999
+
+
+def test_run_tables_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path / "results"))
+    m = ib.run(TINY["inductive_biases"])["metrics"]
+    mlp = m[m.part == "mlp"]
+    assert set(mlp.metric) == {"r2_before", "r2_after"}
+    assert set(m[m.part == "image"].pairs) == {"untrained", "latent_content_style", "augment"}
+    table = ib.mlp_table(m)
+    assert {"projector", "width"} <= set(table.index.get_level_values(0))
+    latents = ib.latent_table(m)
+    assert list(latents.index) == ["untrained", "latent_content_style", "augment"]
+    ib.plot_mlp_sweeps(m, dataclasses.asdict(TINY["inductive_biases"]))
+    ib.plot_projector(m)
+    ib.plot_latents(m)
+    matplotlib.pyplot.close("all")
