@@ -34,10 +34,10 @@ import torch
 from sithlib.dgp import DGP, DGPConfig, recipe, render, sample_latents
 from sithlib.dgp.augment import augment
 from sithlib.dgp.vmf import sample_vmf
+from sithlib.experiments.vicreg_information import VICRegData
 from sithlib.losses import vicreg
 from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics.information import activation_pattern, mardia_test
-from sithlib.models import MLP, ResNet18
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_assumptions"
@@ -141,11 +141,12 @@ def scaled_recipe(strength: float, name: str = "simclr_cifar"):
     )
 
 
-class _Setting:
+class _Setting(VICRegData):
     """A DGP with its encoder and its two families of views around anchors x*."""
 
     def __init__(self, name: str, cfg: Config, device: str):
         self.name, self.cfg, self.device = name, cfg, device
+        self.recipe = "simclr_cifar"  # training views; the measured views scale it
         gen = torch.Generator(device=device).manual_seed(2**31 - 1)
         if name == "vector":
             self.dgp = DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa,
@@ -164,22 +165,6 @@ class _Setting:
             self.strengths = tuple(sorted({*cfg.strengths_image, self.training_strength}))
             self.steps, self.batch_size, self.lr = cfg.img_steps, cfg.img_batch_size, cfg.img_lr
             self.proj_dims = cfg.img_proj_dims
-
-    def encoder(self, gen: torch.Generator):
-        cfg = self.cfg
-        if self.name == "vector":
-            return MLP([cfg.dim, *cfg.hidden, cfg.feature_dim], generator=gen)
-        return ResNet18(width=cfg.width, generator=gen)
-
-    def sample(self, generator, n):
-        """Training pairs: the DGP's positives, or two SimCLR CIFAR views of fresh renders."""
-        if self.name == "vector":
-            pairs = self.dgp.sample_pairs(n, generator)
-            return pairs.x, pairs.x_pos
-        x = render(sample_latents(n, generator=generator, device=self.device),
-                   self.cfg.image_size)
-        return (augment(x, "simclr_cifar", generator=generator)[0],
-                augment(x, "simclr_cifar", generator=generator)[0])
 
     def augmentations(self, i: int, strength: float, generator) -> torch.Tensor:
         """``n_views`` augmented views of anchor i at ``strength``, shape (k, *x.shape[1:])."""

@@ -148,11 +148,41 @@ class _EvalSet:
     y: torch.Tensor
 
 
-class _Task:
+class VICRegData:
+    """The two DGPs of the VICReg chapters: the encoder to train and its training pairs.
+
+    Subclasses set ``name`` ("vector" or "image"), ``cfg`` (with ``dim``, ``hidden``,
+    ``feature_dim``, ``width``, ``image_size``), ``device``, ``recipe`` (the image views'
+    augmentation) and, for the vector DGP, ``dgp``.
+    """
+
+    name: str
+    device: str
+    recipe: str
+
+    def encoder(self, gen: torch.Generator):
+        cfg = self.cfg
+        if self.name == "vector":
+            return MLP([cfg.dim, *cfg.hidden, cfg.feature_dim], generator=gen)
+        return ResNet18(width=cfg.width, generator=gen)
+
+    def sample(self, generator, n):
+        """Training pairs: the DGP's positives, or two augmented views of fresh renders."""
+        if self.name == "vector":
+            pairs = self.dgp.sample_pairs(n, generator)
+            return pairs.x, pairs.x_pos
+        x = render(sample_latents(n, generator=generator, device=self.device),
+                   self.cfg.image_size)
+        return (augment(x, self.recipe, generator=generator)[0],
+                augment(x, self.recipe, generator=generator)[0])
+
+
+class _Task(VICRegData):
     """One data-generating process: how to make the encoder, sample pairs and evaluate."""
 
     def __init__(self, dgp: str, cfg: Config, device: str):
         self.name, self.cfg, self.device = dgp, cfg, device
+        self.recipe = cfg.recipe
         gen = torch.Generator(device=device).manual_seed(2**31 - 1)  # held-out stream
         if dgp == "vector":
             self.dgp = DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa,
@@ -170,21 +200,6 @@ class _Task:
             self.eval = _EvalSet(x, view_a, view_b, z[:, :6], z[:, 6].long())
             self.steps, self.batch_size, self.lr = cfg.img_steps, cfg.img_batch_size, cfg.img_lr
             self.eval_every, self.proj_dims = cfg.img_eval_every, cfg.img_proj_dims
-
-    def encoder(self, gen: torch.Generator):
-        cfg = self.cfg
-        if self.name == "vector":
-            return MLP([cfg.dim, *cfg.hidden, cfg.feature_dim], generator=gen)
-        return ResNet18(width=cfg.width, generator=gen)
-
-    def sample(self, generator, n):
-        if self.name == "vector":
-            pairs = self.dgp.sample_pairs(n, generator)
-            return pairs.x, pairs.x_pos
-        x = render(sample_latents(n, generator=generator, device=self.device),
-                   self.cfg.image_size)
-        return augment(x, self.cfg.recipe, generator=generator)[0], augment(
-            x, self.cfg.recipe, generator=generator)[0]
 
     def scores(self, method) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Held-out terms, kNN accuracy and linear R^2; also returns the two views' Z."""
