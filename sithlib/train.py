@@ -53,8 +53,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn.parallel import DistributedDataParallel
 
 from sithlib.losses import distributed as dist
+from sithlib.optim import LARS
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -68,6 +69,7 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
+    eta: float = 0.001  # LARS trust coefficient
     seeds: int = 1
     first_seed: int = 0
     ensemble: bool = True
@@ -90,6 +92,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.eta < 0:
+            raise ValueError(f"eta (the LARS trust coefficient) must be >= 0, got {self.eta}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0 (0 turns checkpoints off)")
 
@@ -98,7 +102,10 @@ class TrainingFailure(RuntimeError):
     """A loss that became NaN / Inf; the message names the step, the seed and the config."""
 
 
-def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(params, cfg: TrainConfig, stacked: bool = False) -> torch.optim.Optimizer:
+    if cfg.optimizer == "lars":  # per-model trust ratios when parameters are stacked (vmap)
+        return LARS(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                    eta=cfg.eta, batch_dims=int(stacked))
     # Fused kernels (one launch for all parameters) exist for CUDA tensors only.
     fused = {"fused": True} if params and all(p.is_cuda for p in params) else {}
     if cfg.optimizer == "sgd":
@@ -203,7 +210,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     hooks = models if hasattr(models[0], "after_step") else []
     ens = _Ensemble(models) if use_vmap else None
     params = list(ens.params.values()) if use_vmap else [p for m in models for p in m.parameters()]
-    opt = _optimizer(params, cfg)
+    opt = _optimizer(params, cfg, stacked=use_vmap)
     curves: list[dict] = []
     failures: list[dict] = []
     alive = [True] * len(seeds)  # by position in ``seeds``

@@ -29,6 +29,15 @@ def test_cells_cover_each_sweep_once():
     assert kinds == ["untrained", "latent_content_style", "augment"]
 
 
+def test_lars_cell_trains_with_its_own_learning_rate():
+    cfg = dataclasses.replace(TINY["inductive_biases"], optimizers=("lars",), steps=40)
+    cell = next(c for c in ib.mlp_cells(cfg) if c["optimizer"] == "lars")
+    out = ib.run_mlp_cell(cell)
+    m, curves = out["metrics"], out["curves"]
+    assert set(m.metric) == {"r2_before", "r2_after"} and m.value.notna().all()
+    assert (curves.optimizer == "lars").all() and curves.loss.notna().all()
+
+
 def test_projected_encoder_shapes_and_init_scale():
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     small = ib.ProjectedEncoder(4, 8, 2, "mlp", rep_dim=6, init_scale=0.5, generator=gen())

@@ -54,6 +54,20 @@ def test_vmap_ensemble_equals_separate_runs():
         torch.testing.assert_close(together[s], _params(alone)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_lars_ensemble_equals_separate_runs():
+    """LARS trust ratios are per model, so stacking seeds under vmap changes nothing."""
+    cfg = dataclasses.replace(CFG, optimizer="lars", lr=0.5, weight_decay=1e-4)
+    together = train(make_model, sample, regression, cfg)
+    for s in range(cfg.seeds):
+        alone = train(make_model, sample, regression, dataclasses.replace(cfg, seeds=1,
+                                                                          first_seed=s))
+        torch.testing.assert_close(_params(together)[s], _params(alone)[0], rtol=1e-5,
+                                   atol=1e-6)
+    first = {r["seed"]: r["loss"] for r in together.curves if r["step"] == 10}
+    last = {r["seed"]: r["loss"] for r in together.curves if r["step"] == 30}
+    assert all(last[s] < first[s] for s in last)
+
+
 def test_sequential_ensemble_equals_vmap_ensemble():
     a = _params(train(make_model, sample, regression, CFG))
     b = _params(train(make_model, sample, regression, dataclasses.replace(CFG, ensemble=False)))
