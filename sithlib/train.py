@@ -74,6 +74,7 @@ class TrainConfig:
     first_seed: int = 0
     ensemble: bool = True
     eval_every: int = 100
+    eval_at_start: bool = False  # also record step 0 (the initial networks, no update yet)
     checkpoint_every: int = 0
     collapse_std: float = 1e-4
     precision: str = "fp32"
@@ -181,7 +182,8 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     """Train ``cfg.seeds`` models; returns them with their curves.
 
     ``evaluate(model, seed) -> dict[str, float]`` is called every ``eval_every`` steps and at
-    the end, per seed, under ``torch.no_grad``; its values become rows of the curves.
+    the end (and at step 0 with ``eval_at_start``), per seed, under ``torch.no_grad``; its
+    values become rows of the curves.
 
     Speed settings in ``cfg``: ``precision`` (``fp32``; ``tf32`` matmuls; ``bf16`` autocast
     of the forward pass plus tf32), ``compile`` (``torch.compile`` of the per-step forward and
@@ -285,10 +287,22 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
            "enabled": cfg.precision == "bf16"}
     # Dead seeds (non-finite loss) stop learning; updated at eval steps, never synced per step.
     mask = torch.tensor(alive, device=device, dtype=torch.float32)
+    first = None
+    if cfg.eval_at_start and start == 0:
+        # Step 0 sees step 1's batch, which is kept for step 1, and buffers (batch-norm running
+        # statistics, DINO's centre, SwAV's queue) are put back: every later number is the same
+        # as without the extra evaluation.
+        first = [draw(g) for g in gens]
+        buffers = [[b.clone() for b in m.buffers()] for m in models]
+        with torch.no_grad(), torch.autocast(**amp):
+            record(0, *step_losses(first))
+            for m, saved in zip(models, buffers, strict=True):
+                for b, v in zip(m.buffers(), saved, strict=True):
+                    b.copy_(v)
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
-        batches = [draw(g) for g in gens]
+        batches = first if first is not None and step == 1 else [draw(g) for g in gens]
         opt.zero_grad(set_to_none=True)
         with torch.autocast(**amp):
             losses, embeddings, logs = step_losses(batches)

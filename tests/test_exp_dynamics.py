@@ -30,7 +30,7 @@ def test_curves_hold_every_measurement(tiny_result):
     curves = tiny_result["curves"]
     cfg = TINY["dynamics"]
     assert set(curves.method) == set(cfg.methods)
-    assert sorted(curves.step.unique()) == [20, 40, 60]
+    assert sorted(curves.step.unique()) == [0, 20, 40, 60]  # step 0: the initial network
     for col in ("loss", "r2_linear", "mcc", "effective_rank"):
         assert curves[col].notna().all()
     eig = curves[[f"eig_{k}" for k in range(cfg.dim)]].to_numpy()

@@ -68,6 +68,25 @@ def test_lars_ensemble_equals_separate_runs():
     assert all(last[s] < first[s] for s in last)
 
 
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_eval_at_start_records_step_zero_and_changes_nothing_else(ensemble):
+    cfg = dataclasses.replace(CFG, ensemble=ensemble)
+    plain = train(make_model, sample, regression, cfg)
+    calls = []
+    with_zero = train(make_model, sample, regression,
+                      dataclasses.replace(cfg, eval_at_start=True),
+                      evaluate=lambda m, s: calls.append(s) or {"probe": 1.0})
+    assert [r["step"] for r in with_zero.curves if r["seed"] == 0] == [0, 10, 20, 30]
+    assert calls[:3] == [0, 1, 2]  # the initial networks are evaluated first
+    later = [r for r in with_zero.curves if r["step"] > 0]
+    assert [r["loss"] for r in later] == [r["loss"] for r in plain.curves]
+    for a, b in zip(_params(with_zero), _params(plain), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # step 0 is the untrained loss, above the trained one
+    zero = {r["seed"]: r["loss"] for r in with_zero.curves if r["step"] == 0}
+    assert all(zero[r["seed"]] > r["loss"] for r in with_zero.curves if r["step"] == 30)
+
+
 def test_sequential_ensemble_equals_vmap_ensemble():
     a = _params(train(make_model, sample, regression, CFG))
     b = _params(train(make_model, sample, regression, dataclasses.replace(CFG, ensemble=False)))
@@ -260,3 +279,15 @@ def test_channels_last_gives_the_same_model():
     b = train(_conv_model, _images, regression, cfg)
     assert a.models[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(_params(a)[0], _params(b)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_eval_at_start_leaves_batch_norm_statistics_alone():
+    def make_bn(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(D, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, D))
+
+    cfg = dataclasses.replace(CFG, seeds=1)
+    plain = train(make_bn, sample, regression, cfg)
+    with_zero = train(make_bn, sample, regression, dataclasses.replace(cfg, eval_at_start=True))
+    for a, b in zip(plain.models[0].buffers(), with_zero.models[0].buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

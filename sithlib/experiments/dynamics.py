@@ -33,7 +33,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "dynamics"
-VERSION = 1
+VERSION = 2  # 2: curves start at step 0
 TITLE = "Direction 1: training dynamics"
 CHAPTER = "chapters/04_directions/01_dynamics"
 
@@ -144,7 +144,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
     result = train(make_model, sample, loss_fn,
                    TrainConfig(steps=cell["steps"], batch_size=cell["batch_size"], lr=cell["lr"],
-                               seeds=1, first_seed=seed, eval_every=cell["eval_every"]),
+                               seeds=1, first_seed=seed, eval_every=cell["eval_every"],
+                               eval_at_start=True),
                    device=device, evaluate=evaluate, name=f"{NAME}-{method}")
     keys = {"method": method, "init_scale": scale, "seed": seed}
     curves = pd.DataFrame(result.curves).assign(**keys)
