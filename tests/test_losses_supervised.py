@@ -55,6 +55,16 @@ def test_accepts_any_integer_labels():
         assert abs(diet(logits, labels).item() - ref_ce(logits, labels.long(), 0.0)) < TOL
 
 
+@pytest.mark.parametrize("loss_fn", [cross_entropy, diet])
+def test_vmap_over_seeds_equals_one_call_per_seed(loss_fn):
+    """Seed ensembles train under torch.func.vmap: the label check must not branch on data."""
+    logits = rand(3, 8, 5, seed=4)
+    labels = torch.randint(0, 5, (3, 8), generator=torch.Generator().manual_seed(5))
+    batched = torch.func.vmap(loss_fn)(logits, labels)
+    for s in range(3):
+        assert abs(batched[s].item() - loss_fn(logits[s], labels[s]).item()) < 1e-12
+
+
 def test_bad_input():
     logits = rand(4, 3)
     with pytest.raises(TypeError, match="index"):

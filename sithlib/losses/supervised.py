@@ -13,6 +13,12 @@ import torch.nn.functional as F
 from sithlib.losses import _common as C
 
 
+def _transformed(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a torch.func transform (vmap, grad)."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check and check(t))
+
+
 def _classification(logits, labels, label_smoothing, labels_name):
     logits = C.tensor("logits", logits, shape="(n, C)")
     if not isinstance(labels, torch.Tensor):
@@ -31,9 +37,12 @@ def _classification(logits, labels, label_smoothing, labels_name):
     if labels.device != logits.device:
         raise ValueError(f"{labels_name} and logits must be on the same device")
     smoothing = C.in_range("label_smoothing", label_smoothing, 0.0, 1.0)
-    # Range check only on the CPU: on a GPU it would synchronise every step (CUDA asserts there).
+    # Range check only on plain CPU tensors: on a GPU it would synchronise every step (CUDA
+    # asserts there), and under vmap a data-dependent branch is an error (cross_entropy's own
+    # check still raises there).
     if (
         labels.device.type == "cpu"
+        and not _transformed(labels)
         and labels.numel()
         and (labels.min() < 0 or labels.max() >= logits.shape[1])
     ):
