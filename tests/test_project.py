@@ -78,12 +78,21 @@ def test_notebook_has_hidden_parameters_cell_reading_profile(path):
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
 
 
+TRAINING = re.compile(r"\.backward\(|torch\.optim\b|\.zero_grad\(|\bopt(imi[sz]er)?\.step\(")
+
+
 def test_no_training_loops_in_notebooks():
     for path in NOTEBOOKS:
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type == "code":
-                assert ".backward(" not in cell.source and "optimizer" not in cell.source, (
+                assert not TRAINING.search(cell.source), (
                     f"{path.name}: training belongs in sithlib.experiments, not in a cell")
+
+
+def test_training_pattern_catches_loops_not_words():
+    assert TRAINING.search("loss.backward()") and TRAINING.search("torch.optim.Adam(p)")
+    assert TRAINING.search("optimizer.step()") and TRAINING.search("opt.zero_grad()")
+    assert not TRAINING.search('sweep(metrics, "optimizer", config)')
 
 
 def test_toc_files_exist_and_template_is_not_listed():

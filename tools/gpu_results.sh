@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Paper-profile results on a GPU machine that is lent for a limited time (one call of at most
+# ~10 minutes, nothing kept between calls but what the call returns).
+#
+#   bash tools/gpu_results.sh SECONDS [EXPERIMENT ...]
+#
+# Restores the state of a previous call from .gpu_state/state.tgz (if present), runs the named
+# experiments (default: every missing or stale one, `run --all`) for at most SECONDS, then packs
+# results/ and the resumable state (finished grid cells, checkpoints) into $OUT/state.tgz (or
+# .gpu_state/state.tgz without $OUT). Unpack it in the repository, commit results/, and carry
+# .gpu_state into the next call: finished cells are not rerun, checkpoints resume.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:?usage: tools/gpu_results.sh SECONDS [EXPERIMENT ...]}
+shift
+out=${OUT:-.gpu_state}
+mkdir -p "$out"
+[ -f .gpu_state/state.tgz ] && tar xzf .gpu_state/state.tgz
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 SITH_PROGRESS=0
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(--all)
+deadline=$((SECONDS + seconds))
+rc=0
+for target in "${targets[@]}"; do
+    left=$((deadline - SECONDS))
+    [ "$left" -le 10 ] && { echo "budget spent before $target"; rc=124; break; }
+    # SIGINT lets Python unwind; checkpoints and finished cells are already on disk.
+    timeout -s INT -k 20 "$left" python3 -m sithlib run "$target" --profile paper \
+        --device "${SITH_DEVICE:-cuda}"
+    rc=$?
+    [ $rc -ne 0 ] && { echo "stopped at $target (exit $rc)"; break; }
+done
+# Checkpoints over 16 MiB stay behind (the lent machine returns small files only).
+find .cache/checkpoints -name '*.pt' -size +16M -delete 2>/dev/null
+tar czf "$out/state.tgz" results $(ls -d .cache/cells .cache/checkpoints 2>/dev/null)
+ls -l "$out/state.tgz"
+python3 -m sithlib list || true
+exit $rc
