@@ -61,7 +61,8 @@ def _sphere_z(n, dim=10, dtype=torch.float32, seed=5):
 def test_mlp_inverse_recovers_z():
     g = InvertibleMLP.random(10, generator=_gen(1))  # the default: 3 layers, cond 4, slope 0.2
     z32 = _sphere_z(20_000)
-    assert (g.inverse(g(z32)) - z32).abs().max().item() < 1e-5
+    # Each of the 3 layers (condition 4) amplifies float32 rounding by at most 4 on the way back.
+    assert (g.inverse(g(z32)) - z32).abs().max().item() < 4**3 * 4 * torch.finfo().eps
     z64 = z32.double()
     assert (g.inverse(g(z64)) - z64).abs().max().item() < 1e-10
     assert g(z32).dtype == torch.float32 and g(z64).dtype == torch.float64

@@ -64,10 +64,13 @@ def gaussian_entropy(z) -> float:
     """
     z = _samples(z)
     d = z.shape[1]
-    sign, logdet = torch.linalg.slogdet(_covariance(z))
-    if sign <= 0:
+    # The sign of slogdet misses singular covariances: rounding leaves a tiny positive
+    # eigenvalue whose size depends on the BLAS kernel. Count as zero what is below the
+    # rounding level of the largest eigenvalue, as numpy.linalg.matrix_rank does.
+    eig = torch.linalg.eigvalsh(_covariance(z))
+    if eig[0] <= eig[-1] * d * torch.finfo(eig.dtype).eps:
         return -math.inf
-    return float(0.5 * (d * (_LOG_2PI + 1.0) + logdet))
+    return float(0.5 * (d * (_LOG_2PI + 1.0) + eig.log().sum()))
 
 
 def logdet_entropy(z, *, beta: float = 1.0) -> float:
