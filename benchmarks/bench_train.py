@@ -5,12 +5,15 @@ Cases, all training the InfoNCE encoder of ``infonce_sphere`` on its DGP (n = 10
 - ``naive loop``: what the reference code does: one model, positives sampled on the host with
   SciPy (one ``vonmises_fisher`` call per row, as every row has its own mean), the loss read
   back (``.item()``) every step, float32;
-- ``engine, 1 seed``: ``sithlib.train`` with device-native sampling and no per-step sync;
+- ``engine, 1 seed``: ``sithlib.train`` with device-native sampling and no per-step sync (on a
+  GPU the data of 16 steps is drawn at once; ``prefetch 1`` draws every step, paying the exact
+  samplers' rejection-loop syncs each time);
 - ``engine, S seeds, vmap``: S models in one vmapped step;
 - ``engine, S seeds, sequential``: the same S models without vmap (one optimizer, S forwards).
 
 - ``engine, 1 seed, <precision>``: the same with ``tf32`` / ``bf16`` matmuls and with
-  ``torch.compile`` (on a GPU only: on the CPU they are not what the engine is tuned for);
+  ``torch.compile``, plain and as a CUDA graph (on a GPU only: on the CPU they are not what
+  the engine is tuned for);
 - ``ensemble 16 seeds (n=5, batch 1024)`` against ``1 seed (n=5, batch 1024)``: the DIET-sized
   problem where vmapped seeds pay off most.
 
@@ -86,11 +89,11 @@ def naive_loop(cfg, steps: int, device: str) -> float:
 
 
 def engine(cfg, steps: int, seeds: int, ensemble: bool, device: str, precision: str = "fp32",
-           compile: bool = False) -> float:
+           compile: bool = False, prefetch: int | None = None) -> float:
     _, make_model, sample, loss_fn = _setup(cfg, device)
     tcfg = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seeds=seeds,
                        ensemble=ensemble, eval_every=steps, precision=precision,
-                       compile=compile)
+                       compile=compile, prefetch=prefetch)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -154,12 +157,20 @@ def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
                                                      many, small, "fp32"),
     }
     if gpu:
+        # The engine draws 16 steps of data per call on a GPU; one step per call shows what
+        # the samplers' host synchronisations cost.
+        timings["engine, 1 seed, prefetch 1"] = (
+            engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32")
         for precision in ("tf32", "bf16"):
             timings[f"engine, 1 seed, {precision}"] = (
                 engine(cfg, steps, 1, True, device, precision=precision), 1, cfg, precision)
         engine(cfg, 5, 1, True, device, precision="bf16", compile=True)  # compile once
         timings["engine, 1 seed, bf16, compiled"] = (
             engine(cfg, steps, 1, True, device, precision="bf16", compile=True), 1, cfg, "bf16")
+        graphs = "reduce-overhead"  # torch.compile's CUDA-graph mode
+        engine(cfg, 5, 1, True, device, precision="bf16", compile=graphs)
+        timings["engine, 1 seed, bf16, CUDA graph"] = (
+            engine(cfg, steps, 1, True, device, precision="bf16", compile=graphs), 1, cfg, "bf16")
     peaks = {p: matmul_peak(device, p) for p in {t[3] for t in timings.values()}}
     naive = steps / timings["naive loop"][0]
     rows = []

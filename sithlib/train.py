@@ -22,9 +22,14 @@ stacked parameters is the stack of per-seed gradients).
 
 Speed: ``precision="bf16"`` runs the forward pass under bfloat16 autocast with TF32 matmuls
 (``"tf32"``: TF32 only); ``compile=True`` compiles the per-step forward and loss with
-``torch.compile``; ``channels_last=True`` stores image models and batches in NHWC, the layout
-tensor cores prefer; on a GPU Adam and SGD use their fused kernels. The loop never reads a
-device value back except at eval steps.
+``torch.compile`` (``compile="reduce-overhead"`` also captures it as a CUDA graph, which pays
+off for small networks whose step is dominated by kernel launches); ``channels_last=True``
+stores image models and batches in NHWC, the layout tensor cores prefer; on a GPU Adam and SGD
+use their fused kernels. The step itself never
+reads a device value back except at eval steps; the exact samplers do (a rejection loop asks how
+many rows are still to draw), so ``prefetch = K`` draws the data of K steps in one call of
+``sample`` and pays those synchronisations once per K steps. ``sample`` must then return i.i.d.
+rows (every sampler in the book does): a draw of K * batch_size rows is cut into K batches.
 
 Several GPUs: under ``torchrun --nproc_per_node=N`` (process group initialised), each model is
 wrapped in DistributedDataParallel and each process trains on its slice of the global batch;
@@ -57,6 +62,7 @@ from sithlib.optim import LARS
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 PRECISIONS = ("fp32", "tf32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     collapse_std: float = 1e-4
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | str = False  # True or a torch.compile mode ("reduce-overhead": CUDA graphs)
     channels_last: bool = False
+    prefetch: int | None = None  # steps of data per call of sample; None: 1 on CPU, 16 on CUDA
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -88,6 +95,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be False, True or one of {', '.join(COMPILE_MODES)}, "
+                             f"got {self.compile!r}")
         for name in ("steps", "batch_size", "seeds", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -97,6 +107,22 @@ class TrainConfig:
             raise ValueError(f"eta (the LARS trust coefficient) must be >= 0, got {self.eta}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0 (0 turns checkpoints off)")
+        if self.prefetch is not None and (isinstance(self.prefetch, bool) or self.prefetch < 1):
+            raise ValueError(f"prefetch must be None (automatic) or an int >= 1, "
+                             f"got {self.prefetch!r}")
+        if self.prefetch and self.checkpoint_every % self.prefetch:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                             f"prefetch ({self.prefetch}): a checkpoint falls between draws")
+
+    def prefetch_steps(self, device) -> int:
+        """Steps of data drawn per call of ``sample``: ``prefetch``, or automatically 1 on the
+        CPU (where a synchronisation costs nothing) and 16 on a GPU, cut to a divisor of
+        ``checkpoint_every`` so that every checkpoint falls between two draws."""
+        if self.prefetch is not None:
+            return self.prefetch
+        if torch.device(device).type == "cpu":
+            return 1
+        return math.gcd(16, self.checkpoint_every) if self.checkpoint_every else 16
 
 
 class TrainingFailure(RuntimeError):
@@ -274,15 +300,33 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         return (torch.stack([o[0] for o in outs]), [o[1] for o in outs],
                 [o[2] if len(o) > 2 else {} for o in outs])
 
-    def draw(g):
-        batch = tuple(t.chunk(world)[rank] for t in sample(g, cfg.batch_size))
-        if cfg.channels_last:
-            batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-                          for t in batch)
-        return batch
+    prefetch = cfg.prefetch_steps(device)
+    pending: list[list[tuple]] = []  # batches of the coming steps, one list per seed
+
+    def draw_steps(g) -> list[tuple]:
+        # One call for `prefetch` steps: the sampler's syncs are paid once for all of them.
+        parts = [t.split(cfg.batch_size) for t in sample(g, cfg.batch_size * prefetch)]
+        steps = []
+        for batch in zip(*parts, strict=True):
+            batch = tuple(t.chunk(world)[rank] for t in batch)
+            if cfg.channels_last:
+                batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4
+                              else t for t in batch)
+            steps.append(batch)
+        return steps
+
+    def next_batches() -> list[tuple]:
+        # Checkpoints fall on multiples of `prefetch`, where nothing is pending: resuming
+        # draws exactly what the uninterrupted run drew.
+        if not pending or not pending[0]:
+            pending[:] = [draw_steps(g) for g in gens]
+        return [p.pop(0) for p in pending]
 
     if cfg.compile:
-        step_losses = torch.compile(step_losses)
+        # "reduce-overhead" replays the step as a CUDA graph: one launch instead of hundreds,
+        # possible because the step never synchronises (the data comes from `pending`).
+        step_losses = torch.compile(step_losses,
+                                    mode=None if cfg.compile is True else cfg.compile)
     amp = {"device_type": torch.device(device).type, "dtype": torch.bfloat16,
            "enabled": cfg.precision == "bf16"}
     # Dead seeds (non-finite loss) stop learning; updated at eval steps, never synced per step.
@@ -292,7 +336,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         # Step 0 sees step 1's batch, which is kept for step 1, and buffers (batch-norm running
         # statistics, DINO's centre, SwAV's queue) are put back: every later number is the same
         # as without the extra evaluation.
-        first = [draw(g) for g in gens]
+        first = next_batches()
         buffers = [[b.clone() for b in m.buffers()] for m in models]
         with torch.no_grad(), torch.autocast(**amp):
             record(0, *step_losses(first))
@@ -302,7 +346,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
-        batches = first if first is not None and step == 1 else [draw(g) for g in gens]
+        batches = first if first is not None and step == 1 else next_batches()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(**amp):
             losses, embeddings, logs = step_losses(batches)

@@ -125,6 +125,60 @@ def test_killed_run_resumes_to_identical_numbers(tmp_path, ensemble):
         assert torch.equal(x, y)
 
 
+def _uniform(generator, n):
+    # torch.rand draws one stream in order, so K calls of n rows are one call of K * n rows.
+    z = torch.rand(n, D, generator=generator) - 0.5
+    return z, z @ A.T
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_prefetch_draws_k_steps_per_call_and_changes_no_number(ensemble):
+    cfg = dataclasses.replace(CFG, ensemble=ensemble, prefetch=1)
+    reference = train(make_model, _uniform, regression, cfg)
+    sizes = []
+
+    def counted(generator, n):
+        sizes.append(n)
+        return _uniform(generator, n)
+
+    # 30 steps in draws of 4: 8 calls per seed, the last one partly unused.
+    fetched = train(make_model, counted, regression, dataclasses.replace(cfg, prefetch=4))
+    assert sizes == [4 * cfg.batch_size] * 8 * cfg.seeds
+    assert fetched.curves == reference.curves
+    for x, y in zip(_params(fetched), _params(reference), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_killed_prefetching_run_resumes_to_identical_numbers(tmp_path):
+    cfg = dataclasses.replace(CFG, checkpoint_every=8, prefetch=4, eval_at_start=True)
+    reference = train(make_model, sample, regression, cfg)
+    calls = {"n": 0}
+
+    def dies_in_the_fifth_draw(generator, n):
+        calls["n"] += 1
+        if calls["n"] > 4 * cfg.seeds:  # steps 17-20 are never drawn
+            raise KeyboardInterrupt("killed")
+        return sample(generator, n)
+
+    ckpt = Checkpoint(tmp_path / "run.pt", key="k")
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model, dies_in_the_fifth_draw, regression, cfg, checkpoint=ckpt)
+    assert ckpt.load()["step"] == 16
+    resumed = train(make_model, sample, regression, cfg, checkpoint=ckpt)
+    assert resumed.curves == reference.curves
+    for x, y in zip(_params(resumed), _params(reference), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_automatic_prefetch_is_one_on_the_cpu_and_fits_the_checkpoints_on_a_gpu():
+    assert TrainConfig().prefetch_steps("cpu") == 1
+    assert TrainConfig().prefetch_steps("cuda") == 16
+    assert TrainConfig(checkpoint_every=100).prefetch_steps("cuda:0") == 4
+    assert TrainConfig(prefetch=3).prefetch_steps("cpu") == 3
+    with pytest.raises(ValueError, match="must be a multiple of prefetch"):
+        TrainConfig(prefetch=3, checkpoint_every=10)
+
+
 def test_checkpoint_for_another_config_is_ignored_and_corrupt_one_is_reported(tmp_path):
     Checkpoint(tmp_path / "c.pt", key="old").save({"step": 3})
     assert Checkpoint(tmp_path / "c.pt", key="new").load() is None
@@ -186,7 +240,9 @@ def test_evaluate_hook_adds_columns():
     [("optimizer", "lion", "optimizer must be one of adam, adamw, sgd"),
      ("steps", 0, "steps must be >= 1"), ("lr", -1.0, "lr must be > 0"),
      ("checkpoint_every", -1, "checkpoint_every must be >= 0"),
-     ("precision", "fp16", "precision must be one of fp32, tf32, bf16")],
+     ("precision", "fp16", "precision must be one of fp32, tf32, bf16"),
+     ("compile", "fast", "compile must be False, True or one of default, reduce-overhead"),
+     ("prefetch", 0, "prefetch must be None"), ("prefetch", True, "prefetch must be None")],
 )
 def test_config_validation(field, value, message):
     with pytest.raises(ValueError, match=message):
