@@ -1,0 +1,68 @@
+"""Run every experiment's *paper* configuration for a few steps on the CPU.
+
+Paper profiles run only on a lent GPU, where a crash costs scarce device time. This smoke run
+keeps the paper's network sizes, batch sizes and grids but shrinks the training length and the
+evaluation sets, so shape errors, bad settings and missing code paths show up on a laptop:
+
+    python tools/paper_smoke.py [EXPERIMENT ...]
+
+Nothing is written to results/ (grid cells and checkpoints go to a temporary folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+
+def shrink(cfg):
+    """The paper config with short training and small evaluation sets, all else unchanged."""
+    small = {}
+    for f in dataclasses.fields(cfg):
+        v, name = getattr(cfg, f.name), f.name
+        if not isinstance(v, int) or isinstance(v, bool):
+            continue
+        if name.endswith("steps"):
+            small[name] = min(v, 4)
+        elif "eval_every" in name or name == "checkpoint_every":
+            small[name] = min(v, 2) if v else v
+        elif name.endswith("evals"):
+            small[name] = min(v, 2)
+        elif name == "n":  # sample counts of experiments without training steps
+            small[name] = min(v, 2000)
+        elif name in ("seeds", "image_seeds"):
+            small[name] = min(v, 2)
+        elif name.startswith(("n_eval", "vec_n_eval", "img_n_eval", "image_eval", "n_test",
+                              "n_bank", "n_probe", "n_nonlinear")):
+            small[name] = min(v, 512)
+    return dataclasses.replace(cfg, **small)
+
+
+def main(names: list[str]) -> int:
+    os.environ.setdefault("SITH_PROGRESS", "0")
+    scratch = tempfile.mkdtemp(prefix="paper-smoke-")
+    os.environ["SITH_CACHE_DIR"] = os.path.join(scratch, "results")
+    from sithlib.experiments import EXPERIMENTS, get_experiment
+
+    failed = []
+    for name in names or list(EXPERIMENTS):
+        module = get_experiment(name)
+        start = time.perf_counter()
+        try:
+            out = module.run(shrink(module.PROFILES["paper"]), "cpu")
+            rows = {k: len(v) for k, v in out.items() if v is not None}
+            print(f"ok    {name:24s} {time.perf_counter() - start:7.1f} s  rows {rows}", flush=True)
+        except Exception:  # report every experiment, then fail
+            failed.append(name)
+            print(f"FAIL  {name:24s} {time.perf_counter() - start:7.1f} s", flush=True)
+            traceback.print_exc()
+    print(f"{len(failed)} failed: {', '.join(failed)}" if failed else "every paper config ran")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
