@@ -25,10 +25,10 @@ Speed: ``precision="bf16"`` runs the forward pass under bfloat16 autocast with T
 ``torch.compile`` (``compile="reduce-overhead"`` also captures it as a CUDA graph, which pays
 off for small networks whose step is dominated by kernel launches); ``channels_last=True``
 stores image models and batches in NHWC, the layout tensor cores prefer; on a GPU Adam and SGD
-use their fused kernels. The step itself never
-reads a device value back except at eval steps; the exact samplers do (a rejection loop asks how
-many rows are still to draw), so ``prefetch = K`` draws the data of K steps in one call of
-``sample`` and pays those synchronisations once per K steps. ``sample`` must then return i.i.d.
+use their fused kernels. The step itself never reads a device value back except at eval steps;
+the exact samplers do (a rejection loop asks how many rows are still to draw), so
+``prefetch = K`` draws the data of K steps in one call of ``sample`` and pays those
+synchronisations once per K steps. ``sample`` must then return i.i.d.
 rows (every sampler in the book does): a draw of K * batch_size rows is cut into K batches.
 
 Several GPUs: under ``torchrun --nproc_per_node=N`` (process group initialised), each model is
@@ -44,6 +44,7 @@ that is killed resumes from there and ends with bit-identical numbers on the CPU
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import math
@@ -301,7 +302,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
                 [o[2] if len(o) > 2 else {} for o in outs])
 
     prefetch = cfg.prefetch_steps(device)
-    pending: list[list[tuple]] = []  # batches of the coming steps, one list per seed
+    pending: collections.deque[list[tuple]] = collections.deque()  # coming steps' batches
 
     def draw_steps(g) -> list[tuple]:
         # One call for `prefetch` steps: the sampler's syncs are paid once for all of them.
@@ -318,9 +319,10 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     def next_batches() -> list[tuple]:
         # Checkpoints fall on multiples of `prefetch`, where nothing is pending: resuming
         # draws exactly what the uninterrupted run drew.
-        if not pending or not pending[0]:
-            pending[:] = [draw_steps(g) for g in gens]
-        return [p.pop(0) for p in pending]
+        if not pending:
+            pending.extend(list(step) for step in zip(*[draw_steps(g) for g in gens],
+                                                      strict=True))
+        return pending.popleft()
 
     if cfg.compile:
         # "reduce-overhead" replays the step as a CUDA graph: one launch instead of hundreds,
@@ -331,12 +333,12 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
            "enabled": cfg.precision == "bf16"}
     # Dead seeds (non-finite loss) stop learning; updated at eval steps, never synced per step.
     mask = torch.tensor(alive, device=device, dtype=torch.float32)
-    first = None
     if cfg.eval_at_start and start == 0:
         # Step 0 sees step 1's batch, which is kept for step 1, and buffers (batch-norm running
         # statistics, DINO's centre, SwAV's queue) are put back: every later number is the same
         # as without the extra evaluation.
         first = next_batches()
+        pending.appendleft(first)  # step 1 trains on it
         buffers = [[b.clone() for b in m.buffers()] for m in models]
         with torch.no_grad(), torch.autocast(**amp):
             record(0, *step_losses(first))
@@ -346,7 +348,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
-        batches = first if first is not None and step == 1 else next_batches()
+        batches = next_batches()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(**amp):
             losses, embeddings, logs = step_losses(batches)

@@ -102,24 +102,31 @@ def test_same_seed_gives_bit_identical_numbers():
         assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("ensemble", [True, False])
-def test_killed_run_resumes_to_identical_numbers(tmp_path, ensemble):
-    cfg = dataclasses.replace(CFG, checkpoint_every=7, ensemble=ensemble)
-    reference = train(make_model, sample, regression, cfg)
-
+def _kill_and_resume(tmp_path, cfg, draws: int):
+    """Kill a run in its (draws + 1)-th call of sample per seed, then resume it; returns the
+    step of the checkpoint it was killed after and the resumed run."""
     calls = {"n": 0}
 
-    def dies_at_step_17(generator, n):
+    def dies(generator, n):
         calls["n"] += 1
-        if calls["n"] > 16 * cfg.seeds:
+        if calls["n"] > draws * cfg.seeds:
             raise KeyboardInterrupt("killed")
         return sample(generator, n)
 
     ckpt = Checkpoint(tmp_path / "run.pt", key="k")
     with pytest.raises(KeyboardInterrupt):
-        train(make_model, dies_at_step_17, regression, cfg, checkpoint=ckpt)
-    assert ckpt.load()["step"] == 14
-    resumed = train(make_model, sample, regression, cfg, checkpoint=ckpt)
+        train(make_model, dies, regression, cfg, checkpoint=ckpt)
+    killed_at = ckpt.load()["step"]
+    return killed_at, train(make_model, sample, regression, cfg, checkpoint=ckpt)
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_killed_run_resumes_to_identical_numbers(tmp_path, ensemble):
+    cfg = dataclasses.replace(CFG, checkpoint_every=7, ensemble=ensemble)
+    reference = train(make_model, sample, regression, cfg)
+
+    killed_at, resumed = _kill_and_resume(tmp_path, cfg, draws=16)  # killed at step 17
+    assert killed_at == 14
     assert resumed.curves == reference.curves
     for x, y in zip(_params(resumed), _params(reference), strict=True):
         assert torch.equal(x, y)
@@ -152,19 +159,8 @@ def test_prefetch_draws_k_steps_per_call_and_changes_no_number(ensemble):
 def test_killed_prefetching_run_resumes_to_identical_numbers(tmp_path):
     cfg = dataclasses.replace(CFG, checkpoint_every=8, prefetch=4, eval_at_start=True)
     reference = train(make_model, sample, regression, cfg)
-    calls = {"n": 0}
-
-    def dies_in_the_fifth_draw(generator, n):
-        calls["n"] += 1
-        if calls["n"] > 4 * cfg.seeds:  # steps 17-20 are never drawn
-            raise KeyboardInterrupt("killed")
-        return sample(generator, n)
-
-    ckpt = Checkpoint(tmp_path / "run.pt", key="k")
-    with pytest.raises(KeyboardInterrupt):
-        train(make_model, dies_in_the_fifth_draw, regression, cfg, checkpoint=ckpt)
-    assert ckpt.load()["step"] == 16
-    resumed = train(make_model, sample, regression, cfg, checkpoint=ckpt)
+    killed_at, resumed = _kill_and_resume(tmp_path, cfg, draws=4)  # steps 17-20 never drawn
+    assert killed_at == 16
     assert resumed.curves == reference.curves
     for x, y in zip(_params(resumed), _params(reference), strict=True):
         assert torch.equal(x, y)
