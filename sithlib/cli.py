@@ -104,7 +104,9 @@ def _bench(args) -> int:
         if not args.quick:
             command = f"python -m sithlib bench {name}" + (f" --device {args.device}"
                                                            if args.device else "")
-            print(f"wrote {results.write_benchmark(name, table, env, {'command': command})}")
+            # A benchmark may attach more provenance (e.g. the configs it counted) to its table.
+            config = {"command": command, **table.attrs.get("config", {})}
+            print(f"wrote {results.write_benchmark(name, table, env, config)}")
     return 0
 
 

@@ -33,3 +33,78 @@ def test_matmul_peak_is_a_positive_rate_and_restores_precision():
     for precision in ("fp32", "bf16"):
         assert bench.matmul_peak("cpu", precision, n=128) > 1e6
     assert torch.get_float32_matmul_precision() == before
+
+
+def _bench_cost():
+    path = repo_root() / "benchmarks" / "bench_cost.py"
+    spec = importlib.util.spec_from_file_location("bench_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _linear_run(counting, cfg, *, buffers: bool = False):
+    d, k = 3, 2
+
+    def make_model(seed):
+        torch.manual_seed(seed)
+        layers = [torch.nn.Linear(d, k, bias=False)]
+        return torch.nn.Sequential(*layers, torch.nn.BatchNorm1d(k)) if buffers else layers[0]
+
+    def sample(g, n):
+        return (torch.randn(n, d, generator=g),)
+
+    def loss_fn(f, batch):
+        h = f(batch[0])
+        return h.pow(2).mean(), h
+
+    def evaluate(f, seed):
+        return {"w_norm": float(next(f.parameters()).norm())}
+
+    return counting(make_model, sample, loss_fn, cfg, evaluate=evaluate)
+
+
+def test_cost_counts_the_flops_of_one_step_by_hand_and_follows_the_engines_schedule():
+    from sithlib.train import TrainConfig, train
+
+    bench = _bench_cost()
+    for cfg in (TrainConfig(steps=10, batch_size=8, seeds=3, eval_every=5),
+                TrainConfig(steps=7, batch_size=8, seeds=2, eval_every=3, eval_at_start=True)):
+        counting = bench.CountingTrain()
+        result = _linear_run(counting, cfg)
+        # Forward 2*B*d*k, weight gradient 2*B*d*k (the input needs no gradient), per seed.
+        (run,) = counting.runs
+        assert run["step_flop"] == cfg.seeds * 4 * 8 * 3 * 2
+        assert run["vmapped"] and (run["steps"], run["seeds"]) == (cfg.steps, cfg.seeds)
+        real = _linear_run(train, cfg)
+        assert ([(r["step"], r["seed"]) for r in result.curves]
+                == [(r["step"], r["seed"]) for r in real.curves])
+        assert result.steps_done == cfg.steps and len(result.models) == cfg.seeds
+
+
+def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
+    from sithlib.train import TrainConfig
+
+    bench = _bench_cost()
+    counting = bench.CountingTrain()
+    counting.experiment = "a"
+    _linear_run(counting, TrainConfig(steps=10, batch_size=8, seeds=3), buffers=True)
+    _linear_run(counting, TrainConfig(steps=4, batch_size=16, seeds=2))
+    assert [r["vmapped"] for r in counting.runs] == [False, True]
+    per = bench.summarize(bench.pd.DataFrame(counting.runs), ["a", "b"])
+    a = per.loc["a"]
+    assert (a.runs, a.steps, a.model_steps, a.sequential_model_steps, a.samples) == (
+        2, 14, 30 + 8, 30 + 4, 10 * 3 * 8 + 4 * 2 * 16)
+    assert per.loc["b"].sum() == 0 and (per.loc["all"] == per.loc["a"]).all()
+
+
+def test_shrink_keeps_the_networks_and_cuts_training_only_when_asked():
+    from sithlib.experiments import shrink
+
+    paper = infonce_sphere.PROFILES["paper"]
+    smoke, counted = shrink(paper), shrink(paper, training=False)
+    for cfg in (smoke, counted):
+        assert (cfg.hidden, cfg.batch_size, cfg.n_eval) == (paper.hidden, paper.batch_size, 512)
+    assert (smoke.steps, smoke.seeds, smoke.eval_every) == (4, 2, 2)
+    assert (counted.steps, counted.seeds, counted.eval_every) == (
+        paper.steps, paper.seeds, paper.eval_every)

@@ -11,7 +11,6 @@ Nothing is written to results/ (grid cells and checkpoints go to a temporary fol
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import tempfile
@@ -19,34 +18,11 @@ import time
 import traceback
 
 
-def shrink(cfg):
-    """The paper config with short training and small evaluation sets, all else unchanged."""
-    small = {}
-    for f in dataclasses.fields(cfg):
-        v, name = getattr(cfg, f.name), f.name
-        if not isinstance(v, int) or isinstance(v, bool):
-            continue
-        if name.endswith("steps"):
-            small[name] = min(v, 4)
-        elif "eval_every" in name or name == "checkpoint_every":
-            small[name] = min(v, 2) if v else v
-        elif name.endswith("evals"):
-            small[name] = min(v, 2)
-        elif name == "n":  # sample counts of experiments without training steps
-            small[name] = min(v, 2000)
-        elif name in ("seeds", "image_seeds"):
-            small[name] = min(v, 2)
-        elif name.startswith(("n_eval", "vec_n_eval", "img_n_eval", "image_eval", "n_test",
-                              "n_bank", "n_probe", "n_nonlinear")):
-            small[name] = min(v, 512)
-    return dataclasses.replace(cfg, **small)
-
-
 def main(names: list[str]) -> int:
     os.environ.setdefault("SITH_PROGRESS", "0")
     scratch = tempfile.mkdtemp(prefix="paper-smoke-")
     os.environ["SITH_CACHE_DIR"] = os.path.join(scratch, "results")
-    from sithlib.experiments import EXPERIMENTS, get_experiment
+    from sithlib.experiments import EXPERIMENTS, get_experiment, shrink
 
     failed = []
     for name in names or list(EXPERIMENTS):

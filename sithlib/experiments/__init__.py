@@ -11,6 +11,7 @@ Modules are discovered: a new file in this package that defines ``NAME`` is an e
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from types import ModuleType
@@ -40,3 +41,32 @@ def get_experiment(name: str) -> ModuleType:
         raise ValueError(
             f"unknown experiment {name!r}; allowed: {', '.join(sorted(EXPERIMENTS))}"
         ) from None
+
+
+def shrink(cfg, *, training: bool = True):
+    """``cfg`` with small evaluation sets and, with ``training``, 4 steps and 2 seeds.
+
+    Everything else (network widths, batch sizes, grids, methods) is unchanged, so the paper
+    configuration's code paths run on a CPU in minutes: ``tools/paper_smoke.py`` catches crashes
+    before GPU time is spent, ``benchmarks/bench_cost.py`` (``training=False``) counts what the
+    paper profile's training costs.
+    """
+    small = {}
+    for f in dataclasses.fields(cfg):
+        v, name = getattr(cfg, f.name), f.name
+        if not isinstance(v, int) or isinstance(v, bool):
+            continue
+        if training and name.endswith("steps"):
+            small[name] = min(v, 4)
+        elif training and ("eval_every" in name or name == "checkpoint_every"):
+            small[name] = min(v, 2) if v else v
+        elif training and name.endswith("evals"):
+            small[name] = min(v, 2)
+        elif training and name in ("seeds", "image_seeds"):
+            small[name] = min(v, 2)
+        elif name == "n":  # sample counts of experiments without training steps
+            small[name] = min(v, 2000)
+        elif name.startswith(("n_eval", "vec_n_eval", "img_n_eval", "image_eval", "n_test",
+                              "n_bank", "n_probe", "n_nonlinear")):
+            small[name] = min(v, 512)
+    return dataclasses.replace(cfg, **small)
