@@ -1,22 +1,28 @@
-"""What each experiment's paper profile trains, counted: runs, steps, samples and FLOPs.
+"""What each experiment's paper profile trains, counted: steps, samples, FLOPs, launches.
 
 The GPU time of a chapter comes from two things the engine cannot hide: the arithmetic of the
-training steps, and the number of steps run one after another (a small network's step is
-bound by kernel launches, not by arithmetic). Both belong to the configuration, not to the
-hardware, so they are counted here, on any machine, before GPU time is spent:
+training steps, and the kernels launched one after another (a small network's step is bound
+by launches, not by arithmetic). Both belong to the configuration, not to the hardware, so
+they are counted here, on any machine, before GPU time is spent:
 
 - ``runs``: calls of ``sithlib.train.train``;
 - ``steps``: optimiser steps summed over runs (a vmapped ensemble of S seeds takes one);
-- ``sequential_model_steps``: steps x seeds where seeds are trained one after the other
-  (stateful methods, BatchNorm), steps where they are vmapped: what a launch-bound GPU pays;
 - ``model_steps``: steps x seeds; ``samples``: model-steps x batch size;
 - ``train_tflop``: steps x the FLOPs of one step (DGP sampling, forward, backward), counted by
-  ``torch.utils.flop_counter`` on a real step of the paper configuration. Evaluation (probes,
-  kNN, metrics) is not counted.
+  ``torch.utils.flop_counter`` on a real step of the paper configuration;
+- ``launches``: steps x the operators one step dispatches (views excluded), each a kernel
+  launch in eager mode on a GPU, where a small network's step is bound by launches, not by
+  arithmetic. Seeds trained one after the other (stateful methods, BatchNorm) count once each,
+  a vmapped ensemble once for all; the sampler's operators count once per 16 steps (the
+  engine's prefetch on a GPU); the optimiser is left out (fused on a GPU: a few launches);
+- ``syncs_per_step``: operators in one step (sampler and optimiser aside) that make a GPU wait
+  for the host, such as reading a value back or a boolean mask; the engine wants 0.
 
-Every experiment runs its paper configuration with small evaluation sets; each call of
-``train`` runs one real step (counted) and one evaluated step, and hands the experiment curves
-on the paper's evaluation schedule, so everything after training runs as well. Usage::
+Evaluation (probes, kNN, metrics) and experiments that do not train (numerical checks) are
+not counted. Every experiment runs its paper configuration with small evaluation sets; each
+call of ``train`` is counted on a few real steps, then runs one evaluated step and hands the
+experiment curves on the paper's evaluation schedule, so everything after training runs as
+well. Usage::
 
     python benchmarks/bench_cost.py [EXPERIMENT ...]
 """
@@ -24,12 +30,20 @@ on the paper's evaluation schedule, so everything after training runs as well. U
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import dataclasses
 import os
 import tempfile
 import time
 
 import pandas as pd
+import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import sithlib.train
@@ -37,6 +51,9 @@ from sithlib.results import config_hash
 from sithlib.train import TrainResult
 
 QUICK = ("infonce_sphere", "platonic")
+PREFETCH = 16  # steps of data per sampler call on a GPU (TrainConfig.prefetch_steps)
+RUN_COLUMNS = ["experiment", "name", "steps", "seeds", "batch", "vmapped", "step_flop",
+               "step_ops", "sample_ops", "optimizer_ops", "step_syncs"]
 
 
 def _schedule(cfg) -> list[int]:
@@ -47,8 +64,65 @@ def _schedule(cfg) -> list[int]:
     return ([0] if cfg.eval_at_start else []) + steps
 
 
+# Operators that make a GPU wait for the host (a value read back, a data-dependent shape).
+_SYNCS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "unique", "_unique2",
+          "repeat_interleave"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the operators dispatched (each a kernel launch on a GPU, views excluded) and
+    those that synchronise with the host, by phase: the sampler, the optimiser, the rest."""
+
+    def __init__(self):
+        super().__init__()
+        self.phase = "step"
+        self.ops: collections.Counter = collections.Counter()
+        self.syncs: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.ops[self.phase] += 1
+            name = func.overloadpacket.__name__
+            masked = name == "index" and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                                            for i in args[1] if i is not None)
+            self.syncs[self.phase] += name in _SYNCS or masked
+        return func(*args, **(kwargs or {}))
+
+    @contextlib.contextmanager
+    def during(self, phase):
+        previous, self.phase = self.phase, phase
+        try:
+            yield
+        finally:
+            self.phase = previous
+
+
+@contextlib.contextmanager
+def counted(sample):
+    """FLOPs and operators of a training call, with ``sample`` and optimiser steps apart."""
+    ops = OpCounter()
+
+    def counted_sample(g, n):
+        with ops.during("sample"):
+            return sample(g, n)
+
+    pre = register_optimizer_step_pre_hook(lambda *a: setattr(ops, "phase", "optimizer"))
+    post = register_optimizer_step_post_hook(lambda *a: setattr(ops, "phase", "step"))
+    try:
+        with FlopCounterMode(display=False) as flops, ops:
+            yield counted_sample, flops, ops
+    finally:
+        pre.remove()
+        post.remove()
+
+
 class CountingTrain:
-    """Stands in for ``sithlib.train.train``: counts a run, trains it for one step."""
+    """Stands in for ``sithlib.train.train``: counts a run's steps, seeds, FLOPs and operator
+    launches, then trains it for one evaluated step.
+
+    One step's counts are those of a 2-step run minus those of a 1-step run (no evaluation in
+    either, one curve row at the last step in both), so set-up, the first step's optimiser
+    state and the curve row cancel out."""
 
     def __init__(self):
         self.runs: list[dict] = []
@@ -57,16 +131,26 @@ class CountingTrain:
     def __call__(self, make_model, sample, loss_fn, cfg, *, device="cpu", evaluate=None,
                  checkpoint=None, name="run", data_seed_offset=10_000):
         kw = {"device": device, "name": name, "data_seed_offset": data_seed_offset}
-        one = dataclasses.replace(cfg, steps=1, eval_every=1, eval_at_start=False,
-                                  checkpoint_every=0, prefetch=None)
         probe = make_model(cfg.first_seed)
         stateful = hasattr(probe, "after_step") or any(True for _ in probe.buffers())
-        vmapped = cfg.ensemble and cfg.seeds > 1 and not stateful  # as the engine decides
-        with FlopCounterMode(display=False) as counter:
-            sithlib.train.train(make_model, sample, loss_fn, one, **kw)
-        self.runs.append({"experiment": self.experiment, "name": name, "steps": cfg.steps,
-                          "seeds": cfg.seeds, "batch": cfg.batch_size, "vmapped": vmapped,
-                          "step_flop": counter.get_total_flops()})
+        counts = []
+        for steps in (1, 2):
+            short = dataclasses.replace(cfg, steps=steps, eval_every=10**9, eval_at_start=False,
+                                        checkpoint_every=0, prefetch=1)
+            with counted(sample) as (counted_sample, flops, ops):
+                sithlib.train.train(make_model, counted_sample, loss_fn, short, **kw)
+            counts.append((flops.get_total_flops(), ops.ops, ops.syncs))
+        (f1, ops1, syncs1), (f2, ops2, syncs2) = counts
+        self.runs.append({
+            "experiment": self.experiment, "name": name, "steps": cfg.steps, "seeds": cfg.seeds,
+            "batch": cfg.batch_size, "vmapped": cfg.ensemble and cfg.seeds > 1 and not stateful,
+            "step_flop": f2 - f1, "step_ops": ops2["step"] - ops1["step"],
+            "sample_ops": ops2["sample"] - ops1["sample"],
+            "optimizer_ops": ops2["optimizer"] - ops1["optimizer"],
+            "step_syncs": syncs2["step"] - syncs1["step"],
+        })
+        one = dataclasses.replace(cfg, steps=1, eval_every=1, eval_at_start=False,
+                                  checkpoint_every=0, prefetch=None)
         short = sithlib.train.train(make_model, sample, loss_fn, one, evaluate=evaluate, **kw)
         last = {row["seed"]: row for row in short.curves}
         curves = [{**last[seed], "step": step} for step in _schedule(cfg) for seed in last]
@@ -80,36 +164,43 @@ def count(names) -> pd.DataFrame:
     from sithlib.experiments import EXPERIMENTS, get_experiment, shrink
 
     counting = CountingTrain()
-    for module in EXPERIMENTS.values():  # every experiment imports the engine's `train`
-        if getattr(module, "train", None) is sithlib.train.train:
+    trainers = {m.__name__ for m in EXPERIMENTS.values() if getattr(m, "train", None)
+                is sithlib.train.train}  # experiments that import the engine's `train`
+    for module in EXPERIMENTS.values():
+        if module.__name__ in trainers:
             module.train = counting
     try:
         for name in names:
+            module = get_experiment(name)
+            # Neither the engine nor another experiment's training code: nothing to count.
+            if not any(getattr(v, "__module__", None) in trainers
+                       for v in vars(module).values()):
+                continue
             counting.experiment = name
             start = time.perf_counter()
-            module = get_experiment(name)
             module.run(shrink(module.PROFILES["paper"], training=False), "cpu")
             print(f"counted {name} in {time.perf_counter() - start:.0f} s", flush=True)
     finally:
         for module in EXPERIMENTS.values():
             if module.__dict__.get("train") is counting:
                 module.train = sithlib.train.train
-    return pd.DataFrame(counting.runs, columns=["experiment", "name", "steps", "seeds", "batch",
-                                                "vmapped", "step_flop"])
+    return pd.DataFrame(counting.runs, columns=RUN_COLUMNS)
 
 
 def summarize(runs: pd.DataFrame, names) -> pd.DataFrame:
-    """Per experiment (and in all): runs, steps, sequential model-steps, samples, TFLOP."""
+    """Per experiment (and in all): runs, steps, model-steps, samples, TFLOP, launches, syncs."""
     r = runs.assign(model_steps=runs.steps * runs.seeds,
-                    sequential_model_steps=runs.steps * runs.seeds.where(~runs.vmapped, 1),
                     samples=runs.steps * runs.seeds * runs.batch,
-                    train_tflop=runs.steps * runs.step_flop / 1e12)
-    columns = ["steps", "sequential_model_steps", "model_steps", "samples", "train_tflop"]
-    per = (r.groupby("experiment")[columns].sum()
-           .join(r.groupby("experiment").size().rename("runs"))
+                    train_tflop=runs.steps * runs.step_flop / 1e12,
+                    launches=runs.steps * (runs.step_ops + runs.sample_ops / PREFETCH))
+    columns = ["steps", "model_steps", "samples", "train_tflop", "launches"]
+    groups = r.groupby("experiment")
+    per = (groups[columns].sum().join(groups.size().rename("runs"))
+           .join(groups.step_syncs.max().rename("syncs_per_step"))
            .reindex(list(names), fill_value=0))
     per.loc["all"] = per.sum()
-    return per[["runs", *columns]]
+    per.loc["all", "syncs_per_step"] = per.syncs_per_step.iloc[:-1].max()
+    return per[["runs", *columns, "syncs_per_step"]]
 
 
 def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:

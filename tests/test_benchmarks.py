@@ -93,9 +93,30 @@ def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
     assert [r["vmapped"] for r in counting.runs] == [False, True]
     per = bench.summarize(bench.pd.DataFrame(counting.runs), ["a", "b"])
     a = per.loc["a"]
-    assert (a.runs, a.steps, a.model_steps, a.sequential_model_steps, a.samples) == (
-        2, 14, 30 + 8, 30 + 4, 10 * 3 * 8 + 4 * 2 * 16)
+    assert (a.runs, a.steps, a.model_steps, a.samples) == (2, 14, 30 + 8, 10 * 3 * 8 + 4 * 2 * 16)
+    # Launches: the BatchNorm model's seeds run one after the other, the ensemble's at once.
+    first, second = counting.runs
+    assert first["step_ops"] > 3 * second["step_ops"] / 2 > 0
+    assert a.launches == 10 * (first["step_ops"] + first["sample_ops"] / 16) + 4 * (
+        second["step_ops"] + second["sample_ops"] / 16)
+    assert a.syncs_per_step == 0
     assert per.loc["b"].sum() == 0 and (per.loc["all"] == per.loc["a"]).all()
+
+
+def test_cost_sees_a_step_that_reads_a_value_back_or_masks():
+    from sithlib.train import TrainConfig
+
+    bench = _bench_cost()
+    counting = bench.CountingTrain()
+
+    def loss_fn(f, batch):
+        h = f(batch[0])
+        keep = h[h[:, 0] > 0]  # a data-dependent shape: a GPU waits for the mask
+        return h.pow(2).mean() + 0 * keep.sum() + 0 * float(h.detach().mean()), h
+
+    counting(lambda s: torch.nn.Linear(3, 2), lambda g, n: (torch.randn(n, 3, generator=g),),
+             loss_fn, TrainConfig(steps=5, batch_size=8))
+    assert counting.runs[0]["step_syncs"] == 2
 
 
 def test_shrink_keeps_the_networks_and_cuts_training_only_when_asked():
