@@ -66,6 +66,10 @@ def shrink(cfg, *, training: bool = True):
             small[name] = min(v, 2)
         elif name == "n":  # sample counts of experiments without training steps
             small[name] = min(v, 2000)
+        elif name == "n_anchors":  # per-anchor measurements after training (vicreg_assumptions)
+            small[name] = min(v, 3)
+        elif name == "n_views":  # must stay above the normality tests' dimension + 1
+            small[name] = min(v, 32)
         elif name.startswith(("n_eval", "vec_n_eval", "img_n_eval", "image_eval", "n_test",
                               "n_bank", "n_probe", "n_nonlinear")):
             small[name] = min(v, 512)

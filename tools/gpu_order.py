@@ -1,0 +1,37 @@
+"""The experiments whose paper result is missing or stale, cheapest first, one per line.
+
+A lent GPU's call is short, so the cheap experiments go first: more of them finish and get
+committed. The cost of an experiment is guessed from the counts of ``bench_cost`` (committed
+under results/benchmarks/cost/): its kernel launches at LAUNCH_S each plus its training FLOPs
+at FLOPS per second. The guess only orders the queue; nothing is published from it.
+Experiments without counts (they do not train) come first, in the book's order.
+
+    python tools/gpu_order.py
+"""
+
+from __future__ import annotations
+
+LAUNCH_S = 8e-6  # an eager PyTorch operator from Python, launch-bound
+FLOPS = 2e14  # TF32 / bf16 matmuls of moderate size on an H100 or H200
+
+
+def order() -> list[str]:
+    from sithlib.experiments import EXPERIMENTS
+    from sithlib.results import paper_status, read_benchmarks
+
+    cost = next((r for r in read_benchmarks() if r["name"] == "cost"), None)
+    counts = (cost["table"].pivot_table(index="case", columns="metric", values="value")
+              if cost else None)
+
+    def guess(name: str) -> float:
+        if counts is None or name not in counts.index:
+            return 0.0
+        row = counts.loc[name]
+        return row["launches"] * LAUNCH_S + row["train_tflop"] * 1e12 / FLOPS
+
+    todo = [n for n in EXPERIMENTS if paper_status(n)[0] != "fresh"]
+    return sorted(todo, key=guess)  # stable: ties keep the book's order
+
+
+if __name__ == "__main__":
+    print("\n".join(order()))
