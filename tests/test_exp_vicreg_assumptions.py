@@ -65,6 +65,17 @@ def test_measure_tiny_gaussian_noise_keeps_the_region_and_matches_sizes():
     assert big_gauss["same_region"] < 1.0 and big_gauss["flipped_units"] > 0.0
 
 
+def test_measure_with_jacobians_computed_once_equals_measure_computing_them():
+    cfg = dataclasses.replace(TINY["vicreg_assumptions"], n_anchors=3, n_views=32)
+    setting = exp._Setting("vector", cfg, "cpu")
+    net = setting.encoder(torch.Generator().manual_seed(0)).eval()
+    jacobians = [exp.anchor_jacobian(net, x) for x in setting.x_anchor]
+    assert jacobians[0].shape == (cfg.feature_dim, cfg.dim)
+    for family, strength in (("augmentation", 0.1), ("gaussian", 1.0)):
+        assert (exp.measure(net, setting, family, strength, 0, jacobians)
+                == exp.measure(net, setting, family, strength, 0))
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="settings"):
         exp.Config(settings=("audio",))

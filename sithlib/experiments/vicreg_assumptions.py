@@ -191,26 +191,35 @@ def _rejects(v: torch.Tensor, cfg: Config) -> float:
     return float(min(test["skewness_pvalue"], test["kurtosis_pvalue"]) < cfg.alpha / 2)
 
 
+def anchor_jacobian(net, x_star: torch.Tensor) -> torch.Tensor:
+    """The Jacobian J of ``net`` at ``x_star`` (eval mode), flattened to (d_out, x.numel())."""
+    was_training = net.training
+    net.eval()
+    try:
+        jac = torch.func.jacrev(lambda x: net(x[None])[0])(x_star)  # (d_out, *x.shape)
+    finally:
+        net.train(was_training)
+    return jac.detach().reshape(jac.shape[0], -1).double()
+
+
 def covariance_error(net, x_star: torch.Tensor, views: torch.Tensor,
-                     out: torch.Tensor | None = None) -> float:
+                     out: torch.Tensor | None = None, jac: torch.Tensor | None = None) -> float:
     r""":math:`\|\hat C_z - J \hat\Sigma_x J^\top\|_F / \|\hat C_z\|_F` for the views of x*.
 
     :math:`\hat C_z` is the covariance of the embeddings ``out`` = f(views) (computed when not
     given), :math:`\hat\Sigma_x` that of the views themselves and J the Jacobian of f at x*
-    (eval mode): the error of the Gaussian push-forward :math:`N(f(x^*), J\Sigma J^\top)`. It
-    is 0 when every view lies in the linear region of x*, whatever the distribution of the
-    views.
+    (``anchor_jacobian``, computed when not given): the error of the Gaussian push-forward
+    :math:`N(f(x^*), J\Sigma J^\top)`. It is 0 when every view lies in the linear region of x*,
+    whatever the distribution of the views.
     """
-    was_training = net.training
-    net.eval()
-    try:
-        if out is None:
-            with torch.no_grad():
-                out = net(views)
-        jac = torch.func.jacrev(lambda x: net(x[None])[0])(x_star)  # (d_out, *x.shape)
-    finally:
+    if out is None:
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            out = net(views)
         net.train(was_training)
-    jac = jac.detach().reshape(jac.shape[0], -1).double()
+    if jac is None:
+        jac = anchor_jacobian(net, x_star)
     dx = views.flatten(1).double()
     dx = dx - dx.mean(0)
     dz = out.double() - out.double().mean(0)
@@ -221,7 +230,8 @@ def covariance_error(net, x_star: torch.Tensor, views: torch.Tensor,
     return float(torch.linalg.matrix_norm(c_emp - c_lin) / torch.linalg.matrix_norm(c_emp))
 
 
-def measure(net, setting, family: str, strength: float, seed: int) -> dict[str, float]:
+def measure(net, setting, family: str, strength: float, seed: int,
+            jacobians: list[torch.Tensor] | None = None) -> dict[str, float]:
     """Every measure of ``MEASURES``, averaged over the anchors, for one kind of views.
 
     Parameters
@@ -237,6 +247,9 @@ def measure(net, setting, family: str, strength: float, seed: int) -> dict[str, 
         Augmentation strength (1 / kappa for vectors, s for images).
     seed : int
         Seed of the views.
+    jacobians : list of torch.Tensor, optional
+        ``anchor_jacobian`` of ``net`` at each anchor; they depend on neither the family nor
+        the strength, so ``run`` computes them once per network. Computed when not given.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -259,7 +272,8 @@ def measure(net, setting, family: str, strength: float, seed: int) -> dict[str, 
         totals["flipped_units"] += float((pattern != ref[i]).float().mean())
         with torch.no_grad():
             out = net(views)
-        totals["cov_error"] += covariance_error(net, x_star, views, out)
+        jac = jacobians[i] if jacobians is not None else None
+        totals["cov_error"] += covariance_error(net, x_star, views, out, jac)
         totals["reject_normal_z"] += _rejects(out, cfg)
         totals["reject_normal_x"] += _rejects(views.flatten(1), cfg)
         totals["rms_distance"] += rms
@@ -295,9 +309,10 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
             nets = {"init": init, "trained": method.encoder}
             for state, net in nets.items():
                 net.eval()
+                jacobians = [anchor_jacobian(net, x) for x in setting.x_anchor]
                 for family in FAMILIES:
                     for strength in setting.strengths:
-                        values = measure(net, setting, family, strength, seed)
+                        values = measure(net, setting, family, strength, seed, jacobians)
                         rows += [{"setting": name, "state": state, "family": family,
                                   "strength": strength,
                                   "training": strength == setting.training_strength,
