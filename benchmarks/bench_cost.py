@@ -24,7 +24,9 @@ call of ``train`` is counted on a few real steps, then runs one evaluated step a
 experiment curves on the paper's evaluation schedule, so everything after training runs as
 well. Usage::
 
-    python benchmarks/bench_cost.py [EXPERIMENT ...]
+    python -m sithlib bench cost                           # every experiment, stored
+    python benchmarks/bench_cost.py [EXPERIMENT ...]       # print the counts
+    python benchmarks/bench_cost.py --store EXPERIMENT ... # recount some, keep the others
 """
 
 from __future__ import annotations
@@ -203,6 +205,18 @@ def summarize(runs: pd.DataFrame, names) -> pd.DataFrame:
     return per[["runs", *columns, "syncs_per_step"]]
 
 
+def _hashes(names) -> dict[str, str]:
+    from sithlib.experiments import EXPERIMENTS
+
+    return {n: config_hash(n, EXPERIMENTS[n].VERSION, EXPERIMENTS[n].PROFILES["paper"])
+            for n in names}
+
+
+def _tidy(per: pd.DataFrame) -> pd.DataFrame:
+    return per.reset_index(names="case").melt(id_vars="case", var_name="metric",
+                                             value_name="value")
+
+
 def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
     """Tidy rows (case = experiment, metric, value) for ``python -m sithlib bench cost``.
 
@@ -210,14 +224,44 @@ def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
     from sithlib.experiments import EXPERIMENTS
 
     names = QUICK if quick else list(EXPERIMENTS)
-    per = summarize(count(names), names)
-    out = per.reset_index(names="case").melt(id_vars="case", var_name="metric",
-                                            value_name="value")
+    out = _tidy(summarize(count(names), names))
     # The counts hold for these paper configs; the appendix flags experiments changed since.
-    out.attrs["config"] = {"paper_config_hash": {
-        name: config_hash(name, EXPERIMENTS[name].VERSION, EXPERIMENTS[name].PROFILES["paper"])
-        for name in names}}
+    out.attrs["config"] = {"paper_config_hash": _hashes(names)}
     return out
+
+
+def merge(stored: pd.DataFrame, per: pd.DataFrame) -> pd.DataFrame:
+    """The stored per-experiment rows (wide, as ``summarize``) with ``per``'s in their place,
+    in the book's order, and the row 'all' recomputed."""
+    from sithlib.experiments import EXPERIMENTS
+
+    rows = pd.concat([stored.drop(index=[*per.index, "all"], errors="ignore"),
+                      per.drop(index="all")])
+    rows = rows.loc[[n for n in EXPERIMENTS if n in rows.index], list(per.columns)]
+    rows.loc["all"] = rows.sum()
+    rows.loc["all", "syncs_per_step"] = rows.syncs_per_step.iloc[:-1].max()
+    return rows
+
+
+def store(names) -> None:
+    """Count ``names`` and put their rows into the stored cost table (``--store``)."""
+    from sithlib import results
+
+    start = time.perf_counter()
+    per = summarize(count(names), names)
+    env = results.environment("cpu", time.perf_counter() - start)
+    old = next((r for r in results.read_benchmarks()
+                if r["name"] == "cost" and r["hardware"] == results.hardware_slug(env)), None)
+    config = {"paper_config_hash": {}, "commands": []}
+    if old is not None:
+        per = merge(old["table"].pivot_table(index="case", columns="metric", values="value"),
+                    per)
+        config.update({k: old["config"].get(k, config[k]) for k in config})
+    command = "python benchmarks/bench_cost.py --store " + " ".join(names)
+    config["commands"] = [c for c in config["commands"] if c != command] + [command]
+    config["paper_config_hash"] = {**config["paper_config_hash"], **_hashes(names)}
+    config["command"] = "; ".join(config["commands"])
+    print(f"wrote {results.write_benchmark('cost', _tidy(per), env, config)}")
 
 
 def main(argv=None):
@@ -225,9 +269,14 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", default=list(EXPERIMENTS))
+    p.add_argument("--store", action="store_true",
+                   help="put the counts into results/benchmarks/cost/ (others are kept)")
     args = p.parse_args(argv)
-    per = summarize(count(args.names), args.names)
-    print(per.to_string(float_format=lambda v: f"{v:.4g}"))
+    if args.store:
+        store(args.names)
+    else:
+        per = summarize(count(args.names), args.names)
+        print(per.to_string(float_format=lambda v: f"{v:.4g}"))
 
 
 if __name__ == "__main__":

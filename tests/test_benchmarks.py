@@ -129,3 +129,19 @@ def test_shrink_keeps_the_networks_and_cuts_training_only_when_asked():
     assert (smoke.steps, smoke.seeds, smoke.eval_every) == (4, 2, 2)
     assert (counted.steps, counted.seeds, counted.eval_every) == (
         paper.steps, paper.seeds, paper.eval_every)
+
+
+def test_cost_merge_replaces_recounted_experiments_and_recomputes_the_total():
+    bench = _bench_cost()
+    pd = bench.pd
+    cols = ["runs", "steps", "model_steps", "samples", "train_tflop", "launches",
+            "syncs_per_step"]
+    stored = pd.DataFrame([[1, 10, 10, 100, 1.0, 50, 0], [2, 20, 40, 400, 2.0, 80, 1],
+                           [3, 30, 50, 500, 3.0, 130, 1]],
+                          index=["platonic", "infonce_sphere", "all"], columns=cols)
+    new = pd.DataFrame([[1, 5, 5, 50, 0.5, 20, 0], [1, 5, 5, 50, 0.5, 20, 0]],
+                       index=["infonce_sphere", "all"], columns=cols)
+    merged = bench.merge(stored, new)
+    assert list(merged.index) == ["infonce_sphere", "platonic", "all"]  # the book's order
+    assert merged.loc["infonce_sphere"].tolist() == new.loc["infonce_sphere"].tolist()
+    assert merged.loc["all"].tolist() == [2, 15, 15, 150, 1.5, 70, 0]
