@@ -15,8 +15,10 @@ they are counted here, on any machine, before GPU time is spent:
   arithmetic. Seeds trained one after the other (stateful methods, BatchNorm) count once each,
   a vmapped ensemble once for all; the sampler's operators count once per 16 steps (the
   engine's prefetch on a GPU); the optimiser is left out (fused on a GPU: a few launches);
-- ``syncs_per_step``: operators in one step (sampler and optimiser aside) that make a GPU wait
-  for the host, such as reading a value back or a boolean mask; the engine wants 0.
+- per run (printed, not stored): ``step_syncs``, operators of one step (sampler and
+  optimiser aside) that would make a GPU wait for the host, such as reading a value back or a
+  boolean mask. Counted on the CPU, it includes checks that only run there (label ranges);
+  the GPU test ``test_cuda_loss_and_gradient_never_wait_for_the_host`` is the authority.
 
 Evaluation (probes, kNN, metrics) and experiments that do not train (numerical checks) are
 not counted. Every experiment runs its paper configuration with small evaluation sets; each
@@ -190,7 +192,7 @@ def count(names) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame, names) -> pd.DataFrame:
-    """Per experiment (and in all): runs, steps, model-steps, samples, TFLOP, launches, syncs."""
+    """Per experiment (and in all): runs, steps, model-steps, samples, TFLOP, launches."""
     r = runs.assign(model_steps=runs.steps * runs.seeds,
                     samples=runs.steps * runs.seeds * runs.batch,
                     train_tflop=runs.steps * runs.step_flop / 1e12,
@@ -198,11 +200,9 @@ def summarize(runs: pd.DataFrame, names) -> pd.DataFrame:
     columns = ["steps", "model_steps", "samples", "train_tflop", "launches"]
     groups = r.groupby("experiment")
     per = (groups[columns].sum().join(groups.size().rename("runs"))
-           .join(groups.step_syncs.max().rename("syncs_per_step"))
            .reindex(list(names), fill_value=0))
     per.loc["all"] = per.sum()
-    per.loc["all", "syncs_per_step"] = per.syncs_per_step.iloc[:-1].max()
-    return per[["runs", *columns, "syncs_per_step"]]
+    return per[["runs", *columns]]
 
 
 def _hashes(names) -> dict[str, str]:
@@ -239,7 +239,6 @@ def merge(stored: pd.DataFrame, per: pd.DataFrame) -> pd.DataFrame:
                       per.drop(index="all")])
     rows = rows.loc[[n for n in EXPERIMENTS if n in rows.index], list(per.columns)]
     rows.loc["all"] = rows.sum()
-    rows.loc["all", "syncs_per_step"] = rows.syncs_per_step.iloc[:-1].max()
     return rows
 
 
@@ -275,8 +274,9 @@ def main(argv=None):
     if args.store:
         store(args.names)
     else:
-        per = summarize(count(args.names), args.names)
-        print(per.to_string(float_format=lambda v: f"{v:.4g}"))
+        runs = count(args.names)
+        print(runs.drop(columns="experiment").to_string(index=False))
+        print(summarize(runs, args.names).to_string(float_format=lambda v: f"{v:.4g}"))
 
 
 if __name__ == "__main__":

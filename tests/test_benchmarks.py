@@ -99,7 +99,6 @@ def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
     assert first["step_ops"] > 3 * second["step_ops"] / 2 > 0
     assert a.launches == 10 * (first["step_ops"] + first["sample_ops"] / 16) + 4 * (
         second["step_ops"] + second["sample_ops"] / 16)
-    assert a.syncs_per_step == 0
     assert per.loc["b"].sum() == 0 and (per.loc["all"] == per.loc["a"]).all()
 
 
@@ -134,14 +133,13 @@ def test_shrink_keeps_the_networks_and_cuts_training_only_when_asked():
 def test_cost_merge_replaces_recounted_experiments_and_recomputes_the_total():
     bench = _bench_cost()
     pd = bench.pd
-    cols = ["runs", "steps", "model_steps", "samples", "train_tflop", "launches",
-            "syncs_per_step"]
-    stored = pd.DataFrame([[1, 10, 10, 100, 1.0, 50, 0], [2, 20, 40, 400, 2.0, 80, 1],
-                           [3, 30, 50, 500, 3.0, 130, 1]],
+    cols = ["runs", "steps", "model_steps", "samples", "train_tflop", "launches"]
+    stored = pd.DataFrame([[1, 10, 10, 100, 1.0, 50], [2, 20, 40, 400, 2.0, 80],
+                           [3, 30, 50, 500, 3.0, 130]],
                           index=["platonic", "infonce_sphere", "all"], columns=cols)
-    new = pd.DataFrame([[1, 5, 5, 50, 0.5, 20, 0], [1, 5, 5, 50, 0.5, 20, 0]],
+    new = pd.DataFrame([[1, 5, 5, 50, 0.5, 20], [1, 5, 5, 50, 0.5, 20]],
                        index=["infonce_sphere", "all"], columns=cols)
     merged = bench.merge(stored, new)
     assert list(merged.index) == ["infonce_sphere", "platonic", "all"]  # the book's order
     assert merged.loc["infonce_sphere"].tolist() == new.loc["infonce_sphere"].tolist()
-    assert merged.loc["all"].tolist() == [2, 15, 15, 150, 1.5, 70, 0]
+    assert merged.loc["all"].tolist() == [2, 15, 15, 150, 1.5, 70]

@@ -178,3 +178,25 @@ def test_cuda_autocast_matches_float64(name, dtype):
         got = fn(*low, **kwargs)
     assert got.dtype == torch.float32 and got.device.type == "cuda"
     assert abs(got.item() - want) <= 1e-2 * abs(want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_loss_and_gradient_never_wait_for_the_host(name):
+    """A training step must not synchronise (the engine reads values back at eval steps only):
+    forward and backward of every loss run under CUDA's sync debug mode set to 'error'."""
+    fn, args, kwargs = cases()[name]
+    gpu = [a.cuda().float().requires_grad_(True) if a.is_floating_point() else a.cuda()
+           for a in args]
+
+    def step():
+        loss = fn(*gpu, **kwargs)
+        torch.autograd.grad(loss, [a for a in gpu if a.requires_grad], allow_unused=True)
+
+    step()  # lazy initialisation (cuBLAS / cuSOLVER handles) may synchronise once
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

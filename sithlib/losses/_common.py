@@ -167,3 +167,10 @@ def lp_rowwise_pow(u: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
     nonzero = a > 0
     safe = torch.where(nonzero, a, torch.ones_like(a))
     return torch.where(nonzero, safe.pow(p), torch.zeros_like(a)).sum(-1)
+
+
+def transformed(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a torch.func transform (vmap, grad), where a branch on its
+    values is an error."""
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check and check(t))

@@ -25,7 +25,15 @@ _ESTIMATORS = ("logdet", "pairwise")
 
 
 def _logdet_spd(m: torch.Tensor) -> torch.Tensor:
-    """log det of a symmetric positive-definite matrix: Cholesky, eigenvalues if it fails."""
+    """log det of a symmetric positive-definite matrix.
+
+    On the CPU: Cholesky, and eigenvalues if it fails (rounding can make a ridged covariance
+    numerically indefinite). Asking whether it failed reads a value back, which on a GPU would
+    stall every training step, and under vmap a branch on values is an error; there the LU
+    factorisation of ``slogdet`` gives the same value with no branch and no sync.
+    """
+    if m.device.type != "cpu" or C.transformed(m):
+        return torch.linalg.slogdet(m).logabsdet
     chol, info = torch.linalg.cholesky_ex(m)
     if not bool(info.any()):
         return 2 * torch.log(torch.diagonal(chol)).sum()

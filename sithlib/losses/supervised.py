@@ -13,12 +13,6 @@ import torch.nn.functional as F
 from sithlib.losses import _common as C
 
 
-def _transformed(t: torch.Tensor) -> bool:
-    """Whether ``t`` is wrapped by a torch.func transform (vmap, grad)."""
-    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check and check(t))
-
-
 def _classification(logits, labels, label_smoothing, labels_name):
     logits = C.tensor("logits", logits, shape="(n, C)")
     if not isinstance(labels, torch.Tensor):
@@ -42,7 +36,7 @@ def _classification(logits, labels, label_smoothing, labels_name):
     # check still raises there).
     if (
         labels.device.type == "cpu"
-        and not _transformed(labels)
+        and not C.transformed(labels)
         and labels.numel()
         and (labels.min() < 0 or labels.max() >= logits.shape[1])
     ):
