@@ -42,13 +42,17 @@ class Config:
     n_eval: int = 4000
     checkpoint_every: int = 0
     dgp_seed: int = 0
+    precision: str = "fp32"  # of the encoder's matmuls ("tf32" on a GPU); see TrainConfig
 
 
 PROFILES = {
     "quick": Config(),
-    # cl-ica's encoder widths, batch and optimiser (papers.md 4.1) with a third of its steps.
+    # cl-ica's encoder widths, batch and optimiser (papers.md 4.1) with a third of its steps;
+    # TF32 matmuls: in full fp32 its 33 PFLOP of training (bench_cost) would run without the
+    # tensor cores.
     "paper": Config(hidden=(100, 500, 500, 500, 500, 100), steps=100_000, batch_size=6144,
-                    lr=1e-4, seeds=5, eval_every=2500, n_eval=20_000, checkpoint_every=10_000),
+                    lr=1e-4, seeds=5, eval_every=2500, n_eval=20_000, checkpoint_every=10_000,
+                    precision="tf32"),
 }
 
 
@@ -84,7 +88,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     result = train(make_model, sample, loss_fn,
                    TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                seeds=cfg.seeds, eval_every=cfg.eval_every,
-                               checkpoint_every=cfg.checkpoint_every),
+                               checkpoint_every=cfg.checkpoint_every, precision=cfg.precision),
                    device=device, evaluate=evaluate, checkpoint=checkpoint, name=NAME)
     rows = []
     with torch.no_grad():
