@@ -251,15 +251,15 @@ def store(names) -> None:
     env = results.environment("cpu", time.perf_counter() - start)
     old = next((r for r in results.read_benchmarks()
                 if r["name"] == "cost" and r["hardware"] == results.hardware_slug(env)), None)
-    config = {"paper_config_hash": {}, "commands": []}
+    hashes, commands = {}, []
     if old is not None:
         per = merge(old["table"].pivot_table(index="case", columns="metric", values="value"),
                     per)
-        config.update({k: old["config"].get(k, config[k]) for k in config})
+        hashes = old["config"].get("paper_config_hash", {})
+        commands = old["config"]["command"].split("; ")
     command = "python benchmarks/bench_cost.py --store " + " ".join(names)
-    config["commands"] = [c for c in config["commands"] if c != command] + [command]
-    config["paper_config_hash"] = {**config["paper_config_hash"], **_hashes(names)}
-    config["command"] = "; ".join(config["commands"])
+    config = {"command": "; ".join([c for c in commands if c != command] + [command]),
+              "paper_config_hash": {**hashes, **_hashes(names)}}
     print(f"wrote {results.write_benchmark('cost', _tidy(per), env, config)}")
 
 

@@ -143,3 +143,23 @@ def test_cost_merge_replaces_recounted_experiments_and_recomputes_the_total():
     assert list(merged.index) == ["infonce_sphere", "platonic", "all"]  # the book's order
     assert merged.loc["infonce_sphere"].tolist() == new.loc["infonce_sphere"].tolist()
     assert merged.loc["all"].tolist() == [2, 15, 15, 150, 1.5, 70]
+
+
+def test_cost_store_keeps_earlier_counts_and_commands(store, monkeypatch):
+    from sithlib.results import read_benchmarks
+
+    bench = _bench_cost()
+    row = {"name": "x", "steps": 10, "seeds": 2, "batch": 4, "vmapped": True, "step_flop": 1e12,
+           "step_ops": 100, "sample_ops": 32, "optimizer_ops": 5, "step_syncs": 0}
+    monkeypatch.setattr(bench, "count", lambda names: bench.pd.DataFrame(
+        [{**row, "experiment": n} for n in names], columns=bench.RUN_COLUMNS))
+    bench.store(["platonic"])
+    bench.store(["infonce_sphere"])
+    (run,) = [r for r in read_benchmarks() if r["name"] == "cost"]
+    counts = run["table"].pivot_table(index="case", columns="metric", values="value")
+    assert set(counts.index) == {"infonce_sphere", "platonic", "all"}
+    assert counts.loc["all", "model_steps"] == 2 * 20 and counts.loc["all", "train_tflop"] == 20
+    assert run["config"]["command"].split("; ") == [
+        "python benchmarks/bench_cost.py --store platonic",
+        "python benchmarks/bench_cost.py --store infonce_sphere"]
+    assert set(run["config"]["paper_config_hash"]) == {"platonic", "infonce_sphere"}

@@ -25,6 +25,7 @@ ResNet-18 with the CIFAR stem).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 
@@ -191,14 +192,21 @@ def _rejects(v: torch.Tensor, cfg: Config) -> float:
     return float(min(test["skewness_pvalue"], test["kurtosis_pvalue"]) < cfg.alpha / 2)
 
 
-def anchor_jacobian(net, x_star: torch.Tensor) -> torch.Tensor:
-    """The Jacobian J of ``net`` at ``x_star`` (eval mode), flattened to (d_out, x.numel())."""
+@contextlib.contextmanager
+def _eval(net):
+    """``net`` in eval mode (BatchNorm statistics fixed), its mode restored afterwards."""
     was_training = net.training
     net.eval()
     try:
-        jac = torch.func.jacrev(lambda x: net(x[None])[0])(x_star)  # (d_out, *x.shape)
+        yield net
     finally:
         net.train(was_training)
+
+
+def anchor_jacobian(net, x_star: torch.Tensor) -> torch.Tensor:
+    """The Jacobian J of ``net`` at ``x_star`` (eval mode), flattened to (d_out, x.numel())."""
+    with _eval(net):
+        jac = torch.func.jacrev(lambda x: net(x[None])[0])(x_star)  # (d_out, *x.shape)
     return jac.detach().reshape(jac.shape[0], -1).double()
 
 
@@ -213,11 +221,8 @@ def covariance_error(net, x_star: torch.Tensor, views: torch.Tensor,
     whatever the distribution of the views.
     """
     if out is None:
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
+        with _eval(net), torch.no_grad():
             out = net(views)
-        net.train(was_training)
     if jac is None:
         jac = anchor_jacobian(net, x_star)
     dx = views.flatten(1).double()
