@@ -165,21 +165,16 @@ def count(names) -> pd.DataFrame:
     """One row per training run of the named experiments' paper profiles."""
     os.environ.setdefault("SITH_PROGRESS", "0")
     os.environ["SITH_CACHE_DIR"] = os.path.join(tempfile.mkdtemp(prefix="bench-cost-"), "results")
-    from sithlib.experiments import EXPERIMENTS, get_experiment, shrink
+    from sithlib.experiments import EXPERIMENTS, get_experiment, shrink, trains
 
     counting = CountingTrain()
-    trainers = {m.__name__ for m in EXPERIMENTS.values() if getattr(m, "train", None)
-                is sithlib.train.train}  # experiments that import the engine's `train`
+    names = [n for n in names if trains(n)]  # before `train` is swapped below
     for module in EXPERIMENTS.values():
-        if module.__name__ in trainers:
+        if getattr(module, "train", None) is sithlib.train.train:
             module.train = counting
     try:
         for name in names:
             module = get_experiment(name)
-            # Neither the engine nor another experiment's training code: nothing to count.
-            if not any(getattr(v, "__module__", None) in trainers
-                       for v in vars(module).values()):
-                continue
             counting.experiment = name
             start = time.perf_counter()
             module.run(shrink(module.PROFILES["paper"], training=False), "cpu")

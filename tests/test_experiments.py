@@ -49,3 +49,13 @@ def test_infonce_learns_beyond_the_raw_baseline():
     assert (m[m.metric == "singular_value"].groupby("seed").size() == cfg.dim).all()
     table = infonce_sphere.summary_table(m)
     assert set(table.index) == {"infonce", "raw x (no encoder)"}
+
+
+def test_trains_tells_training_experiments_from_numerical_checks():
+    from sithlib.experiments import EXPERIMENTS, trains
+
+    checks = {"vmf_concentration", "identifiability_classes", "vicreg_derivation",
+              "entropy_estimators"}
+    assert {n for n in EXPERIMENTS if not trains(n)} == checks
+    # platonic trains through another experiment's code as well as the engine's
+    assert trains("platonic") and trains("infonce_sphere")

@@ -43,6 +43,18 @@ def get_experiment(name: str) -> ModuleType:
         ) from None
 
 
+def trains(name: str) -> bool:
+    """Whether the experiment trains: it imports the engine's ``train``, or calls code of an
+    experiment that does (the others are numerical checks)."""
+    import sithlib.train
+
+    trainers = {m.__name__ for m in EXPERIMENTS.values()
+                if getattr(m, "train", None) is sithlib.train.train}
+    module = get_experiment(name)
+    return module.__name__ in trainers or any(
+        getattr(v, "__module__", None) in trainers for v in vars(module).values())
+
+
 def shrink(cfg, *, training: bool = True):
     """``cfg`` with small evaluation sets and, with ``training``, 4 steps and 2 seeds.
 

@@ -25,7 +25,6 @@ ResNet-18 with the CIFAR stem).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, replace
 
@@ -38,7 +37,7 @@ from sithlib.dgp.vmf import sample_vmf
 from sithlib.experiments.vicreg_information import VICRegData
 from sithlib.losses import vicreg
 from sithlib.methods import VICRegConfig, build_method
-from sithlib.metrics.information import activation_pattern, mardia_test
+from sithlib.metrics.information import activation_pattern, eval_mode, mardia_test
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_assumptions"
@@ -192,20 +191,9 @@ def _rejects(v: torch.Tensor, cfg: Config) -> float:
     return float(min(test["skewness_pvalue"], test["kurtosis_pvalue"]) < cfg.alpha / 2)
 
 
-@contextlib.contextmanager
-def _eval(net):
-    """``net`` in eval mode (BatchNorm statistics fixed), its mode restored afterwards."""
-    was_training = net.training
-    net.eval()
-    try:
-        yield net
-    finally:
-        net.train(was_training)
-
-
 def anchor_jacobian(net, x_star: torch.Tensor) -> torch.Tensor:
     """The Jacobian J of ``net`` at ``x_star`` (eval mode), flattened to (d_out, x.numel())."""
-    with _eval(net):
+    with eval_mode(net):
         jac = torch.func.jacrev(lambda x: net(x[None])[0])(x_star)  # (d_out, *x.shape)
     return jac.detach().reshape(jac.shape[0], -1).double()
 
@@ -221,7 +209,7 @@ def covariance_error(net, x_star: torch.Tensor, views: torch.Tensor,
     whatever the distribution of the views.
     """
     if out is None:
-        with _eval(net), torch.no_grad():
+        with eval_mode(net), torch.no_grad():
             out = net(views)
     if jac is None:
         jac = anchor_jacobian(net, x_star)

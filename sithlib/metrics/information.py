@@ -20,6 +20,7 @@ without gradients; the training-time surrogates live in ``sithlib.losses``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -345,6 +346,17 @@ def _inputs(name: str, x) -> torch.Tensor:
     return x.detach()
 
 
+@contextlib.contextmanager
+def eval_mode(net: nn.Module):
+    """``net`` in eval mode (BatchNorm statistics fixed), its mode restored afterwards."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 def activation_pattern(net: nn.Module, x, *, batch_size: int = 1024) -> torch.Tensor:
     r"""The linear region of each input: the signs of the inputs of every ReLU-type unit.
 
@@ -380,11 +392,9 @@ def activation_pattern(net: nn.Module, x, *, batch_size: int = 1024) -> torch.Te
         mod.register_forward_pre_hook(lambda _m, inp: record.append(inp[0].flatten(1) > 0))
         for mod in kinked
     ]
-    was_training = net.training
-    net.eval()
     patterns = []
     try:
-        with torch.no_grad():
+        with eval_mode(net), torch.no_grad():
             for s in range(0, x.shape[0], batch_size):
                 record.clear()
                 net(x[s : s + batch_size])
@@ -392,7 +402,6 @@ def activation_pattern(net: nn.Module, x, *, batch_size: int = 1024) -> torch.Te
     finally:
         for hook in hooks:
             hook.remove()
-        net.train(was_training)
     return torch.cat(patterns)
 
 
