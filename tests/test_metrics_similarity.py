@@ -181,6 +181,28 @@ def test_mutual_knn_breaks_ties_towards_the_lower_index():
     assert mutual_knn(a, b, k=1) == pytest.approx(want)
 
 
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(3, 50),
+    levels=st.integers(1, 3),
+    batch=st.integers(1, 20),
+)
+def test_knn_metrics_with_many_exact_ties_match_the_stable_sort_loop(seed, n, levels, batch):
+    # Small integer features without normalising: inner products are exact integers, so most
+    # rows tie across their k-th neighbour and the tie rule decides the neighbour sets.
+    gen = np.random.default_rng(seed)
+    a, b = (torch.from_numpy(gen.integers(-levels, levels + 1, (n, 3)).astype(np.float64))
+            for _ in range(2))
+    k = 1 + seed % (n - 1)
+    na, nb = neighbours(a.numpy(), k), neighbours(b.numpy(), k)
+    want = np.mean([len(set(na[i]) & set(nb[i])) / k for i in range(n)])
+    got = mutual_knn(a, b, k=k, normalize=False, batch_size=batch)
+    assert got == pytest.approx(want, abs=1e-12)
+    cycle = np.mean([any(i in na[j] for j in nb[i]) for i in range(n)])
+    assert cycle_knn(a, b, k=k, normalize=False, batch_size=batch) == pytest.approx(cycle)
+
+
 @settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
