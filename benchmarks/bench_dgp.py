@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 import pandas as pd
@@ -25,20 +24,7 @@ import torch
 from scipy import stats
 
 from sithlib.dgp import sample_vmf
-
-
-def _best(fn, repeats: int, sync=None) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from sithlib.results import best_seconds
 
 
 def bench(dims, batch: int, kappa: float, repeats: int) -> list[dict]:
@@ -64,13 +50,13 @@ def bench(dims, batch: int, kappa: float, repeats: int) -> list[dict]:
             "shared mean": (lambda m=mu_one, g=gen: sample_vmf(m, kappa, generator=g), scipy_one),
         }
         for case, (ours, ref) in cases.items():
-            t_ours = _best(ours, repeats)
-            t_ref = _best(ref, 1 if case == "per-row means" else repeats)
+            t_ours = best_seconds(ours, repeats)
+            t_ref = best_seconds(ref, 1 if case == "per-row means" else repeats)
             row = {"d": d, "case": case, "ours_cpu": batch / t_ours, "scipy": batch / t_ref}
             if torch.cuda.is_available():
                 mu_gpu = (mu_rows if case == "per-row means" else mu_one).cuda()
                 g_gpu = torch.Generator(device="cuda").manual_seed(0)
-                t_gpu = _best(lambda m=mu_gpu, g=g_gpu: sample_vmf(m, kappa, generator=g),
+                t_gpu = best_seconds(lambda m=mu_gpu, g=g_gpu: sample_vmf(m, kappa, generator=g),
                               repeats, torch.cuda.synchronize)
                 row["ours_gpu"] = batch / t_gpu
             rows.append(row)

@@ -17,25 +17,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import pandas as pd
 import torch
 
 from sithlib.dgp.augment import augment
 from sithlib.dgp.images import render, sample_latents, sample_pairs
-
-
-def _best(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from sithlib.results import best_seconds
 
 
 def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
@@ -54,15 +42,16 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
         rows.append({"case": case, "metric": "ms_per_batch", "value": 1e3 * seconds})
 
     for size in (32, 64):
-        t = _best(lambda s=size: render(sample_latents(batch, generator=gen, device=dev), s),
-                  repeats, sync)
+        t = best_seconds(
+            lambda s=size: render(sample_latents(batch, generator=gen, device=dev), s), repeats,
+            sync)
         add(f"render {size}px", t, batch)
-        t = _best(lambda s=size: sample_pairs(batch, s, generator=gen, device=dev), repeats,
-                  sync)
+        t = best_seconds(lambda s=size: sample_pairs(batch, s, generator=gen, device=dev),
+                         repeats, sync)
         add(f"latent pairs {size}px", t, 2 * batch)
         x = render(sample_latents(batch, generator=gen, device=dev), size)
         for name in ("simclr", "byol_1"):
-            t = _best(lambda x=x, name=name: augment(x, name, generator=gen), repeats, sync)
+            t = best_seconds(lambda x=x, name=name: augment(x, name, generator=gen), repeats, sync)
             add(f"augment {size}px ({name})", t, batch)
     df = pd.DataFrame(rows, columns=["case", "metric", "value"])
     df.attrs.update(batch=batch, repeats=repeats, device=(

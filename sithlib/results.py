@@ -557,6 +557,22 @@ def benchmarks_dir() -> Path:
     return results_dir() / "benchmarks"
 
 
+def best_seconds(fn, repeats: int, sync=None) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` after one untimed warm-up call;
+    ``sync`` (e.g. ``torch.cuda.synchronize``) brackets each call so queued GPU work counts."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def hardware_slug(env: dict) -> str:
     """'cpu' or the GPU's name as a folder name ('gpu-nvidia-h100-80gb-hbm3')."""
     if not env.get("cuda"):

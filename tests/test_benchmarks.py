@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import time
 
 import torch
 
 from sithlib.experiments import infonce_sphere
-from sithlib.results import repo_root
+from sithlib.results import best_seconds, repo_root
 
 
-def _bench_train():
-    path = repo_root() / "benchmarks" / "bench_train.py"
-    spec = importlib.util.spec_from_file_location("bench_train", path)
+def _bench(name: str):
+    """benchmarks/bench_NAME.py as a module, loaded the way ``python -m sithlib bench`` does."""
+    path = repo_root() / "benchmarks" / f"bench_{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench_train():
+    return _bench("train")
 
 
 def test_train_flops_counts_forward_and_backward_of_both_views_by_hand():
@@ -36,11 +42,7 @@ def test_matmul_peak_is_a_positive_rate_and_restores_precision():
 
 
 def _bench_cost():
-    path = repo_root() / "benchmarks" / "bench_cost.py"
-    spec = importlib.util.spec_from_file_location("bench_cost", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _bench("cost")
 
 
 def _linear_run(counting, cfg, *, buffers: bool = False):
@@ -163,3 +165,25 @@ def test_cost_store_keeps_earlier_counts_and_commands(store, monkeypatch):
         "python benchmarks/bench_cost.py --store platonic",
         "python benchmarks/bench_cost.py --store infonce_sphere"]
     assert set(run["config"]["paper_config_hash"]) == {"platonic", "infonce_sphere"}
+
+
+def test_best_seconds_warms_up_then_keeps_the_fastest_synchronised_call():
+    calls, syncs = [], []
+    delays = iter([0.05, 0.03, 0.0, 0.02])  # the warm-up (slowest) is not timed
+
+    def fn():
+        calls.append(1)
+        time.sleep(next(delays))
+
+    seconds = best_seconds(fn, 3, sync=lambda: syncs.append(1))
+    assert len(calls) == 4 and len(syncs) == 6
+    assert 0.0 <= seconds < 0.02
+
+
+def test_metrics_benchmark_times_every_case_and_checks_neighbour_sets():
+    table = _bench("metrics").table(quick=True, device="cpu")
+    assert list(table.columns) == ["case", "metric", "value"]
+    seconds = table[table.metric == "seconds"]
+    assert len(seconds) == 7 and (seconds.value > 0).all()
+    ratio = table[table.metric == "ratio_full_sort_to_ours"].value
+    assert len(ratio) == 1 and ratio.iloc[0] > 0
