@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from sithlib.metrics import cka_linear, mcc, mutual_knn, r2_linear, r2_nonlinear
+from sithlib.metrics import cka_linear, mardia_test, mcc, mutual_knn, r2_linear, r2_nonlinear
 from sithlib.metrics.similarity import _sorted_neighbours
 from sithlib.results import best_seconds
 
@@ -59,6 +59,7 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
         "mcc (Pearson)": lambda: mcc(h, z),
         "cka_linear": lambda: cka_linear(h, z),
         "mutual_knn": lambda: mutual_knn(h, z, k=k),
+        "mardia_test": lambda: mardia_test(h),
     }
     for case, fn in calls.items():
         rows.append({"case": case, "metric": "seconds", "value": best_seconds(fn, repeats, sync)})

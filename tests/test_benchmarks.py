@@ -184,6 +184,6 @@ def test_metrics_benchmark_times_every_case_and_checks_neighbour_sets():
     table = _bench("metrics").table(quick=True, device="cpu")
     assert list(table.columns) == ["case", "metric", "value"]
     seconds = table[table.metric == "seconds"]
-    assert len(seconds) == 7 and (seconds.value > 0).all()
+    assert len(seconds) == 8 and (seconds.value > 0).all()
     ratio = table[table.metric == "ratio_full_sort_to_ours"].value
     assert len(ratio) == 1 and ratio.iloc[0] > 0

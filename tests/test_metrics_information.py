@@ -263,15 +263,18 @@ def reference_mardia(z):
     return (m**3).sum() / n**2, (np.diag(m) ** 2).mean()
 
 
-def test_mardia_matches_naive_loops():
-    z = randn(40, 3, seed=17) ** 2
+# Both ways of summing the cubes: the third-moment tensor (d^2 <= n) and the n x n blocks.
+@pytest.mark.parametrize(("n", "d", "batch"), [(40, 3, 7), (20, 6, 7), (49, 7, 4096), (48, 7, 5)])
+def test_mardia_matches_naive_loops(n, d, batch):
+    z = randn(n, d, seed=17) ** 2
     b1, b2 = reference_mardia(z)
-    out = mardia_test(z, batch_size=7)
+    out = mardia_test(z, batch_size=batch)
     assert out["skewness"] == pytest.approx(b1, rel=1e-10)
     assert out["kurtosis"] == pytest.approx(b2, rel=1e-10)
-    assert out["skewness_statistic"] == pytest.approx(40 * b1 / 6, rel=1e-10)
-    assert out["skewness_pvalue"] == pytest.approx(scipy.stats.chi2.sf(40 * b1 / 6, 10))
-    kurt = (b2 - 15) / math.sqrt(8 * 15 / 40)
+    assert out["skewness_statistic"] == pytest.approx(n * b1 / 6, rel=1e-10)
+    dof = d * (d + 1) * (d + 2) / 6
+    assert out["skewness_pvalue"] == pytest.approx(scipy.stats.chi2.sf(n * b1 / 6, dof))
+    kurt = (b2 - d * (d + 2)) / math.sqrt(8 * d * (d + 2) / n)
     assert out["kurtosis_statistic"] == pytest.approx(kurt, rel=1e-10)
     assert out["kurtosis_pvalue"] == pytest.approx(2 * scipy.stats.norm.sf(abs(kurt)))
 
