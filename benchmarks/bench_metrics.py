@@ -17,7 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import math
 import platform
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 from sithlib.metrics import cka_linear, mardia_test, mcc, mutual_knn, r2_linear, r2_nonlinear
 from sithlib.metrics.similarity import _sorted_neighbours
-from sithlib.results import best_seconds
+from sithlib.results import benchmark_main, best_seconds
 
 
 def _sorted_rows(x: torch.Tensor, k: int, batch: int = 4096) -> torch.Tensor:
@@ -84,19 +83,5 @@ def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
     return run(device=device, quick=quick)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    df = run(args.device, args.quick)
-    print(f"# {df.attrs}")
-    print(df.pivot(index="case", columns="metric", values="value").loc[df.case.unique()]
-          .to_string(float_format=lambda v: f"{v:.4g}"))
-
-
 if __name__ == "__main__":
-    main()
+    benchmark_main(run, __doc__.splitlines()[0])

@@ -15,7 +15,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import pandas as pd
@@ -23,7 +22,7 @@ import torch
 
 from sithlib.dgp.augment import augment
 from sithlib.dgp.images import render, sample_latents, sample_pairs
-from sithlib.results import best_seconds
+from sithlib.results import benchmark_main, best_seconds
 
 
 def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
@@ -65,19 +64,5 @@ def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
     return run(device=device, quick=quick)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    df = run(args.device, args.quick)
-    print(f"# {df.attrs}")
-    wide = df.pivot(index="case", columns="metric", values="value").loc[df.case.unique()]
-    print(wide.round(1).to_string())
-
-
 if __name__ == "__main__":
-    main()
+    benchmark_main(run, __doc__.splitlines()[0])

@@ -557,6 +557,28 @@ def benchmarks_dir() -> Path:
     return results_dir() / "benchmarks"
 
 
+def benchmark_main(run, description: str, argv=None) -> pd.DataFrame:
+    """The command line of a benchmark whose ``run(device, quick)`` returns a tidy table:
+    ``--device``, ``--quick`` and ``--threads``; prints the table wide, stores nothing
+    (``python -m sithlib bench NAME`` stores it)."""
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    df = run(args.device, args.quick)
+    print(f"# {df.attrs}")
+    print(df.pivot(index="case", columns="metric", values="value").loc[df.case.unique()]
+          .to_string(float_format=lambda v: f"{v:.4g}"))
+    return df
+
+
 def best_seconds(fn, repeats: int, sync=None) -> float:
     """The fastest of ``repeats`` timed calls of ``fn`` after one untimed warm-up call;
     ``sync`` (e.g. ``torch.cuda.synchronize``) brackets each call so queued GPU work counts."""
