@@ -290,8 +290,10 @@ def _git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
             timeout=10,
         )
+        # Dirty means code or configuration differ from the commit; result files written by
+        # other runs (results/) do not change what this run computes.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
             cwd=repo_root(), capture_output=True, text=True, timeout=10,
         )
     except (OSError, subprocess.SubprocessError):

@@ -295,3 +295,24 @@ def test_run_grid_interrupted_cell_is_rerun_and_corrupt_cell_is_named(store):
     done.write_text("{not json")
     with pytest.raises(results.CorruptResultError, match="done.json"):
         results.run_grid("vmf_concentration", _grid_cells([5]), boom)
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "MANIFEST.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(results, "repo_root", lambda: tmp_path)
+    head = results._git_commit()
+    assert len(head) == 40
+    # Another run's result files do not change what this run computes.
+    (tmp_path / "results" / "MANIFEST.json").write_text('{"a": 1}\n')
+    assert results._git_commit() == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results._git_commit() == head + "-dirty"
