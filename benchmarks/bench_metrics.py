@@ -17,9 +17,6 @@ Usage::
 
 from __future__ import annotations
 
-import math
-import platform
-
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -29,20 +26,14 @@ from sithlib.metrics.similarity import _sorted_neighbours
 from sithlib.results import benchmark_main, best_seconds
 
 
-def _sorted_rows(x: torch.Tensor, k: int, batch: int = 4096) -> torch.Tensor:
+def _full_sort(sim: torch.Tensor, k: int) -> torch.Tensor:
     """The tie rule written directly: each row's first k of a stable descending sort."""
-    out = []
-    for s in range(0, len(x), batch):
-        sim = x[s : s + batch] @ x.T
-        rows = torch.arange(sim.shape[0], device=x.device)
-        sim[rows, rows + s] = -math.inf
-        out.append(torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k])
-    return torch.cat(out)
+    return torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]
 
 
-def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
-    """Table with columns case, metric, value (metrics: seconds, and for the neighbour sets
-    also ratio_full_sort_to_ours); sizes, device and repeats are in ``df.attrs``."""
+def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """The table of ``python -m sithlib bench metrics``: columns case, metric, value (seconds,
+    and for the neighbour sets also ratio_full_sort_to_ours); sizes and repeats in ``attrs``."""
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     n, d, k, m = (2000, 10, 10, 1000) if quick else (10_000, 10, 10, 4000)
@@ -63,25 +54,18 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
     for case, fn in calls.items():
         rows.append({"case": case, "metric": "seconds", "value": best_seconds(fn, repeats, sync)})
     x = F.normalize(h, dim=1)
-    if not torch.equal(_sorted_neighbours(x, k, 4096), _sorted_rows(x, k)):
+    if not torch.equal(_sorted_neighbours(x, k, 4096), _sorted_neighbours(x, k, 4096, _full_sort)):
         raise AssertionError("neighbour sets differ from the stable sort's")
     ours = best_seconds(lambda: _sorted_neighbours(x, k, 4096), repeats, sync)
-    full = best_seconds(lambda: _sorted_rows(x, k), repeats, sync)
+    full = best_seconds(lambda: _sorted_neighbours(x, k, 4096, _full_sort), repeats, sync)
     rows += [{"case": "neighbour sets (topk + tie rule)", "metric": "seconds", "value": ours},
              {"case": "neighbour sets (full stable sort)", "metric": "seconds", "value": full},
              {"case": "neighbour sets (topk + tie rule)", "metric": "ratio_full_sort_to_ours",
               "value": full / ours}]
     df = pd.DataFrame(rows, columns=["case", "metric", "value"])
-    df.attrs.update(n=n, d=d, k=k, repeats=repeats, threads=torch.get_num_threads(),
-                    torch=torch.__version__, device=(torch.cuda.get_device_name(dev)
-                    if dev.type == "cuda" else platform.processor() or platform.machine()))
+    df.attrs.update(n=n, d=d, k=k, repeats=repeats, threads=torch.get_num_threads())
     return df
 
 
-def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
-    """The entry point of ``python -m sithlib bench metrics``."""
-    return run(device=device, quick=quick)
-
-
 if __name__ == "__main__":
-    benchmark_main(run, __doc__.splitlines()[0])
+    benchmark_main(table, __doc__.splitlines()[0])

@@ -65,4 +65,4 @@ def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    benchmark_main(run, __doc__.splitlines()[0])
+    benchmark_main(table, __doc__.splitlines()[0])

@@ -559,8 +559,9 @@ def benchmarks_dir() -> Path:
     return results_dir() / "benchmarks"
 
 
-def benchmark_main(run, description: str, argv=None) -> pd.DataFrame:
-    """The command line of a benchmark whose ``run(device, quick)`` returns a tidy table:
+def benchmark_main(table, description: str, argv=None) -> pd.DataFrame:
+    """The command line of a benchmark whose ``table(quick=, device=)`` (the function
+    ``python -m sithlib bench`` calls) returns a tidy table:
     ``--device``, ``--quick`` and ``--threads``; prints the table wide, stores nothing
     (``python -m sithlib bench NAME`` stores it)."""
     import argparse
@@ -574,7 +575,7 @@ def benchmark_main(run, description: str, argv=None) -> pd.DataFrame:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    df = run(args.device, args.quick)
+    df = table(quick=args.quick, device=args.device)
     print(f"# {df.attrs}")
     print(df.pivot(index="case", columns="metric", values="value").loc[df.case.unique()]
           .to_string(float_format=lambda v: f"{v:.4g}"))

@@ -21,12 +21,8 @@ def _bench(name: str):
     return module
 
 
-def _bench_train():
-    return _bench("train")
-
-
 def test_train_flops_counts_forward_and_backward_of_both_views_by_hand():
-    bench = _bench_train()
+    bench = _bench("train")
     cfg = dataclasses.replace(infonce_sphere.PROFILES["quick"], dim=2, hidden=(3,), batch_size=4)
     # Per sample and view: 2*(2*3 + 3*2) = 24 forward FLOPs; two views; 2*4*2 for its row of the
     # 4 x 4 similarity matrix; times 3 for forward + backward; times the batch.
@@ -34,15 +30,11 @@ def test_train_flops_counts_forward_and_backward_of_both_views_by_hand():
 
 
 def test_matmul_peak_is_a_positive_rate_and_restores_precision():
-    bench = _bench_train()
+    bench = _bench("train")
     before = torch.get_float32_matmul_precision()
     for precision in ("fp32", "bf16"):
         assert bench.matmul_peak("cpu", precision, n=128) > 1e6
     assert torch.get_float32_matmul_precision() == before
-
-
-def _bench_cost():
-    return _bench("cost")
 
 
 def _linear_run(counting, cfg, *, buffers: bool = False):
@@ -69,7 +61,7 @@ def _linear_run(counting, cfg, *, buffers: bool = False):
 def test_cost_counts_the_flops_of_one_step_by_hand_and_follows_the_engines_schedule():
     from sithlib.train import TrainConfig, train
 
-    bench = _bench_cost()
+    bench = _bench("cost")
     for cfg in (TrainConfig(steps=10, batch_size=8, seeds=3, eval_every=5),
                 TrainConfig(steps=7, batch_size=8, seeds=2, eval_every=3, eval_at_start=True)):
         counting = bench.CountingTrain()
@@ -87,7 +79,7 @@ def test_cost_counts_the_flops_of_one_step_by_hand_and_follows_the_engines_sched
 def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
     from sithlib.train import TrainConfig
 
-    bench = _bench_cost()
+    bench = _bench("cost")
     counting = bench.CountingTrain()
     counting.experiment = "a"
     _linear_run(counting, TrainConfig(steps=10, batch_size=8, seeds=3), buffers=True)
@@ -107,7 +99,7 @@ def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
 def test_cost_sees_a_step_that_reads_a_value_back_or_masks():
     from sithlib.train import TrainConfig
 
-    bench = _bench_cost()
+    bench = _bench("cost")
     counting = bench.CountingTrain()
 
     def loss_fn(f, batch):
@@ -133,7 +125,7 @@ def test_shrink_keeps_the_networks_and_cuts_training_only_when_asked():
 
 
 def test_cost_merge_replaces_recounted_experiments_and_recomputes_the_total():
-    bench = _bench_cost()
+    bench = _bench("cost")
     pd = bench.pd
     cols = ["runs", "steps", "model_steps", "samples", "train_tflop", "launches"]
     stored = pd.DataFrame([[1, 10, 10, 100, 1.0, 50], [2, 20, 40, 400, 2.0, 80],
@@ -150,7 +142,7 @@ def test_cost_merge_replaces_recounted_experiments_and_recomputes_the_total():
 def test_cost_store_keeps_earlier_counts_and_commands(store, monkeypatch):
     from sithlib.results import read_benchmarks
 
-    bench = _bench_cost()
+    bench = _bench("cost")
     row = {"name": "x", "steps": 10, "seeds": 2, "batch": 4, "vmapped": True, "step_flop": 1e12,
            "step_ops": 100, "sample_ops": 32, "optimizer_ops": 5, "step_syncs": 0}
     monkeypatch.setattr(bench, "count", lambda names: bench.pd.DataFrame(

@@ -202,15 +202,17 @@ def _check_knn_options(normalize, clamp_quantile, batch_size) -> int:
     return _checks.integer("batch_size", batch_size, low=1)
 
 
-def _sorted_neighbours(x: torch.Tensor, k: int, batch_size: int) -> torch.Tensor:
-    """Indices (n, k) of each row's k largest inner products, self excluded, ties to low index."""
+def _sorted_neighbours(x: torch.Tensor, k: int, batch_size: int, select=None) -> torch.Tensor:
+    """Indices (n, k) of each row's k largest inner products, self excluded, ties to low index;
+    ``select(sim, k)`` picks them from a block of similarities (default ``_top_k``)."""
+    select = select or _top_k
     n = x.shape[0]
     out = torch.empty(n, k, dtype=torch.long, device=x.device)
     for s in range(0, n, batch_size):
         sim = x[s : s + batch_size] @ x.T
         rows = torch.arange(sim.shape[0], device=x.device)
         sim[rows, rows + s] = -math.inf
-        out[s : s + batch_size] = _top_k(sim, k)
+        out[s : s + batch_size] = select(sim, k)
     return out
 
 
