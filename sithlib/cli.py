@@ -135,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_cuda(device: str | None) -> None:
+    """A CUDA device that this machine lacks is an input error, not a CUDA traceback."""
+    if device is None or not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    index = device.partition(":")[2]
+    if index and not index.isdigit():
+        raise ValueError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
+    if count == 0:
+        raise ValueError(f"device {device!r}: no CUDA GPU is available here; allowed: cpu")
+    if index and int(index) >= count:
+        raise ValueError(f"device {device!r}: this machine has {count} CUDA GPU(s); "
+                         f"allowed: cuda:0 to cuda:{count - 1}, cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -143,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "device", None) not in (None, "cpu") and not str(args.device).startswith(
                 "cuda"):
             raise ValueError(f"unknown device {args.device!r}; allowed: cpu, cuda, cuda:N")
+        _check_cuda(getattr(args, "device", None))
         return args.func(args)
     except (ValueError, results.ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,9 +18,10 @@ Views: SimCLR, SwAV and DINO pass the two views through the network as one conca
 (BatchNorm statistics over 2n samples, as their official code does); BYOL, SimSiam, Barlow
 Twins and VICReg pass them separately.
 
-Under DDP: wrap the method itself (``DDP(method)``) and call ``after_step`` on
-``ddp.module``; set ``distributed=True`` in the config so that the losses gather across
-processes, and convert BatchNorm layers with ``nn.SyncBatchNorm.convert_sync_batchnorm`` for
+Under DDP (``sithlib.train`` does all of this): wrap the method itself (``DDP(method)``) and
+call ``after_step`` on ``ddp.module``; ``distributed=True``, every config's default, makes the
+losses gather across processes (an identity in a single process; set it to False for
+per-process losses), and ``nn.SyncBatchNorm.convert_sync_batchnorm`` gives BatchNorm layers
 global batch statistics. Frozen SwAV prototypes and a frozen DINO last layer get no gradient
 (the official code sets their ``grad`` to None), so DDP needs ``find_unused_parameters=True``
 while they are frozen. The SwAV queue is a per-process buffer: pass ``broadcast_buffers=False``
@@ -43,7 +44,8 @@ anti-collapse device each (all off by default).
      - ``nt_xent``, temperature 0.1; projector 2 layers, hidden width =
        feature dimension, output 128, BatchNorm after every Linear (the last one scale-only)
      - the loss is the mean over the 2n views, half of the official sum of the two directions;
-       BatchNorm is per process unless converted to SyncBatchNorm (official: global BN);
+       BatchNorm is per process unless converted to SyncBatchNorm (``sithlib.train`` does on
+       GPUs; official: global BN);
        set temperature 0.5 for the CIFAR-10 recipe
      - none
    * - ``infonce``
@@ -89,7 +91,7 @@ anti-collapse device each (all off by default).
    * - ``barlow_twins``
      - ``barlow_twins``, lambda 0.0051, scale 1; projector 8192-8192-8192
        with bias-free Linears
-     - batch standardisation per process unless ``distributed=True`` (official: SyncBN)
+     - none (the batch is standardised over all processes, as with the official SyncBN)
      - ``lambd=0``: no off-diagonal (redundancy-reduction) term
    * - ``vicreg``
      - ``vicreg``, coefficients 25 / 25 / 1, gamma 1, eps 1e-4; expander
@@ -205,7 +207,7 @@ class SimCLRConfig:
     proj_hidden_dim: int | None = None  # None: the feature dimension, as the official head
     proj_dim: int = 128
     proj_layers: int = 2
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
 
     def __post_init__(self):
         _pos("temperature", self.temperature)
@@ -226,7 +228,7 @@ class InfoNCEConfig:
     negatives: str = "positives"
     include_anchor: bool = False
     normalize: bool = False  # L2-normalise before the loss (if the encoder does not)
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
 
     def __post_init__(self):
         _pos("temperature", self.temperature)
@@ -310,7 +312,7 @@ class SwAVConfig:
     freeze_prototypes_steps: int = 313
     queue_length: int = 0
     queue_start_step: int = 0
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
     targets: str = "sinkhorn"
 
     def __post_init__(self):
@@ -355,7 +357,7 @@ class DINOConfig:
     tau_end: float = 1.0
     freeze_last_layer_steps: int = 0
     ema_buffers: str = "copy"
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
     centering: bool = True
     sharpening: bool = True
 
@@ -390,7 +392,7 @@ class BarlowTwinsConfig:
     proj_dims: tuple[int, ...] = (8192, 8192, 8192)
     lambd: float = 0.0051
     scale: float = 1.0
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
 
     def __post_init__(self):
         _dims(self, "proj_dims")
@@ -415,7 +417,7 @@ class VICRegConfig:
     entropy_coeff: float = 1.0
     sigma: float = 1.0
     kind: str = "kl"
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
 
     def __post_init__(self):
         _dims(self, "proj_dims")
@@ -463,7 +465,7 @@ class StabilityConfig:
 
     lambd: float = 1.0
     proj_dims: tuple[int, ...] | None = None  # None: no projector
-    distributed: bool = False
+    distributed: bool = True  # gather across processes under torch.distributed
 
     def __post_init__(self):
         _nonneg("lambd", self.lambd)

@@ -31,10 +31,18 @@ the exact samplers do (a rejection loop asks how many rows are still to draw), s
 synchronisations once per K steps. ``sample`` must then return i.i.d.
 rows (every sampler in the book does): a draw of K * batch_size rows is cut into K batches.
 
-Several GPUs: under ``torchrun --nproc_per_node=N`` (process group initialised), each model is
-wrapped in DistributedDataParallel and each process trains on its slice of the global batch;
-losses that need the whole batch gather it themselves (``distributed=True`` in
-``sithlib.losses``). Vmapped ensembles are single-process only.
+Several GPUs: under ``torchrun --nproc_per_node=N`` (process group initialised), each process
+trains on its slice of the global batch and DistributedDataParallel averages the gradients.
+DDP wraps the whole of ``loss_fn`` (model and loss as one module), so the gradients are
+averaged whichever submodules the loss calls, and ``loss_fn`` still receives the model itself
+(its ``embed``, ``encoder``, cached outputs). Losses that need the whole batch gather it
+themselves (``distributed=True`` in ``sithlib.losses``, the default of the method configs).
+On GPUs BatchNorm becomes SyncBatchNorm, with statistics over the global batch; gloo on the CPU
+has no SyncBatchNorm, so there it stays per process. Buffers are not broadcast from rank 0
+(SwAV's queue holds each process's own rows; every other buffer is a function of the
+parameters and the gathered batch, equal on all processes), and models with training hooks
+(``after_step``: the methods, which freeze SwAV's prototypes or DINO's last layer for a while)
+let DDP find parameters without a gradient. Vmapped ensembles are single-process only.
 
 Checkpoints: a ``checkpoint`` object with ``load() -> dict | None`` and ``save(dict)`` (the
 results store provides one that writes atomically) receives the full state every
@@ -47,6 +55,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import functools
+import inspect
 import math
 import os
 import sys
@@ -203,6 +213,24 @@ class _Ensemble:
         return model
 
 
+# Newer torch deprecates broadcast_buffers for forward_sync_buffers (the device has torch 2.11).
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers"
+                   in inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+
+
+class _Step(nn.Module):
+    """``loss_fn(model, batch)`` as a module, for DistributedDataParallel to wrap whole."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
 def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Callable,
           cfg: TrainConfig, *, device: str = "cpu", evaluate: Callable | None = None,
           checkpoint=None, name: str = "run", data_seed_offset: int = 10_000) -> TrainResult:
@@ -233,7 +261,14 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
     # Under torchrun every process draws the same global batch and keeps its slice, so the run
     # equals a single-process run on the global batch (sampling is cheap next to the encoder).
-    forward = [DistributedDataParallel(m) for m in models] if world > 1 else models
+    if world > 1 and torch.device(device).type == "cuda":
+        models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in models]
+    if world > 1:
+        forward = [DistributedDataParallel(_Step(m, loss_fn), **_NO_BUFFER_SYNC,
+                                           find_unused_parameters=hasattr(m, "after_step"))
+                   for m in models]
+    else:
+        forward = [functools.partial(loss_fn, m) for m in models]
     stateful = hasattr(models[0], "after_step") or any(True for _ in models[0].buffers())
     use_vmap = cfg.ensemble and len(models) > 1 and world == 1 and not stateful
     hooks = models if hasattr(models[0], "after_step") else []
@@ -297,7 +332,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
             stacked = tuple(torch.stack(parts) for parts in zip(*batches, strict=True))
             losses, embeddings, *logs = ens.per_seed_loss(loss_fn, stacked)
             return losses, embeddings, logs[0] if logs else {}
-        outs = [loss_fn(m, b) for m, b in zip(forward, batches, strict=True)]
+        outs = [f(b) for f, b in zip(forward, batches, strict=True)]
         return (torch.stack([o[0] for o in outs]), [o[1] for o in outs],
                 [o[2] if len(o) > 2 else {} for o in outs])
 

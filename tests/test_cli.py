@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sithlib import cli
 from sithlib.experiments import EXPERIMENTS
@@ -27,6 +28,8 @@ def run_cli(*args, env=None):
         (["run", "vmf_concentration", "--set", "bogus=1"], "unknown config field 'bogus'"),
         (["run", "vmf_concentration", "--set", "n=ten"], "expected a value of type int"),
         (["run", "vmf_concentration", "--device", "tpu"], "unknown device 'tpu'"),
+        (["run", "vmf_concentration", "--device", "cuda:x"], "unknown device 'cuda:x'"),
+        (["bench", "dgp", "--device", "cuda:99"], "device 'cuda:99'"),
         (["run"], "name one EXPERIMENT or pass --all"),
     ],
 )
@@ -34,6 +37,13 @@ def test_bad_input_gives_clear_error(args, message, capsys):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_an_input_error(capsys):
+    assert cli.main(["run", "vmf_concentration", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is available here; allowed: cpu" in err and "Traceback" not in err
 
 
 def test_run_list_verify_end_to_end(store, tmp_path):

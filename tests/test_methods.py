@@ -587,7 +587,8 @@ def _ddp_worker(rank, port, out_dir):
         for name, cfg in DDP_CASES.items():
             try:
                 x_a, x_b, _, _ = (t.double() if t.is_floating_point() else t for t in batch())
-                ref = make(name, **cfg).double()
+                # The reference sees the whole batch in each process: it must not gather.
+                ref = make(name, **cfg, distributed=False).double()
                 ref_loss, _ = ref(x_a, x_b)
                 ref_loss.backward()
                 m = make(name, **cfg, distributed=True).double()

@@ -182,7 +182,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
     def loss_fn(f, batch):
         h = f(batch[0])
-        return info_nce(h, f(batch[1]), temperature=1.0 / cell["kappa"]), h
+        return info_nce(h, f(batch[1]), temperature=1.0 / cell["kappa"],
+                        distributed=True), h
 
     def evaluate(f, seed):
         return {"r2_linear": r2_linear(f(x_held_out), held_out)}

@@ -209,7 +209,8 @@ def run_mlp_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
     def loss_fn(model, batch):
         u = model(batch[0])
-        return info_nce(u, model(batch[1]), temperature=1.0 / cell["kappa"]), u
+        return info_nce(u, model(batch[1]), temperature=1.0 / cell["kappa"],
+                        distributed=True), u
 
     def evaluate(model, seed):
         return {"r2_before": r2_linear(model.f(test.x), test.z),

@@ -165,7 +165,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
         if supervised:
             return (h - z).pow(2).sum(1).mean(), h
         similarity, p = s["similarity"]
-        return info_nce(h, f(x_pos), temperature=s["tau"], similarity=similarity, p=p), h
+        return info_nce(h, f(x_pos), temperature=s["tau"], similarity=similarity, p=p,
+                        distributed=True), h
 
     def evaluate(f, seed):
         h = f(test.x)

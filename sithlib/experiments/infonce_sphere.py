@@ -16,7 +16,6 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig
 from sithlib.losses import info_nce
-from sithlib.losses.distributed import is_distributed
 from sithlib.metrics import fit_linear_map, mcc, orthogonality_score, r2_linear
 from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
@@ -79,7 +78,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     def loss_fn(f, batch):
         x, x_pos = batch
         h = f(x)
-        return info_nce(h, f(x_pos), temperature=cfg.tau, distributed=is_distributed()), h
+        return info_nce(h, f(x_pos), temperature=cfg.tau, distributed=True), h
 
     def evaluate(f, seed):
         return _scores(f(test.x), test.z)

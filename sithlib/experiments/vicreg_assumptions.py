@@ -283,7 +283,8 @@ def _train(setting: _Setting, cfg: Config, device: str):
     def loss_fn(method, batch):
         x_a, x_b = batch
         h = method.encoder(x_a)
-        return vicreg(method.projector(h), method.projector(method.encoder(x_b))), h
+        z_a, z_b = method.projector(h), method.projector(method.encoder(x_b))
+        return vicreg(z_a, z_b, distributed=True), h
 
     return train(make_model, setting.sample, loss_fn,
                  TrainConfig(steps=setting.steps, batch_size=setting.batch_size, lr=setting.lr,

@@ -221,10 +221,11 @@ def _probes(h: torch.Tensor, ev: _EvalSet, k: int) -> dict[str, float]:
 
 def _objective(method_name: str, cfg: Config):
     if method_name == "vicreg":
-        return lambda z_a, z_b: vicreg(z_a, z_b, sim_coeff=cfg.sim_coeff)
+        return lambda z_a, z_b: vicreg(z_a, z_b, sim_coeff=cfg.sim_coeff, distributed=True)
     return lambda z_a, z_b: vicreg_entropy(z_a, z_b, estimator=method_name,
                                            sim_coeff=cfg.sim_coeff,
-                                           entropy_coeff=cfg.entropy_coeff, sigma=cfg.sigma)
+                                           entropy_coeff=cfg.entropy_coeff, sigma=cfg.sigma,
+                                           distributed=True)
 
 
 def _train(task: _Task, method_name: str, cfg: Config, device: str):
