@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import time
 
+import pytest
 import torch
 
 from sithlib.experiments import infonce_sphere
@@ -179,3 +180,16 @@ def test_metrics_benchmark_times_every_case_and_checks_neighbour_sets():
     assert len(seconds) == 8 and (seconds.value > 0).all()
     ratio = table[table.metric == "ratio_full_sort_to_ours"].value
     assert len(ratio) == 1 and ratio.iloc[0] > 0
+
+
+def test_quick_benchmark_times_the_command_and_reads_the_target_score():
+    bench = _bench("quick")
+    table = bench.table(quick=True, device="cpu").set_index("metric").value
+    assert table["command_s"] > table["experiment_s"] > 0  # the command adds start-up
+    assert -1.0 <= table["r2_linear"] <= 1.0
+
+
+def test_quick_benchmark_reports_a_failed_run_with_its_error():
+    failed = "(?s)infonce_sphere: quick run failed.*unknown config field .bogus."
+    with pytest.raises(RuntimeError, match=failed):
+        _bench("quick").run_quick("infonce_sphere", "cpu", ("--set", "bogus=1"))
