@@ -14,8 +14,10 @@ Cases, all training the InfoNCE encoder of ``infonce_sphere`` on its DGP (n = 10
 - ``engine, 1 seed, <precision>``: the same with ``tf32`` / ``bf16`` matmuls and with
   ``torch.compile``, plain and as a CUDA graph (on a GPU only: on the CPU they are not what
   the engine is tuned for);
-- ``ensemble 16 seeds (n=5, batch 1024)`` against ``1 seed (n=5, batch 1024)``: the DIET-sized
-  problem where vmapped seeds pay off most.
+- ``ensemble 16 seeds (n=5, batch 1024)`` against ``1 seed (n=5, batch 1024)`` and against the
+  same seeds one after the other (``sequential``): the DIET-sized problem, where vmapped seeds
+  pay off most on a GPU (4 seeds on the CPU, where a step of this size is bound by arithmetic,
+  not by launches, and the ensemble can at best tie).
 
 Reported: model-steps per second (steps/s times the number of models), the ratio to the naive
 loop, the model FLOPs per step (forward and backward of the encoder on both views plus the
@@ -135,42 +137,56 @@ def matmul_peak(device: str, precision: str, n: int | None = None) -> float:
     return 2.0 * n**3 / best
 
 
-def table(quick: bool = False, device: str = "cpu") -> pd.DataFrame:
-    """Tidy rows (case, metric, value) measured in this run."""
+def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -> pd.DataFrame:
+    """Tidy rows (case, metric, value) measured in this run.
+
+    Every case is timed ``rounds`` times (default: 3 on the CPU, 1 on a GPU), the cases
+    interleaved, and its fastest round is kept: on a shared CPU a single round of one case can
+    land on a busy moment, and interleaving keeps such moments from favouring one case.
+    """
     base = infonce_sphere.PROFILES["quick" if quick or device == "cpu" else "paper"]
     steps = 30 if quick else 200
     cfg = dataclasses.replace(base, batch_size=256 if quick else base.batch_size)
     small = dataclasses.replace(cfg, dim=5, batch_size=1024)  # the DIET-sized problem
     seeds, many = 4, 4 if quick or device == "cpu" else 16
     gpu = device.startswith("cuda")
+    rounds = rounds or (1 if quick or gpu else 3)
     engine(cfg, 5, 1, True, device)  # warm-up: allocator, thread pools
-    # case: (seconds, models, config, precision)
-    timings = {
-        "naive loop": (naive_loop(cfg, steps, device), 1, cfg, "fp32"),
-        "engine, 1 seed": (engine(cfg, steps, 1, True, device), 1, cfg, "fp32"),
-        f"engine, {seeds} seeds, vmap": (engine(cfg, steps, seeds, True, device), seeds, cfg,
-                                         "fp32"),
-        f"engine, {seeds} seeds, sequential": (engine(cfg, steps, seeds, False, device), seeds,
-                                               cfg, "fp32"),
-        "1 seed (n=5, batch 1024)": (engine(small, steps, 1, True, device), 1, small, "fp32"),
-        f"ensemble {many} seeds (n=5, batch 1024)": (engine(small, steps, many, True, device),
-                                                     many, small, "fp32"),
+    # case: (timed call, models, config, precision)
+    cases = {
+        "naive loop": (lambda: naive_loop(cfg, steps, device), 1, cfg, "fp32"),
+        "engine, 1 seed": (lambda: engine(cfg, steps, 1, True, device), 1, cfg, "fp32"),
+        f"engine, {seeds} seeds, vmap": (lambda: engine(cfg, steps, seeds, True, device), seeds,
+                                         cfg, "fp32"),
+        f"engine, {seeds} seeds, sequential": (lambda: engine(cfg, steps, seeds, False, device),
+                                               seeds, cfg, "fp32"),
+        "1 seed (n=5, batch 1024)": (lambda: engine(small, steps, 1, True, device), 1, small,
+                                     "fp32"),
+        f"ensemble {many} seeds (n=5, batch 1024)": (
+            lambda: engine(small, steps, many, True, device), many, small, "fp32"),
+        f"sequential {many} seeds (n=5, batch 1024)": (
+            lambda: engine(small, steps, many, False, device), many, small, "fp32"),
     }
     if gpu:
         # The engine draws 16 steps of data per call on a GPU; one step per call shows what
         # the samplers' host synchronisations cost.
-        timings["engine, 1 seed, prefetch 1"] = (
-            engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32")
+        cases["engine, 1 seed, prefetch 1"] = (
+            lambda: engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32")
         for precision in ("tf32", "bf16"):
-            timings[f"engine, 1 seed, {precision}"] = (
-                engine(cfg, steps, 1, True, device, precision=precision), 1, cfg, precision)
-        engine(cfg, 5, 1, True, device, precision="bf16", compile=True)  # compile once
-        timings["engine, 1 seed, bf16, compiled"] = (
-            engine(cfg, steps, 1, True, device, precision="bf16", compile=True), 1, cfg, "bf16")
+            cases[f"engine, 1 seed, {precision}"] = (
+                lambda p=precision: engine(cfg, steps, 1, True, device, precision=p), 1, cfg,
+                precision)
         graphs = "reduce-overhead"  # torch.compile's CUDA-graph mode
-        engine(cfg, 5, 1, True, device, precision="bf16", compile=graphs)
-        timings["engine, 1 seed, bf16, CUDA graph"] = (
-            engine(cfg, steps, 1, True, device, precision="bf16", compile=graphs), 1, cfg, "bf16")
+        for mode, name in ((True, "compiled"), (graphs, "CUDA graph")):
+            engine(cfg, 5, 1, True, device, precision="bf16", compile=mode)  # compile once
+            cases[f"engine, 1 seed, bf16, {name}"] = (
+                lambda m=mode: engine(cfg, steps, 1, True, device, precision="bf16", compile=m),
+                1, cfg, "bf16")
+    seconds = {case: float("inf") for case in cases}
+    for _ in range(rounds):
+        for case, (timed, *_) in cases.items():
+            seconds[case] = min(seconds[case], timed())
+    timings = {case: (seconds[case], *rest) for case, (_, *rest) in cases.items()}
     peaks = {p: matmul_peak(device, p) for p in {t[3] for t in timings.values()}}
     naive = steps / timings["naive loop"][0]
     rows = []
