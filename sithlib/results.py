@@ -303,6 +303,13 @@ def _git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def short_commit(commit: str) -> str:
+    """A commit as shown on the site: 12 hex digits, keeping the ``-dirty`` mark of a run made
+    with uncommitted code or configuration (cutting the full string to 12 would drop it)."""
+    dirty = commit.endswith("-dirty")
+    return commit.removesuffix("-dirty")[:12] + ("-dirty" if dirty else "")
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -354,7 +361,7 @@ class Result:
         e = self.env
         return (
             f"{self.experiment}, profile {self.profile}, config {self.config['config_hash']}, "
-            f"commit {e.get('git_commit', '?')[:12]}, {e.get('device_name', '?')} "
+            f"commit {short_commit(e.get('git_commit', '?'))}, {e.get('device_name', '?')} "
             f"({e.get('device', '?')}), {e.get('wall_time_s', '?')} s, {e.get('date', '?')[:10]}"
         )
 
@@ -752,7 +759,7 @@ def status_rows() -> list[dict]:
                "grade": "paper" if status == "fresh" else "quick",
                "paper_result": status, "commit": "", "device": ""}
         if status == "fresh" and result is not None:
-            row["commit"] = result.env.get("git_commit", "")[:12]
+            row["commit"] = short_commit(result.env.get("git_commit", ""))
             row["device"] = result.env.get("device_name", "")
         rows.append(row)
     return rows

@@ -316,3 +316,12 @@ def test_git_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_pa
     assert results._git_commit() == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert results._git_commit() == head + "-dirty"
+
+
+def test_short_commit_keeps_the_dirty_mark():
+    from sithlib.results import short_commit
+
+    full = "dcf69287f79abfd24706b3b37890e66b46cb65a6"
+    assert short_commit(full) == "dcf69287f79a"
+    assert short_commit(full + "-dirty") == "dcf69287f79a-dirty"
+    assert short_commit("") == ""
