@@ -39,7 +39,10 @@ SMOKE = ("--set", "steps=20", "--set", "eval_every=10", "--set", "n_eval=200")
 def run_quick(name: str, device: str, extra: tuple[str, ...] = ()) -> list[dict]:
     """Rows (case, metric, value) of one timed ``python -m sithlib run NAME --profile quick``."""
     with tempfile.TemporaryDirectory() as out:
-        env = {**os.environ, "SITH_PROGRESS": "0"}
+        # An empty cache of its own: finished grid cells (.cache/cells) of an earlier run would
+        # otherwise be read back, and the sweep experiments would time as a few milliseconds.
+        env = {**os.environ, "SITH_PROGRESS": "0",
+               "SITH_CACHE_DIR": os.path.join(out, "cache", "results")}
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "sithlib", "run", name, "--profile", "quick",
                                "--device", device, "--out", out, *extra],
