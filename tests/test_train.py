@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 from sithlib.results import Checkpoint, CorruptResultError
-from sithlib.train import TrainConfig, TrainingFailure, train
+from sithlib.train import TrainConfig, TrainingFailure, keep_freed_cpu_memory, train
 
 D = 4
 A = torch.linspace(0.5, 1.5, D * D).reshape(D, D)  # a fixed, well-conditioned linear mixing
@@ -343,3 +344,23 @@ def test_eval_at_start_leaves_batch_norm_statistics_alone():
     with_zero = train(make_bn, sample, regression, dataclasses.replace(cfg, eval_at_start=True))
     for a, b in zip(plain.models[0].buffers(), with_zero.models[0].buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_cpu_memory_is_reused_without_page_faults():
+    import resource  # POSIX only
+
+    # A training step's big temporaries are freed and allocated again every step; glibc's
+    # defaults would hand them back to the kernel, and each step would fault in fresh pages.
+    train(make_model, sample, regression, dataclasses.replace(CFG, steps=1, seeds=1))
+    assert keep_freed_cpu_memory()  # train() on the CPU set it up
+
+    def faults_per_round() -> float:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            big = torch.ones(16, 1024, 1024)  # 64 MiB, twice glibc's largest mmap threshold
+            del big
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 5
+
+    faults_per_round()  # the first round may grow the heap
+    assert faults_per_round() < 64 * 2**20 / 4096 / 10  # under a tenth of its pages
