@@ -268,3 +268,29 @@ def test_contrastive_bad_input():
         uniformity(za, t=0)
     with pytest.raises(TypeError, match="distributed"):
         nt_xent(za, za, distributed=1)
+
+
+# ---------------------------------------------------------------- transforms (seed ensembles)
+
+ENSEMBLE_CASES = {
+    "nt_xent": lambda a, b: nt_xent(a, b, temperature=0.2),
+    "info_nce": lambda a, b: info_nce(a, b, temperature=0.5),
+    "info_nce_anchors": lambda a, b: info_nce(a, b, temperature=0.5, negatives="anchors"),
+    "info_nce_lp": lambda a, b: info_nce(a, b, temperature=0.5, similarity="lp", p=1.5),
+}
+
+
+@pytest.mark.parametrize("name", list(ENSEMBLE_CASES))
+def test_vmap_over_seeds_equals_separate_calls_with_gradients(name):
+    # The engine's ensembles vmap the loss; the losses fill their excluded entries in place,
+    # which must act on each seed's matrix alone.
+    loss = ENSEMBLE_CASES[name]
+    za, zb = (rand(3, 12, 4, seed=s).requires_grad_() for s in (1, 2))
+    batched = torch.func.vmap(loss)(za, zb)
+    grads = torch.autograd.grad(batched.sum(), (za, zb))
+    for i in range(3):
+        a, b = za[i].detach().requires_grad_(), zb[i].detach().requires_grad_()
+        single = loss(a, b)
+        torch.testing.assert_close(batched[i], single, rtol=0, atol=1e-12)
+        for g, g_one in zip(grads, torch.autograd.grad(single, (a, b)), strict=True):
+            torch.testing.assert_close(g[i], g_one, rtol=0, atol=1e-12)

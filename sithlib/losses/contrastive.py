@@ -59,16 +59,20 @@ def nt_xent(z_a, z_b, *, temperature: float = 0.1, distributed: bool = False) ->
     views = torch.cat([a, b])
     candidates = torch.cat([gather(a, distributed), gather(b, distributed)])
     n_global = candidates.shape[0] // 2
-    logits = views @ candidates.T / tau  # (2n, 2N)
+    # 1/tau scales the 2n x d views, not the 2n x 2N logits: one pass over the big matrix less.
+    logits = (views / tau) @ candidates.T  # (2n, 2N)
 
-    idx = torch.arange(n, device=a.device) + offset(n, distributed)
-    self_col = torch.cat([idx, idx + n_global])
-    pos_col = torch.cat([idx + n_global, idx])
+    first = offset(n, distributed)
+    pos_col = torch.cat([torch.arange(n, device=a.device) + first + n_global,
+                         torch.arange(n, device=a.device) + first])
     rows = torch.arange(2 * n, device=a.device)
-    is_self = torch.zeros_like(logits, dtype=torch.bool)
-    is_self[rows, self_col] = True
-    logits = logits.masked_fill(is_self, -math.inf)
-    return (torch.logsumexp(logits, dim=1) - logits[rows, pos_col]).mean()
+    pos = logits[rows, pos_col]
+    # A view's similarity to itself, (i, first + i) in both halves, is not a candidate. Filled in
+    # place on two diagonals: a boolean mask would cost two more passes over the logits (the
+    # matmul's backward does not need its output, so autograd allows it).
+    logits[:n].diagonal(first).fill_(-math.inf)
+    logits[n:].diagonal(first + n_global).fill_(-math.inf)
+    return (torch.logsumexp(logits, dim=1) - pos).mean()
 
 
 _SIMILARITIES = ("dot", "lp")
@@ -181,19 +185,20 @@ def info_nce(
             "negatives tensor"
         )
 
+    # The (n, m) similarities are the big tensor (m = 6144 in cl-ica): every pass over them
+    # counts, so 1/tau scales the (n, d) anchors, the own entry is filled in place and the
+    # positive joins the log-sum-exp through logaddexp instead of a concatenated copy.
     if similarity == "dot":
-        pos = (z_a * z_b).sum(1) / tau
-        neg = z_a @ pool.T / tau
+        z_a = z_a / tau  # the pool keeps the unscaled anchors (negatives="anchors")
+        pos = (z_a * z_b).sum(1)
+        neg = z_a @ pool.T
     else:
-        pos = -C.lp_rowwise_pow(z_a, z_b, p) / tau
-        neg = -C.lp_distance_pow(z_a, pool, p) / tau
+        pos = C.lp_rowwise_pow(z_a, z_b, p) / -tau
+        neg = C.lp_distance_pow(z_a, pool, p) / -tau
     if excluded:
-        rows = torch.arange(n, device=z_a.device)
-        own = torch.zeros_like(neg, dtype=torch.bool)
-        own[rows, rows + offset(n, distributed)] = True
-        neg = neg.masked_fill(own, -math.inf)
-    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
-    return (torch.logsumexp(logits, dim=1) - pos).mean()
+        # In place: neither the matmul's nor the division's backward needs its output.
+        neg.diagonal(offset(n, distributed)).fill_(-math.inf)
+    return (torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos).mean()
 
 
 @C.fp32
