@@ -44,6 +44,7 @@ from sithlib.dgp import DGP, DGPConfig
 from sithlib.experiments import infonce_sphere
 from sithlib.losses import info_nce
 from sithlib.models.mlp import MLP
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 
@@ -59,9 +60,9 @@ def _setup(cfg, device):
         pairs = dgp.sample_pairs(n, generator)
         return pairs.x, pairs.x_pos
 
-    def loss_fn(f, batch):
-        h = f(batch[0])
-        return info_nce(h, f(batch[1]), temperature=cfg.tau), h
+    def loss_fn(f, batch):  # as infonce_sphere trains
+        h, h_pos = both_views(f, *batch)
+        return info_nce(h, h_pos, temperature=cfg.tau), h
 
     return dgp, make_model, sample, loss_fn
 
@@ -140,7 +141,7 @@ def matmul_peak(device: str, precision: str, n: int | None = None) -> float:
 def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -> pd.DataFrame:
     """Tidy rows (case, metric, value) measured in this run.
 
-    Every case is timed ``rounds`` times (default: 3 on the CPU, 1 on a GPU), the cases
+    Every case is timed ``rounds`` times (default: 5 on the CPU, 1 on a GPU), the cases
     interleaved, and its fastest round is kept: on a shared CPU a single round of one case can
     land on a busy moment, and interleaving keeps such moments from favouring one case.
     """
@@ -150,7 +151,7 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
     small = dataclasses.replace(cfg, dim=5, batch_size=1024)  # the DIET-sized problem
     seeds, many = 4, 4 if quick or device == "cpu" else 16
     gpu = device.startswith("cuda")
-    rounds = rounds or (1 if quick or gpu else 3)
+    rounds = rounds or (1 if quick or gpu else 5)
     engine(cfg, 5, 1, True, device)  # warm-up: allocator, thread pools
     # case: (timed call, models, config, precision)
     cases = {

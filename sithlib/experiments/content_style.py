@@ -27,6 +27,7 @@ from sithlib.dgp import DGP, DGPConfig
 from sithlib.losses import info_nce
 from sithlib.metrics import block_r2
 from sithlib.models.mlp import MLP
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "content_style"
@@ -127,10 +128,9 @@ def run_setting(cfg: Config, change_prob: float, dependence: str,
         return pairs.x, pairs.x_pos
 
     def loss_fn(f, batch):
-        x, x_pos = batch
-        h = f(x)
+        h, h_pos = both_views(f, *batch)
         # The other anchors are independent draws from the marginal: the paper's negatives.
-        loss = info_nce(h, f(x_pos), temperature=cfg.tau, similarity="lp", p=2.0,
+        loss = info_nce(h, h_pos, temperature=cfg.tau, similarity="lp", p=2.0,
                         negatives="anchors", distributed=True)
         return loss, h
 

@@ -32,6 +32,7 @@ from sithlib.dgp import DGP, ClusterInstance, DGPConfig, Sphere, sample_marginal
 from sithlib.losses import info_nce
 from sithlib.metrics import r2_linear
 from sithlib.models.mlp import MLP
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "finite_samples"
@@ -181,9 +182,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
         return g(z), g(z_pos)
 
     def loss_fn(f, batch):
-        h = f(batch[0])
-        return info_nce(h, f(batch[1]), temperature=1.0 / cell["kappa"],
-                        distributed=True), h
+        h, h_pos = both_views(f, *batch)
+        return info_nce(h, h_pos, temperature=1.0 / cell["kappa"], distributed=True), h
 
     def evaluate(f, seed):
         return {"r2_linear": r2_linear(f(x_held_out), held_out)}

@@ -43,6 +43,7 @@ from sithlib.methods import build_method
 from sithlib.metrics import block_r2, linear_probe, r2_linear
 from sithlib.models import ResNet18
 from sithlib.models.mlp import MLP, SphereNorm
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "inductive_biases"
@@ -208,9 +209,8 @@ def run_mlp_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
         return pairs.x, pairs.x_pos
 
     def loss_fn(model, batch):
-        u = model(batch[0])
-        return info_nce(u, model(batch[1]), temperature=1.0 / cell["kappa"],
-                        distributed=True), u
+        u, u_pos = both_views(model, *batch)
+        return info_nce(u, u_pos, temperature=1.0 / cell["kappa"], distributed=True), u
 
     def evaluate(model, seed):
         return {"r2_before": r2_linear(model.f(test.x), test.z),

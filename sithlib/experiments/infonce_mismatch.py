@@ -33,6 +33,7 @@ from sithlib.dgp import DGP, DGPConfig
 from sithlib.losses import info_nce
 from sithlib.metrics import mcc, r2_linear, r2_nonlinear
 from sithlib.models.mlp import MLP
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "infonce_mismatch"
@@ -161,11 +162,12 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
     def loss_fn(f, batch):
         x, x_pos, z = batch
-        h = f(x)
         if supervised:
+            h = f(x)
             return (h - z).pow(2).sum(1).mean(), h
+        h, h_pos = both_views(f, x, x_pos)
         similarity, p = s["similarity"]
-        return info_nce(h, f(x_pos), temperature=s["tau"], similarity=similarity, p=p,
+        return info_nce(h, h_pos, temperature=s["tau"], similarity=similarity, p=p,
                         distributed=True), h
 
     def evaluate(f, seed):

@@ -18,6 +18,7 @@ from sithlib.dgp import DGP, DGPConfig
 from sithlib.losses import info_nce
 from sithlib.metrics import fit_linear_map, mcc, orthogonality_score, r2_linear
 from sithlib.models.mlp import MLP
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "infonce_sphere"
@@ -76,9 +77,8 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         return pairs.x, pairs.x_pos
 
     def loss_fn(f, batch):
-        x, x_pos = batch
-        h = f(x)
-        return info_nce(h, f(x_pos), temperature=cfg.tau, distributed=True), h
+        h, h_pos = both_views(f, *batch)
+        return info_nce(h, h_pos, temperature=cfg.tau, distributed=True), h
 
     def evaluate(f, seed):
         return _scores(f(test.x), test.z)

@@ -38,6 +38,7 @@ from sithlib.experiments.vicreg_information import VICRegData
 from sithlib.losses import vicreg
 from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics.information import activation_pattern, eval_mode, mardia_test
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_assumptions"
@@ -281,9 +282,8 @@ def _train(setting: _Setting, cfg: Config, device: str):
         return build_method("vicreg", setting.encoder(gen), vcfg, generator=gen)
 
     def loss_fn(method, batch):
-        x_a, x_b = batch
-        h = method.encoder(x_a)
-        z_a, z_b = method.projector(h), method.projector(method.encoder(x_b))
+        h, h_b = both_views(method.encoder, *batch)
+        z_a, z_b = method.projector(h), method.projector(h_b)
         return vicreg(z_a, z_b, distributed=True), h
 
     return train(make_model, setting.sample, loss_fn,

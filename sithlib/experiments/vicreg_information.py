@@ -37,6 +37,7 @@ from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics import r2_linear
 from sithlib.metrics.probes import knn_accuracy, linear_probe
 from sithlib.models import MLP, ResNet18
+from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_information"
@@ -240,9 +241,8 @@ def _train(task: _Task, method_name: str, cfg: Config, device: str):
         return build_method("vicreg", task.encoder(gen), vcfg, generator=gen)
 
     def loss_fn(method, batch):
-        x_a, x_b = batch
-        h = method.encoder(x_a)
-        z_a, z_b = method.projector(h), method.projector(method.encoder(x_b))
+        h, h_b = both_views(method.encoder, *batch)
+        z_a, z_b = method.projector(h), method.projector(h_b)
         with torch.no_grad():  # the training batch's terms, logged at eval steps
             logs = {f"train_{k}": v for k, v in _terms(z_a, z_b, cfg.sim_coeff).items()}
         return objective(z_a, z_b), h, logs

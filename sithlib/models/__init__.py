@@ -18,6 +18,7 @@ from sithlib.models.heads import (
 )
 from sithlib.models.mlp import MLP, SphereNorm, cl_ica_encoder, cl_ica_widths, normalize_rows
 from sithlib.models.resnet import BasicBlock, ResNet18
+from sithlib.models.views import both_views, mixes_rows
 
 __all__ = [
     "MLP",
@@ -43,4 +44,6 @@ __all__ = [
     "EMATeacher",
     "cosine_schedule",
     "ema_momentum",
+    "both_views",
+    "mixes_rows",
 ]
