@@ -142,6 +142,7 @@ from sithlib.models import (
     byol_mlp,
     linear_head,
     normalize_rows,
+    one_batch,
     simclr_projector,
     simsiam_predictor,
     simsiam_projector,
@@ -655,8 +656,7 @@ class Method(nn.Module):
     def _pair(self, net, x_a: torch.Tensor, x_b: torch.Tensor):
         """``net`` on both views: one concatenated batch or two separate ones (BatchNorm)."""
         if self.concat_views:
-            out = net(torch.cat([x_a, x_b]))
-            return out[: x_a.shape[0]], out[x_a.shape[0] :]
+            return one_batch(net, x_a, x_b)
         return net(x_a), net(x_b)
 
     def _loss(self, x_a, x_b, *, index, y):  # pragma: no cover - abstract

@@ -18,7 +18,7 @@ from sithlib.models.heads import (
 )
 from sithlib.models.mlp import MLP, SphereNorm, cl_ica_encoder, cl_ica_widths, normalize_rows
 from sithlib.models.resnet import BasicBlock, ResNet18
-from sithlib.models.views import both_views, mixes_rows
+from sithlib.models.views import both_views, mixes_rows, one_batch
 
 __all__ = [
     "MLP",
@@ -46,4 +46,5 @@ __all__ = [
     "ema_momentum",
     "both_views",
     "mixes_rows",
+    "one_batch",
 ]

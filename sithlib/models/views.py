@@ -29,5 +29,11 @@ def both_views(f: Callable, x_a: torch.Tensor, x_b: torch.Tensor):
                          f"and {tuple(x_b.shape)}")
     if mixes_rows(f):
         return f(x_a), f(x_b)
+    return one_batch(f, x_a, x_b)
+
+
+def one_batch(f: Callable, x_a: torch.Tensor, x_b: torch.Tensor):
+    """``f`` on the concatenated views, split back: ``(f(x_a), f(x_b))`` for row-independent
+    ``f``; with batch norm, statistics over both views (SimCLR's, SwAV's and DINO's choice)."""
     h = f(torch.cat([x_a, x_b]))
     return h[: x_a.shape[0]], h[x_a.shape[0]:]
