@@ -141,6 +141,7 @@ from sithlib.models import (
     barlow_twins_projector,
     byol_mlp,
     linear_head,
+    mixes_rows,
     normalize_rows,
     one_batch,
     simclr_projector,
@@ -484,6 +485,19 @@ def _upcast(z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _chain(nets):
+    """The networks ``nets`` applied in turn, as one callable."""
+    if len(nets) == 1:
+        return nets[0]
+
+    def chained(x):
+        for net in nets:
+            x = net(x)
+        return x
+
+    return chained
+
+
 def _center_norm(*zs: torch.Tensor) -> torch.Tensor:
     """Norm of the mean of the L2-normalised embeddings (the stability paper's center vector)."""
     u = F.normalize(torch.cat(zs).detach().float(), dim=1)
@@ -653,11 +667,26 @@ class Method(nn.Module):
                     f"method {self.name!r} needs {label}= (an integer tensor of shape (n,))"
                 )
 
-    def _pair(self, net, x_a: torch.Tensor, x_b: torch.Tensor):
-        """``net`` on both views: one concatenated batch or two separate ones (BatchNorm)."""
-        if self.concat_views:
-            return one_batch(net, x_a, x_b)
-        return net(x_a), net(x_b)
+    def _pair(self, nets, x_a: torch.Tensor, x_b: torch.Tensor):
+        """Both views through the networks ``nets`` (one module or a list, applied in turn).
+
+        SimCLR, SwAV and DINO put the views in one batch throughout, so their batch norm sees
+        both. The other methods keep each view's own batch statistics: the views share one
+        batch up to the first network that mixes rows (batch norm in training mode), and go on
+        as two from there. The shared stretch halves the kernel launches of, say, an MLP
+        encoder under a batch-normalised projector, with the same numbers as two calls.
+        """
+        nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
+        if not self.concat_views and not all(isinstance(net, nn.Module) for net in nets):
+            raise TypeError("_pair needs modules to tell where batch norm mixes the views")
+        split = len(nets) if self.concat_views else next(
+            (i for i, net in enumerate(nets) if mixes_rows(net)), len(nets))
+        if split:
+            x_a, x_b = one_batch(_chain(nets[:split]), x_a, x_b)
+        if split == len(nets):
+            return x_a, x_b
+        rest = _chain(nets[split:])
+        return rest(x_a), rest(x_b)
 
     def _loss(self, x_a, x_b, *, index, y):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -693,7 +722,7 @@ class SimCLR(Method):
         return self.projector(self.encoder(x))
 
     def _loss(self, x_a, x_b, *, index, y):
-        z_a, z_b = self._pair(self._project, x_a, x_b)
+        z_a, z_b = self._pair([self.encoder, self.projector], x_a, x_b)
         cfg = self.config
         loss = losses.nt_xent(z_a, z_b, temperature=cfg.temperature, distributed=cfg.distributed)
         return loss, {"center_norm": _center_norm(z_a, z_b)}
@@ -768,14 +797,11 @@ class BYOL(_TeacherMixin, Method):
     def _project(self, x):
         return self.projector(self.encoder(x))
 
-    def _online(self, x):
-        z = self._project(x)
-        return z if self.predictor is None else self.predictor(z)
-
     def _loss(self, x_a, x_b, *, index, y):
-        p_a, p_b = self._pair(self._online, x_a, x_b)
+        online = [self.encoder, self.projector] + [self.predictor] * (self.predictor is not None)
+        p_a, p_b = self._pair(online, x_a, x_b)
         with torch.no_grad():
-            t_a, t_b = self._pair(self.teacher, x_a, x_b)
+            t_a, t_b = self._pair(list(self.teacher.module), x_a, x_b)
         loss = losses.byol(p_a, t_b) + losses.byol(p_b, t_a)
         return loss, {"center_norm": _center_norm(t_a, t_b)}
 
@@ -803,7 +829,7 @@ class SimSiam(Method):
         return self.projector(self.encoder(x))
 
     def _loss(self, x_a, x_b, *, index, y):
-        z_a, z_b = self._pair(self._project, x_a, x_b)
+        z_a, z_b = self._pair([self.encoder, self.projector], x_a, x_b)
         if self.predictor is None:
             p_a, p_b = z_a, z_b
         else:
@@ -845,7 +871,7 @@ class SwAV(Method):
 
     def _loss(self, x_a, x_b, *, index, y):
         cfg = self.config
-        z_a, z_b = self._pair(self._project, x_a, x_b)
+        z_a, z_b = self._pair([self.encoder, self.projector], x_a, x_b)
         frozen = self.step < cfg.freeze_prototypes_steps
         s_a, s_b = self.prototypes(z_a, detach=frozen), self.prototypes(z_b, detach=frozen)
         queue_a = queue_b = None
@@ -964,7 +990,7 @@ class BarlowTwins(Method):
 
     def _loss(self, x_a, x_b, *, index, y):
         cfg = self.config
-        z_a, z_b = self._pair(self._project, x_a, x_b)
+        z_a, z_b = self._pair([self.encoder, self.projector], x_a, x_b)
         loss = losses.barlow_twins(
             z_a, z_b, lambd=cfg.lambd, scale=cfg.scale, distributed=cfg.distributed
         )
@@ -985,7 +1011,7 @@ class VICReg(Method):
 
     def _loss(self, x_a, x_b, *, index, y):
         cfg = self.config
-        z_a, z_b = self._pair(self._project, x_a, x_b)
+        z_a, z_b = self._pair([self.encoder, self.projector], x_a, x_b)
         if cfg.estimator == "vicreg":
             loss = losses.vicreg(
                 z_a, z_b, sim_coeff=cfg.sim_coeff, std_coeff=cfg.std_coeff,
@@ -1005,12 +1031,8 @@ class _Classifier(Method):
 
     two_views = False
 
-    def _views(self, x_a, x_b):
-        return [x_a] if x_b is None else [x_a, x_b]
-
     def _loss(self, x_a, x_b, *, index, y):
-        views = self._views(x_a, x_b)
-        feats = [self.encoder(x) for x in views]
+        feats = [self.encoder(x_a)] if x_b is None else list(self._pair(self.encoder, x_a, x_b))
         loss = sum(self._ce(self._logits(f), index=index, y=y) for f in feats) / len(feats)
         return loss, {"center_norm": _center_norm(*feats)}
 
@@ -1081,7 +1103,7 @@ class Stability(Method):
 
     def _loss(self, x_a, x_b, *, index, y):
         cfg = self.config
-        z_a, z_b = self._pair(self._project, x_a, x_b)
+        z_a, z_b = self._pair([self.encoder, self.projector], x_a, x_b)
         loss = losses.stability(z_a, z_b, lambd=cfg.lambd, distributed=cfg.distributed)
         return loss, {"center_norm": _center_norm(z_a, z_b)}
 

@@ -254,6 +254,61 @@ def test_diet_and_supervised_cross_entropy_over_views():
     torch.testing.assert_close(s(x_a, y=y)[0], ref)
 
 
+SEPARATE_VIEWS = ["infonce", "byol", "simsiam", "barlow_twins", "vicreg", "stability", "diet"]
+
+
+def _encoder_calls(m):
+    calls = []
+    m.encoder.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    return calls
+
+
+@pytest.mark.parametrize("name", SEPARATE_VIEWS)
+def test_row_independent_encoder_sees_both_views_in_one_batch(name, monkeypatch):
+    # The encoder has no batch norm: one call on both views, with the loss and gradients of
+    # the reference that runs every module once per view (the heads' batch norm keeps each
+    # view's own statistics either way).
+    def loss_and_grads(m):
+        x_a, x_b, index, y = batch()
+        loss, _ = m(x_a, x_b, index=index, y=y)
+        loss.backward()
+        return loss.detach(), {k: p.grad for k, p in m.named_parameters() if p.grad is not None}
+
+    m = make(name)
+    calls = _encoder_calls(m)
+    loss, grads = loss_and_grads(m)
+    assert calls[0] == 2 * N and all(c == 2 * N for c in calls)
+    monkeypatch.setattr("sithlib.methods.mixes_rows", lambda net: True)
+    ref = make(name)
+    ref_calls = _encoder_calls(ref)
+    ref_loss, ref_grads = loss_and_grads(ref)
+    assert ref_calls[:2] == [N, N]
+    torch.testing.assert_close(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys()
+    for k in grads:
+        torch.testing.assert_close(grads[k], ref_grads[k], msg=k)
+
+
+def test_pair_needs_modules_where_views_keep_their_own_statistics():
+    m = make("vicreg")
+    x_a, x_b, _, _ = batch()
+    with pytest.raises(TypeError, match="modules"):
+        m._pair(lambda x: x, x_a, x_b)
+    out = make("simclr")._pair(lambda x: 2 * x, x_a, x_b)  # one batch throughout: any callable
+    torch.testing.assert_close(out[0], 2 * x_a)
+
+
+@pytest.mark.parametrize("name", SEPARATE_VIEWS)
+def test_batch_norm_encoder_keeps_each_views_statistics(name):
+    g = gen(0)
+    encoder = MLP([D_IN, 32, D_FEAT], norm="batch", generator=g)
+    m = build_method(name, encoder, SMALL[name], generator=g)
+    x_a, x_b, index, y = batch()
+    calls = _encoder_calls(m)
+    m(x_a, x_b, index=index, y=y)
+    assert calls[:2] == [N, N]
+
+
 # -- training and determinism --------------------------------------------------------------------
 
 

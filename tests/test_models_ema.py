@@ -116,6 +116,18 @@ def test_update_after_optimizer_step_equals_formula():
     assert not torch.equal(w_t, w_s) and not torch.equal(w_t, EMATeacher(net()).module[0].weight)
 
 
+def test_multi_tensor_update_is_bitwise_the_per_tensor_arithmetic():
+    student = net()
+    teacher = EMATeacher(student, tau0=0.9)
+    opt = torch.optim.SGD(student.parameters(), lr=0.5)
+    _train_step(student, opt, 0)
+    before = {k: v.clone() for k, v in teacher.module.named_parameters()}
+    tau = teacher.update(student, tau=0.7)
+    for name, p_s in student.named_parameters():
+        ref = before[name].mul(tau).add(p_s.detach(), alpha=1.0 - tau)
+        assert torch.equal(dict(teacher.module.named_parameters())[name], ref), name
+
+
 def test_tau_limits():
     student = net()
     teacher = EMATeacher(student)

@@ -238,12 +238,10 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
     def evaluate(model, seed):
         return scores(model.f(x_test), z_test, model.rows(), v, head, kappa)
 
-    # losses.diet checks its labels on the CPU, which vmap cannot trace: CPU seeds train one
-    # after the other (same numbers up to rounding), GPU seeds as one vmapped ensemble.
+    # The seeds train as one vmapped ensemble (the model has no buffers).
     result = train(make_model, sample, loss_fn,
                    TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                               seeds=cfg.seeds, eval_every=cfg.eval_every,
-                               ensemble=torch.device(device).type != "cpu"),
+                               seeds=cfg.seeds, eval_every=cfg.eval_every),
                    device=device, evaluate=evaluate, name=f"{NAME}:{name}:{head}")
     rows = []
     with torch.no_grad():

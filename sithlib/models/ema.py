@@ -85,6 +85,13 @@ def ema_momentum(step: int, total_steps: int, tau0: float = 0.996, tau_end: floa
     return cosine_schedule(step, total_steps, tau0, tau_end)
 
 
+def _move(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
+    """``t <- tau t + (1 - tau) s`` for each pair, with the arithmetic of mul_ then add_."""
+    if targets:
+        torch._foreach_mul_(targets, tau)
+        torch._foreach_add_(targets, sources, alpha=1.0 - tau)
+
+
 class EMATeacher(nn.Module):
     """A frozen copy of a student network, updated as an exponential moving average.
 
@@ -166,18 +173,18 @@ class EMATeacher(nn.Module):
         s_params = dict(student.named_parameters())
         if t_params.keys() != s_params.keys():
             raise ValueError("student parameters do not match the teacher's (different network)")
-        for name, p_t in t_params.items():
-            p_t.mul_(tau).add_(s_params[name].detach(), alpha=1.0 - tau)
+        # Multi-tensor kernels: a few launches for the whole network instead of two per tensor.
+        _move(list(t_params.values()), [s_params[k].detach() for k in t_params], tau)
         if self.buffers_mode != "own":
             t_bufs = dict(self.module.named_buffers())
             s_bufs = dict(student.named_buffers())
             if t_bufs.keys() != s_bufs.keys():
                 raise ValueError("student buffers do not match the teacher's (different network)")
-            for name, b_t in t_bufs.items():
-                b_s = s_bufs[name]
-                if self.buffers_mode == "ema" and b_t.is_floating_point():
-                    b_t.mul_(tau).add_(b_s, alpha=1.0 - tau)
-                else:
-                    b_t.copy_(b_s)
+            moved = [k for k, b in t_bufs.items()
+                     if self.buffers_mode == "ema" and b.is_floating_point()]
+            copied = [k for k in t_bufs if k not in moved]
+            _move([t_bufs[k] for k in moved], [s_bufs[k] for k in moved], tau)
+            if copied:
+                torch._foreach_copy_([t_bufs[k] for k in copied], [s_bufs[k] for k in copied])
         self.last_tau = float(tau)
         return float(tau)
