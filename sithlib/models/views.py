@@ -35,5 +35,6 @@ def both_views(f: Callable, x_a: torch.Tensor, x_b: torch.Tensor):
 def one_batch(f: Callable, x_a: torch.Tensor, x_b: torch.Tensor):
     """``f`` on the concatenated views, split back: ``(f(x_a), f(x_b))`` for row-independent
     ``f``; with batch norm, statistics over both views (SimCLR's, SwAV's and DINO's choice)."""
-    h = f(torch.cat([x_a, x_b]))
-    return h[: x_a.shape[0]], h[x_a.shape[0]:]
+    # split, not two slices: its backward joins the two gradients in one launch.
+    h_a, h_b = f(torch.cat([x_a, x_b])).split([x_a.shape[0], x_b.shape[0]])
+    return h_a, h_b
