@@ -142,6 +142,10 @@ def test_swav_queue_is_used_for_the_codes_only():
     assert abs(got.item() - want.item()) < 1e-12
     assert abs(swav(sa, sb).item() - got.item()) > 1e-6  # the queue changes the codes
     assert abs(swav(sb, sa).item() - swav(sa, sb).item()) < 1e-12
+    # A queue for one view only: the views' Sinkhorn inputs differ in length.
+    one = swav(sa, sb, queue_a=qa_scores)
+    want = -0.5 * ((q_a * lp_b).sum(1).mean() + (sinkhorn(sb) * lp_a).sum(1).mean())
+    assert abs(one.item() - want.item()) < 1e-12
 
 
 # ---------------------------------------------------------------- DINO

@@ -14,13 +14,29 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.losses import _common as C
-from sithlib.losses.distributed import all_reduce_sum, gather, world_size
+from sithlib.losses.distributed import all_reduce_sum, gather, is_distributed, world_size
 
 
 def _global_logsumexp_rows(x: torch.Tensor, distributed: bool) -> torch.Tensor:
-    """logsumexp over dim 0 (the samples) of every process's rows, shape (1, K)."""
-    local = torch.logsumexp(x, dim=0, keepdim=True)
-    return torch.logsumexp(gather(local, distributed), dim=0, keepdim=True)
+    """logsumexp over dim -2 (the samples) of every process's rows, shape (..., 1, K)."""
+    local = torch.logsumexp(x, dim=-2, keepdim=True)
+    if not (distributed and is_distributed()):
+        return local
+    every = gather(local.movedim(-2, 0), distributed)  # (world, ..., K)
+    return torch.logsumexp(every, dim=0, keepdim=True).movedim(0, -2)
+
+
+def _sinkhorn_log(log_q: torch.Tensor, iterations: int, distributed: bool) -> torch.Tensor:
+    """:func:`sinkhorn` from ``log_q = S / epsilon`` of shape (..., n, K), batched over ``...``
+    (SwAV's two views in one set of launches)."""
+    n_global = log_q.shape[-2] * (world_size() if distributed else 1)
+    log_k, log_n = math.log(log_q.shape[-1]), math.log(n_global)
+    total = torch.logsumexp(_global_logsumexp_rows(log_q, distributed), dim=-1, keepdim=True)
+    log_q = log_q - total
+    for _ in range(iterations):
+        log_q = log_q - (_global_logsumexp_rows(log_q, distributed) + log_k)
+        log_q = log_q - (torch.logsumexp(log_q, dim=-1, keepdim=True) + log_n)
+    return torch.exp(log_q + log_n)
 
 
 @torch.no_grad()
@@ -58,15 +74,7 @@ def sinkhorn(
     iterations = C.integer("iterations", iterations, low=0)
     C.flag("distributed", distributed)
 
-    log_q = scores.detach() / eps
-    n_global = log_q.shape[0] * (world_size() if distributed else 1)
-    k = log_q.shape[1]
-    total = torch.logsumexp(_global_logsumexp_rows(log_q, distributed), dim=1, keepdim=True)
-    log_q = log_q - total
-    for _ in range(iterations):
-        log_q = log_q - _global_logsumexp_rows(log_q, distributed) - math.log(k)
-        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(n_global)
-    return torch.exp(log_q + math.log(n_global))
+    return _sinkhorn_log(scores.detach() / eps, iterations, distributed)
 
 
 @C.fp32
@@ -121,20 +129,29 @@ def swav(
     scores_a, scores_b = C.promote(scores_a, scores_b)
     n = scores_a.shape[0]
 
-    def codes(scores, queue, name):
-        if queue is not None:
-            queue = C.tensor(name, queue, shape="(m, K)")
-            if queue.shape[1] != scores.shape[1] or queue.device != scores.device:
-                raise ValueError(
-                    f"{name} must have shape (m, {scores.shape[1]}) on {scores.device}, got "
-                    f"shape {tuple(queue.shape)} on {queue.device}"
-                )
-            scores = torch.cat([queue.to(scores.dtype), scores])
-        q = sinkhorn(scores, epsilon=epsilon, iterations=iterations, distributed=distributed)
-        return q[-n:]
+    eps = C.positive("epsilon", epsilon)
+    iterations = C.integer("iterations", iterations, low=0)
 
-    q_a = codes(scores_a, queue_a, "queue_a")
-    q_b = codes(scores_b, queue_b, "queue_b")
+    def with_queue(scores, queue, name):
+        if queue is None:
+            return scores.detach()
+        queue = C.tensor(name, queue, shape="(m, K)")
+        if queue.shape[1] != scores.shape[1] or queue.device != scores.device:
+            raise ValueError(
+                f"{name} must have shape (m, {scores.shape[1]}) on {scores.device}, got "
+                f"shape {tuple(queue.shape)} on {queue.device}"
+            )
+        return torch.cat([queue.to(scores.dtype), scores.detach()])
+
+    full_a = with_queue(scores_a, queue_a, "queue_a")
+    full_b = with_queue(scores_b, queue_b, "queue_b")
+    with torch.no_grad():
+        if full_a.shape == full_b.shape:  # both views' codes in one batched Sinkhorn
+            q_a, q_b = _sinkhorn_log(torch.stack([full_a, full_b]) / eps, iterations,
+                                     distributed)[:, -n:]
+        else:
+            q_a, q_b = (_sinkhorn_log(s / eps, iterations, distributed)[-n:]
+                        for s in (full_a, full_b))
     log_p_a = F.log_softmax(scores_a / tau, dim=1)
     log_p_b = F.log_softmax(scores_b / tau, dim=1)
     return -0.5 * ((q_a * log_p_b).sum(1).mean() + (q_b * log_p_a).sum(1).mean())
