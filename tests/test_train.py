@@ -55,6 +55,20 @@ def test_vmap_ensemble_equals_separate_runs():
         torch.testing.assert_close(together[s], _params(alone)[0], rtol=1e-5, atol=1e-6)
 
 
+def test_vmap_ensemble_with_tied_weights_equals_separate_runs():
+    # An autoencoder whose decoder reuses the encoder's weight: the ensemble must keep them tied.
+    def tied(seed):
+        torch.manual_seed(seed)
+        enc, dec = nn.Linear(D, D, bias=False), nn.Linear(D, D, bias=False)
+        dec.weight = enc.weight
+        return nn.Sequential(enc, nn.Tanh(), dec)
+
+    together = _params(train(tied, sample, regression, CFG))
+    for s in range(CFG.seeds):
+        alone = train(tied, sample, regression, dataclasses.replace(CFG, seeds=1, first_seed=s))
+        torch.testing.assert_close(together[s], _params(alone)[0], rtol=1e-5, atol=1e-6)
+
+
 def test_lars_ensemble_equals_separate_runs():
     """LARS trust ratios are per model, so stacking seeds under vmap changes nothing."""
     cfg = dataclasses.replace(CFG, optimizer="lars", lr=0.5, weight_decay=1e-4)
