@@ -127,11 +127,12 @@ class Config:
 PROFILES = {
     "quick": Config(),
     # csi's encoder, head, batch, optimiser and data sizes for every row of Table 2, with 3 of
-    # its 5 seeds and 10 000 of its 50 000 steps: on the baseline row (a CPU rehearsal) the
-    # unnormalized head's latent R^2 was 93.9% at 5000 steps and still rising, 98.4% at 10 000
+    # its 5 seeds and 8000 of its 50 000 steps: on the baseline row (a CPU rehearsal) the
+    # unnormalized head's latent R^2 was 93.9% at 5000 steps and still rising, 98.1% at 8000
     # and 98.9% at 15 000 (published: 99.0%). On a GPU a vmapped step of this small network is
-    # bound by the host: ~2.5 ms on our 2-core CPU, so 200 000 steps fit the 10-minute budget.
-    "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=10_000,
+    # bound by the host, ~3 ms for its ~240 launches by our CPU measure: 20 runs x 8000 steps
+    # is about 8 of the experiment's 10 minutes.
+    "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=8000,
                     batch_size=1024, lr=1e-3, seeds=3, eval_every=500, n_eval=8192,
                     cache_cells=True),
 }
