@@ -484,7 +484,6 @@ def _upcast(z: torch.Tensor) -> torch.Tensor:
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
-@torch.no_grad()
 def _chain(nets):
     """The networks ``nets`` applied in turn, as one callable."""
     if len(nets) == 1:
@@ -498,6 +497,7 @@ def _chain(nets):
     return chained
 
 
+@torch.no_grad()
 def _center_norm(*zs: torch.Tensor) -> torch.Tensor:
     """Norm of the mean of the L2-normalised embeddings (the stability paper's center vector)."""
     u = F.normalize(torch.cat(zs).detach().float(), dim=1)
