@@ -145,13 +145,12 @@ def swav(
 
     full_a = with_queue(scores_a, queue_a, "queue_a")
     full_b = with_queue(scores_b, queue_b, "queue_b")
-    with torch.no_grad():
-        if full_a.shape == full_b.shape:  # both views' codes in one batched Sinkhorn
-            q_a, q_b = _sinkhorn_log(torch.stack([full_a, full_b]) / eps, iterations,
-                                     distributed)[:, -n:]
-        else:
-            q_a, q_b = (_sinkhorn_log(s / eps, iterations, distributed)[-n:]
-                        for s in (full_a, full_b))
+    # The inputs are detached: the codes carry no gradient without a no_grad block.
+    if full_a.shape == full_b.shape:  # both views' codes in one batched Sinkhorn
+        q_a, q_b = _sinkhorn_log(torch.stack([full_a, full_b]) / eps, iterations,
+                                 distributed)[:, -n:]
+    else:
+        q_a, q_b = (_sinkhorn_log(s / eps, iterations, distributed)[-n:] for s in (full_a, full_b))
     log_p_a = F.log_softmax(scores_a / tau, dim=1)
     log_p_b = F.log_softmax(scores_b / tau, dim=1)
     return -0.5 * ((q_a * log_p_b).sum(1).mean() + (q_b * log_p_a).sum(1).mean())
