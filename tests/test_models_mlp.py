@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -87,6 +88,30 @@ def test_batch_norm_option_places_bn_before_activation():
         if isinstance(m, nn.BatchNorm1d):
             assert isinstance(mods[i - 1], nn.Linear) and isinstance(mods[i + 1], nn.LeakyReLU)
     assert sum(isinstance(m, nn.BatchNorm1d) for m in mods) == 6
+
+
+def test_linear_before_batch_norm_has_no_bias_and_loses_nothing():
+    enc = MLP([3, 8, 8, 2], norm="batch", generator=gen(0))
+    linears = [m for m in enc.net if isinstance(m, nn.Linear)]
+    assert [lin.bias is None for lin in linears] == [True, True, False]
+    # The same network with a random bias before each BatchNorm: in training mode the batch mean
+    # subtracts it, so the output and every weight's gradient are unchanged.
+    ref = copy.deepcopy(enc)
+    for i, lin in enumerate(linears[:-1]):
+        j = list(enc.net).index(lin)
+        biased = nn.Linear(lin.in_features, lin.out_features)
+        with torch.no_grad():
+            biased.weight.copy_(lin.weight)
+            biased.bias.copy_(torch.randn(lin.out_features, generator=gen(10 + i)) * 3)
+        ref.net[j] = biased
+    x = torch.randn(16, 3, generator=gen(1))
+    out, out_ref = enc(x), ref(x)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    out_ref.square().sum().backward()
+    ref_params = dict(ref.named_parameters())
+    for name, p in enc.named_parameters():
+        torch.testing.assert_close(p.grad, ref_params[name].grad, atol=1e-4, rtol=1e-4)
 
 
 def test_init_is_pytorch_default_and_seeded():

@@ -76,7 +76,9 @@ class MLP(nn.Module):
     radius : float
         Radius of the output sphere.
     bias : bool
-        Whether the Linear layers have a bias.
+        Whether the Linear layers have a bias. A Linear followed by BatchNorm never has one:
+        the batch mean subtracts it exactly (its gradient is zero), so it would only cost a
+        launch forward and one backward per layer.
     generator : torch.Generator, optional
         Source of the initial weights (PyTorch's default uniform init).
 
@@ -110,8 +112,9 @@ class MLP(nn.Module):
             raise ValueError(f"output_norm must be one of {_OUTPUT_NORMS}, got {output_norm!r}")
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            layers.append(nn.Linear(a, b, bias=bias))
-            if i < len(widths) - 2:
+            hidden = i < len(widths) - 2
+            layers.append(nn.Linear(a, b, bias=bias and not (hidden and norm == "batch")))
+            if hidden:
                 if norm == "batch":
                     layers.append(nn.BatchNorm1d(b))
                 layers.append(_activation(activation, negative_slope))
