@@ -130,8 +130,9 @@ PROFILES = {
     # its 5 seeds and 8000 of its 50 000 steps: on the baseline row (a CPU rehearsal) the
     # unnormalized head's latent R^2 was 93.9% at 5000 steps and still rising, 98.1% at 8000
     # and 98.9% at 15 000 (published: 99.0%). On a GPU a vmapped step of this small network is
-    # bound by the host, ~3 ms for its ~240 launches by our CPU measure: 20 runs x 8000 steps
-    # is about 8 of the experiment's 10 minutes.
+    # bound by the host, ~3 ms for its ~240 launches by our CPU measure (206 since the encoder
+    # lost the bias before each BatchNorm): 20 runs x 8000 steps is about 7 of the experiment's
+    # 10 minutes.
     "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=8000,
                     batch_size=1024, lr=1e-3, seeds=3, eval_every=500, n_eval=8192,
                     cache_cells=True),
