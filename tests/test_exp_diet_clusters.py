@@ -96,6 +96,13 @@ def test_comparison_table_has_every_row_head_and_score():
     assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0 ± 0.0"
     assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
     assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
+    assert (table["paper's steps"] == 50_000).all()
+
+
+def test_paper_steps_follow_csi_schedule():
+    # main_diet.py: 50 000 x max(1, N // 1024); 97 times longer for N = 1e5.
+    assert dc.paper_steps("baseline") == 50_000 and dc.paper_steps("n1e5") == 4_850_000
+    assert all(dc.paper_steps(r) == 50_000 for r in dc.TABLE2 if r != "n1e5")
 
 
 def test_every_table2_row_is_complete():
