@@ -106,9 +106,13 @@ def counted(sample):
     """FLOPs and operators of a training call, with ``sample`` and optimiser steps apart."""
     ops = OpCounter()
 
-    def counted_sample(g, n):
-        with ops.during("sample"):
-            return sample(g, n)
+    def counting(f):
+        def counted_sample(g, n):
+            with ops.during("sample"):
+                return f(g, n)
+        return counted_sample
+
+    counted_sample = counting(sample) if callable(sample) else [counting(f) for f in sample]
 
     pre = register_optimizer_step_pre_hook(lambda *a: setattr(ops, "phase", "optimizer"))
     post = register_optimizer_step_post_hook(lambda *a: setattr(ops, "phase", "step"))

@@ -4,7 +4,9 @@ The whole loop fits on one screen (``train``). What varies between experiments c
 three functions:
 
 - ``make_model(seed) -> nn.Module``: a fresh model, initialised from ``seed``;
-- ``sample(generator, n) -> tuple of tensors``: one batch, drawn on the device from ``generator``;
+- ``sample(generator, n) -> tuple of tensors``: one batch, drawn on the device from ``generator``
+  (or a list of such functions, one per seed: an ensemble whose members learn different data,
+  such as one configuration of a grid each);
 - ``loss_fn(model, batch) -> (loss, embedding)`` or ``(loss, embedding, logs)``: the scalar
   loss, an embedding whose spread is watched for collapse and, optionally, a dict of scalar
   tensors that become columns of the curves at eval steps (for example a method's center norm).
@@ -265,6 +267,16 @@ class _Step(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def _per_seed(sample, n: int) -> list[Callable]:
+    if callable(sample):
+        return [sample] * n
+    samplers = list(sample)
+    if len(samplers) != n or not all(callable(f) for f in samplers):
+        raise ValueError(f"sample must be a function or a list of {n} functions (one per seed), "
+                         f"got {sample!r}")
+    return samplers
+
+
 def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Callable,
           cfg: TrainConfig, *, device: str = "cpu", evaluate: Callable | None = None,
           checkpoint=None, name: str = "run", data_seed_offset: int = 10_000) -> TrainResult:
@@ -287,6 +299,7 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
 def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
            data_seed_offset) -> TrainResult:
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    samplers = _per_seed(sample, len(seeds))
     if torch.device(device).type == "cpu":
         keep_freed_cpu_memory()
     memory = {"memory_format": torch.channels_last} if cfg.channels_last else {}
@@ -375,7 +388,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     prefetch = cfg.prefetch_steps(device)
     pending: collections.deque[list[tuple]] = collections.deque()  # coming steps' batches
 
-    def draw_steps(g) -> list[tuple]:
+    def draw_steps(g, sample) -> list[tuple]:
         # One call for `prefetch` steps: the sampler's syncs are paid once for all of them.
         parts = [t.split(cfg.batch_size) for t in sample(g, cfg.batch_size * prefetch)]
         steps = []
@@ -391,8 +404,8 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         # Checkpoints fall on multiples of `prefetch`, where nothing is pending: resuming
         # draws exactly what the uninterrupted run drew.
         if not pending:
-            pending.extend(list(step) for step in zip(*[draw_steps(g) for g in gens],
-                                                      strict=True))
+            pending.extend(list(step) for step in zip(
+                *[draw_steps(g, f) for g, f in zip(gens, samplers, strict=True)], strict=True))
         return pending.popleft()
 
     if cfg.compile:

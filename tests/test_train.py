@@ -55,6 +55,30 @@ def test_vmap_ensemble_equals_separate_runs():
         torch.testing.assert_close(together[s], _params(alone)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_one_sampler_per_seed_equals_separate_runs_on_each_data(ensemble):
+    # Seed s learns data mixed by A scaled by s + 1: three different regressions in one ensemble.
+    def scaled(c):
+        def draw(generator, n):
+            z, x = sample(generator, n)
+            return z, c * x
+        return draw
+
+    samplers = [scaled(s + 1.0) for s in range(CFG.seeds)]
+    cfg = dataclasses.replace(CFG, ensemble=ensemble)
+    together = _params(train(make_model, samplers, regression, cfg))
+    for s in range(CFG.seeds):
+        alone = train(make_model, samplers[s], regression,
+                      dataclasses.replace(cfg, seeds=1, first_seed=s))
+        torch.testing.assert_close(together[s], _params(alone)[0], rtol=1e-5, atol=1e-6)
+    # ... and not what seed 2 learns from seed 0's data.
+    other = train(make_model, samplers[0], regression, dataclasses.replace(cfg, seeds=1,
+                                                                           first_seed=2))
+    assert not torch.allclose(together[2], _params(other)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="list of 3 functions"):
+        train(make_model, samplers[:2], regression, cfg)
+
+
 def test_vmap_ensemble_with_tied_weights_equals_separate_runs():
     # An autoencoder whose decoder reuses the encoder's weight: the ensemble must keep them tied.
     def tied(seed):
