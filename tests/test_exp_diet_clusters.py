@@ -105,6 +105,29 @@ def test_paper_steps_follow_csi_schedule():
     assert all(dc.paper_steps(r) == 50_000 for r in dc.TABLE2 if r != "n1e5")
 
 
+def test_rows_of_one_shape_train_as_one_ensemble_and_the_first_row_is_unchanged():
+    assert dc.groups(dc.TABLE2) == [
+        ("baseline", "c10", "c1000", "kappa5", "kappa50", "laplace", "normal"), ("n1e5",),
+        ("d10",), ("d20",)]
+    assert dc.groups(("d10", "kappa50", "baseline")) == [("baseline", "kappa50"), ("d10",)]
+    cfg = dataclasses.replace(TINY["diet_clusters"], heads=("unnormalized",),
+                              rows=("baseline", "laplace", "d10"), steps_other_shapes=10)
+    both = dc.run(cfg)
+    m, c = both["metrics"], both["curves"]
+    # Every row has its own scores, seeds and curves; d10 trained for its own number of steps.
+    for row, steps in (("baseline", 20), ("laplace", 20), ("d10", 10)):
+        part = m[(m.row == row) & (m.metric == "r2_z")]
+        assert sorted(part.seed) == [0, 1] and (m[m.row == row].steps == steps).all()
+        assert c[c.row == row].step.max() == steps and sorted(set(c[c.row == row].seed)) == [0, 1]
+    assert m[m.row == "laplace"].value.tolist() != m[m.row == "baseline"].value.tolist()
+    table = dc.comparison_table(m)
+    assert sorted(set(table.steps)) == [10, 20]
+    # The first row's members have the same networks and data streams as when it trains alone.
+    alone = dc.run(dataclasses.replace(cfg, rows=("baseline",)))["metrics"]
+    first = m[m.row == "baseline"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, alone, rtol=1e-4, atol=1e-5)
+
+
 def test_every_table2_row_is_complete():
     for name, row in dc.TABLE2.items():
         assert set(row.published) == {f"{q} {h}" for q in ("r2_z", "r2_w") for h in dc.HEADS} | {
@@ -139,3 +162,5 @@ def test_bad_config_names_the_allowed_values():
         dc.Config(rows=("d7",))
     with pytest.raises(ValueError, match="heads"):
         dc.Config(heads=("cosine",))
+    with pytest.raises(ValueError, match="steps_other_shapes"):
+        dc.Config(steps_other_shapes=-1)

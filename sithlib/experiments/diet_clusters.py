@@ -37,7 +37,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "diet_clusters"
-VERSION = 1
+VERSION = 2
 TITLE = "Cross-entropy and DIET identify latents and clusters"
 CHAPTER = "chapters/01_sith/04_diet"
 
@@ -114,13 +114,14 @@ class Config:
     n_instances: int = 0  # 0: the row's N; else every row uses this N
     mixing_layers: int = 4
     steps: int = 2000
+    steps_other_shapes: int = 0  # rows whose d or N differ from the baseline's; 0: steps
     batch_size: int = 256
     lr: float = 3e-3  # csi: 1e-3 (the short quick runs learn faster with a larger step)
     seeds: int = 2
     eval_every: int = 500
     n_eval: int = 4096
     dgp_seed: int = 0
-    cache_cells: bool = False  # run and cache (row, head) cells one by one, resumable
+    cache_cells: bool = False  # run and cache (rows of one shape, head) cells, resumable
 
     def __post_init__(self):
         unknown = [r for r in self.rows if r not in TABLE2]
@@ -131,21 +132,27 @@ class Config:
             raise ValueError(f"heads must be a non-empty subset of {list(HEADS)}, got {bad}")
         if self.hidden_layers < 2:
             raise ValueError(f"hidden_layers must be >= 2, got {self.hidden_layers}")
+        if self.steps_other_shapes < 0:
+            raise ValueError(f"steps_other_shapes must be >= 0 (0: steps), "
+                             f"got {self.steps_other_shapes}")
 
 
 PROFILES = {
     "quick": Config(),
     # csi's encoder, head, batch, optimiser and data sizes for every row of Table 2, with 3 of
-    # its 5 seeds and 8000 of its 50 000 steps: on the baseline row (a CPU rehearsal) the
-    # unnormalized head's latent R^2 was 93.9% at 5000 steps and still rising, 98.1% at 8000
-    # and 98.9% at 15 000 (published: 99.0%). On a GPU a vmapped step of this small network is
-    # bound by the host, ~3 ms for its ~240 launches by our CPU measure (206 since the encoder
-    # lost the bias before each BatchNorm): 20 runs x 8000 steps is about 7 of the experiment's
-    # 10 minutes. The N = 1e5 row falls far short at this length (rehearsed: unnormalized
-    # R^2 66% of z, 58% of w at 8000 steps, still rising; published 99.7 / 99.8 after csi's
-    # 4.85M steps, paper_steps), and no budget of minutes closes that gap: the chapter says so.
-    "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=8000,
-                    batch_size=1024, lr=1e-3, seeds=3, eval_every=500, n_eval=8192,
+    # its 5 seeds. The seven rows of the baseline's shape (d = 5, N = 1000) train as one vmapped
+    # ensemble of 21 members for csi's full 50 000 steps: CPU rehearsals (1 seed) showed 8000
+    # steps fall 4 to 31 R^2 points short on |C| = 10 and kappa = 50 (curves still rising),
+    # while the baseline's unnormalized head and both Laplace heads were within 1. On a GPU a
+    # vmapped step of this small network is bound by the host (~3 ms for ~200 launches by our
+    # CPU measure, whatever the number of members), so 2 heads x 50 000 steps take about 5
+    # minutes. d = 10, d = 20 and N = 1e5 have shapes of their own and train 8000 steps each
+    # (about 2 minutes); at N = 1e5 that is far too short (rehearsed: unnormalized R^2 66% of
+    # z, 58% of w, still rising; published 99.7 / 99.8 after csi's 4.85M steps, paper_steps):
+    # the chapter says so.
+    "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=50_000,
+                    steps_other_shapes=8000, batch_size=1024, lr=1e-3, seeds=3,
+                    eval_every=2000, n_eval=8192,
                     cache_cells=True),
 }
 
@@ -222,62 +229,106 @@ def scores(h: torch.Tensor, z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, h
     return out
 
 
+def _shape(name: str) -> tuple[int, int]:
+    return TABLE2[name].dim, TABLE2[name].n_instances
+
+
+def groups(rows) -> list[tuple[str, ...]]:
+    """The rows in groups of one network shape (d, N), in Table 2 order: a group trains as one
+    vmapped ensemble, every seed of every row a member."""
+    out: dict[tuple[int, int], list[str]] = {}
+    for name in TABLE2:
+        if name in rows:
+            out.setdefault(_shape(name), []).append(name)
+    return [tuple(g) for g in out.values()]
+
+
+def row_steps(cfg: Config, name: str) -> int:
+    """Steps a row trains: ``steps`` for the baseline's shape, else ``steps_other_shapes``."""
+    other = _shape(name) != _shape("baseline") and cfg.steps_other_shapes
+    return cfg.steps_other_shapes if other else cfg.steps
+
+
+class _Row:
+    """One row's DGP, held-out latents and scoring, for the members that learn it."""
+
+    def __init__(self, name: str, n_inst: int, cfg: Config, device: str):
+        row = TABLE2[name]
+        self.dgp = _dgp(row, n_inst, cfg, device)
+        test_gen = torch.Generator(device=device).manual_seed(2**31 - 1)
+        self.z_test = self.dgp.sample_latents(cfg.n_eval, test_gen)
+        self.x_test = self.dgp.mixing(self.z_test)
+        index = torch.arange(n_inst, device=device)
+        self.v = self.dgp.clusters.cluster_vectors[self.dgp.cluster_of(index)].to(self.z_test.dtype)
+        # csi's MAE_o(z) compares with 1 / c-param, which is kappa for vMF and 10 x the scale else.
+        self.kappa = row.param if row.conditional == "vmf" else 10.0 * row.param
+
+    def sample(self, generator, n):
+        index = self.dgp.sample_index(n, generator)
+        return self.dgp.mixing(self.dgp.sample_latents(generator=generator, index=index)), index
+
+    def scores(self, model, head):
+        return scores(model.f(self.x_test), self.z_test, model.rows(), self.v, head, self.kappa)
+
+
 def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
-    """Train DIET with one head on one Table 2 row; metrics and curves of every seed."""
-    cfg = Config(**{k: v for k, v in cell.items() if k not in ("row", "head")})
-    name, head = cell["row"], cell["head"]
-    row = TABLE2[name]
-    n_inst = cfg.n_instances or row.n_instances
-    dgp = _dgp(row, n_inst, cfg, device)
-    test_gen = torch.Generator(device=device).manual_seed(2**31 - 1)
-    z_test = dgp.sample_latents(cfg.n_eval, test_gen)
-    x_test = dgp.mixing(z_test)
-    v = dgp.clusters.cluster_vectors[dgp.cluster_of(torch.arange(n_inst, device=device))]
-    v = v.to(z_test.dtype)
-    # csi's MAE_o(z) compares with 1 / c-param, which is kappa for vMF and 10 x the scale else.
-    kappa = row.param if row.conditional == "vmf" else 10.0 * row.param
+    """Train DIET with one head on a group of Table 2 rows of one shape; every seed's metrics
+    and curves, per row."""
+    cfg = Config(**{k: v for k, v in cell.items() if k not in ("rows", "head")})
+    names, head = tuple(cell["rows"]), cell["head"]
+    dim, n_row = _shape(names[0])
+    n_inst = cfg.n_instances or n_row
+    data = {name: _Row(name, n_inst, cfg, device) for name in names}
+    # Member m learns row names[m // seeds] with seed m % seeds: the same initial network as
+    # when that row trains alone, and its own data stream.
+    members = [(name, seed) for name in names for seed in range(cfg.seeds)]
 
-    def make_model(seed: int):
-        gen = torch.Generator().manual_seed(seed)
-        return DIETModel(row.dim, n_inst, _widths(cfg, row.dim), head == "normalized", gen)
-
-    def sample(generator, n):
-        index = dgp.sample_index(n, generator)
-        return dgp.mixing(dgp.sample_latents(generator=generator, index=index)), index
+    def make_model(m: int):
+        gen = torch.Generator().manual_seed(members[m][1])
+        return DIETModel(dim, n_inst, _widths(cfg, dim), head == "normalized", gen)
 
     def loss_fn(model, batch):
         x, index = batch
         h, logits = model(x)
         return diet(logits, index), h
 
-    def evaluate(model, seed):
-        return scores(model.f(x_test), z_test, model.rows(), v, head, kappa)
+    def evaluate(model, m):
+        return data[members[m][0]].scores(model, head)
 
-    # The seeds train as one vmapped ensemble (the model has no buffers).
-    result = train(make_model, sample, loss_fn,
-                   TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                               seeds=cfg.seeds, eval_every=cfg.eval_every),
-                   device=device, evaluate=evaluate, name=f"{NAME}:{name}:{head}")
+    # The members train as one vmapped ensemble (the model has no buffers). On a GPU each of
+    # their samplers synchronises in its rejection loop: draw 64 steps of data per call.
+    steps = row_steps(cfg, names[0])
+    result = train(make_model, [data[name].sample for name, _ in members], loss_fn,
+                   TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                               seeds=len(members), eval_every=cfg.eval_every,
+                               prefetch=None if torch.device(device).type == "cpu" else 64),
+                   device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}:{head}")
     rows = []
     with torch.no_grad():
-        for seed, model in enumerate(result.models):
+        for m, model in enumerate(result.models):
             model.eval()
-            values = scores(model.f(x_test), z_test, model.rows(), v, head, kappa)
-            rows += [{"seed": seed, "metric": k, "value": val} for k, val in values.items()]
-        # The raw observations, scored the same way: how much of z a linear map sees in x.
-        raw = r2_linear(x_test, z_test, fit_intercept=head == "unnormalized")
-        rows.append({"seed": 0, "metric": "r2_z_raw_x", "value": raw})
+            name, seed = members[m]
+            rows += [{"row": name, "seed": seed, "metric": k, "value": val}
+                     for k, val in data[name].scores(model, head).items()]
+        for name in names:
+            # The raw observations, scored the same way: how much of z a linear map sees in x.
+            raw = r2_linear(data[name].x_test, data[name].z_test,
+                            fit_intercept=head == "unnormalized")
+            rows.append({"row": name, "seed": 0, "metric": "r2_z_raw_x", "value": raw})
     for failure in result.failures:
-        rows.append({"seed": failure["seed"], "metric": "failure_step",
+        name, seed = members[failure["seed"]]
+        rows.append({"row": name, "seed": seed, "metric": "failure_step",
                      "value": float(failure["step"])})
-    metrics = pd.DataFrame(rows).assign(row=name, head=head)
-    curves = pd.DataFrame(result.curves).assign(row=name, head=head)
-    return {"metrics": metrics, "curves": curves}
+    metrics = pd.DataFrame(rows).assign(head=head, steps=steps)
+    curves = pd.DataFrame(result.curves)
+    curves["row"] = [members[m][0] for m in curves.seed]
+    curves["seed"] = [members[m][1] for m in curves.seed]
+    return {"metrics": metrics, "curves": curves.assign(head=head)}
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     shared = asdict(cfg)
-    cells = [{**shared, "row": r, "head": h} for r in cfg.rows for h in cfg.heads]
+    cells = [{**shared, "rows": g, "head": h} for h in cfg.heads for g in groups(cfg.rows)]
     if cfg.cache_cells:
         from sithlib.results import run_grid  # results imports experiments: import late
 
@@ -297,9 +348,11 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
     R^2 in % as in the paper; ``|Δ|`` is the absolute difference of the means in R^2 points
     (or MAE units), ``within 2`` says whether an R^2 lies within 2 points of the published one,
-    and ``paper's steps`` is the row's training length in the paper's code (``paper_steps``).
+    ``steps`` the steps we trained (when ``metrics`` records them) and ``paper's steps`` the
+    row's training length in the paper's code (``paper_steps``).
     """
     m = metrics[metrics.metric.isin(_QUANTITIES)]
+    trained = m.groupby("row").steps.max() if "steps" in m else {}
     agg = m.groupby(["row", "head", "metric"]).value.agg(["mean", "std", "count"]).reset_index()
     out = []
     for r in agg.itertuples():
@@ -314,6 +367,7 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
                     "ours": ours, "published": f"{pub_mean:g} ± {pub_sd:g}",
                     "|Δ|": round(delta, 2 if scale == 100.0 else 3),
                     "within 2": bool(delta <= 2.0) if scale == 100.0 else None,
+                    **({"steps": int(trained[r.row])} if r.row in trained else {}),
                     "paper's steps": paper_steps(r.row), "seeds": int(r.count),
                     "source": SOURCE, "_row": list(TABLE2).index(r.row)})
     table = pd.DataFrame(out).sort_values(["_row", "head", "score"], kind="stable")
