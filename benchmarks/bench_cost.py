@@ -14,7 +14,8 @@ they are counted here, on any machine, before GPU time is spent:
   launch in eager mode on a GPU, where a small network's step is bound by launches, not by
   arithmetic. Seeds trained one after the other (stateful methods, BatchNorm) count once each,
   a vmapped ensemble once for all; the sampler's operators count once per 16 steps (the
-  engine's prefetch on a GPU); the optimiser is left out (fused on a GPU: a few launches);
+  engine's prefetch on a GPU) or per the run's own ``prefetch``; the optimiser is left out
+  (fused on a GPU: a few launches);
 - per run (printed, not stored): ``step_syncs``, operators of one step (sampler and
   optimiser aside) that would make a GPU wait for the host, such as reading a value back or a
   boolean mask. Counted on the CPU, it includes checks that only run there (label ranges);
@@ -55,9 +56,9 @@ from sithlib.results import config_hash
 from sithlib.train import TrainResult
 
 QUICK = ("infonce_sphere", "platonic")
-PREFETCH = 16  # steps of data per sampler call on a GPU (TrainConfig.prefetch_steps)
+PREFETCH = 16  # steps of data per sampler call on a GPU, unless the run sets its own
 RUN_COLUMNS = ["experiment", "name", "steps", "seeds", "batch", "vmapped", "step_flop",
-               "step_ops", "sample_ops", "optimizer_ops", "step_syncs"]
+               "step_ops", "sample_ops", "prefetch", "optimizer_ops", "step_syncs"]
 
 
 def _schedule(cfg) -> list[int]:
@@ -153,7 +154,7 @@ class CountingTrain:
             "experiment": self.experiment, "name": name, "steps": cfg.steps, "seeds": cfg.seeds,
             "batch": cfg.batch_size, "vmapped": cfg.ensemble and cfg.seeds > 1 and not stateful,
             "step_flop": f2 - f1, "step_ops": ops2["step"] - ops1["step"],
-            "sample_ops": ops2["sample"] - ops1["sample"],
+            "sample_ops": ops2["sample"] - ops1["sample"], "prefetch": cfg.prefetch or PREFETCH,
             "optimizer_ops": ops2["optimizer"] - ops1["optimizer"],
             "step_syncs": syncs2["step"] - syncs1["step"],
         })
@@ -195,7 +196,7 @@ def summarize(runs: pd.DataFrame, names) -> pd.DataFrame:
     r = runs.assign(model_steps=runs.steps * runs.seeds,
                     samples=runs.steps * runs.seeds * runs.batch,
                     train_tflop=runs.steps * runs.step_flop / 1e12,
-                    launches=runs.steps * (runs.step_ops + runs.sample_ops / PREFETCH))
+                    launches=runs.steps * (runs.step_ops + runs.sample_ops / runs.prefetch))
     columns = ["steps", "model_steps", "samples", "train_tflop", "launches"]
     groups = r.groupby("experiment")
     per = (groups[columns].sum().join(groups.size().rename("runs"))

@@ -84,8 +84,9 @@ def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
     counting = bench.CountingTrain()
     counting.experiment = "a"
     _linear_run(counting, TrainConfig(steps=10, batch_size=8, seeds=3), buffers=True)
-    _linear_run(counting, TrainConfig(steps=4, batch_size=16, seeds=2))
+    _linear_run(counting, TrainConfig(steps=4, batch_size=16, seeds=2, prefetch=4))
     assert [r["vmapped"] for r in counting.runs] == [False, True]
+    assert [r["prefetch"] for r in counting.runs] == [16, 4]  # a GPU's 16, or the run's own
     per = bench.summarize(bench.pd.DataFrame(counting.runs), ["a", "b"])
     a = per.loc["a"]
     assert (a.runs, a.steps, a.model_steps, a.samples) == (2, 14, 30 + 8, 10 * 3 * 8 + 4 * 2 * 16)
@@ -93,7 +94,7 @@ def test_cost_summary_counts_seeds_of_stateful_models_one_after_the_other():
     first, second = counting.runs
     assert first["step_ops"] > 3 * second["step_ops"] / 2 > 0
     assert a.launches == 10 * (first["step_ops"] + first["sample_ops"] / 16) + 4 * (
-        second["step_ops"] + second["sample_ops"] / 16)
+        second["step_ops"] + second["sample_ops"] / 4)
     assert per.loc["b"].sum() == 0 and (per.loc["all"] == per.loc["a"]).all()
 
 
@@ -145,7 +146,7 @@ def test_cost_store_keeps_earlier_counts_and_commands(store, monkeypatch):
 
     bench = _bench("cost")
     row = {"name": "x", "steps": 10, "seeds": 2, "batch": 4, "vmapped": True, "step_flop": 1e12,
-           "step_ops": 100, "sample_ops": 32, "optimizer_ops": 5, "step_syncs": 0}
+           "step_ops": 100, "sample_ops": 32, "prefetch": 16, "optimizer_ops": 5, "step_syncs": 0}
     monkeypatch.setattr(bench, "count", lambda names: bench.pd.DataFrame(
         [{**row, "experiment": n} for n in names], columns=bench.RUN_COLUMNS))
     bench.store(["platonic"])

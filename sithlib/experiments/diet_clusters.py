@@ -296,12 +296,13 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
         return data[members[m][0]].scores(model, head)
 
     # The members train as one vmapped ensemble (the model has no buffers). On a GPU each of
-    # their samplers synchronises in its rejection loop: draw 64 steps of data per call.
+    # their samplers synchronises in its rejection loop: draw 64 steps of data per call (on
+    # any device, so that bench_cost counts what a GPU runs; the numbers do not change).
     steps = row_steps(cfg, names[0])
     result = train(make_model, [data[name].sample for name, _ in members], loss_fn,
                    TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                seeds=len(members), eval_every=cfg.eval_every,
-                               prefetch=None if torch.device(device).type == "cpu" else 64),
+                               prefetch=64),
                    device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}:{head}")
     rows = []
     with torch.no_grad():
