@@ -141,15 +141,17 @@ PROFILES = {
     "quick": Config(),
     # csi's encoder, head, batch, optimiser and data sizes for every row of Table 2, with 3 of
     # its 5 seeds. The seven rows of the baseline's shape (d = 5, N = 1000) train as one vmapped
-    # ensemble of 21 members for csi's full 50 000 steps: CPU rehearsals (1 seed) showed 8000
-    # steps fall 4 to 31 R^2 points short on |C| = 10 and kappa = 50 (curves still rising),
-    # while the baseline's unnormalized head and both Laplace heads were within 1. On a GPU a
-    # vmapped step of this small network is bound by the host (~3 ms for ~200 launches by our
-    # CPU measure, whatever the number of members), so 2 heads x 50 000 steps take about 5
-    # minutes. d = 10, d = 20 and N = 1e5 have shapes of their own and train 8000 steps each
-    # (about 2 minutes); at N = 1e5 that is far too short (rehearsed: unnormalized R^2 66% of
-    # z, 58% of w, still rising; published 99.7 / 99.8 after csi's 4.85M steps, paper_steps):
-    # the chapter says so.
+    # ensemble of 21 members for csi's full 50 000 steps: CPU rehearsals (1 seed, both heads)
+    # showed 8000 steps fall 4 to 31 R^2 points short on |C| = 10, kappa = 50 and the Normal
+    # row's unnormalized head (rising, or on a plateau), while kappa = 5, |C| = 1000, Laplace
+    # and the baseline's unnormalized head were within 2 points of the paper. On a GPU a
+    # vmapped step of this small network is bound by the host: measured on the 2-core CPU with
+    # tiny widths (so that only the host's work is left), ~3 ms per step for 3 members and
+    # ~4.5 ms for 21, so 2 heads x 50 000 steps take up to ~7.5 minutes and the other rows
+    # (d = 10, d = 20, N = 1e5: shapes of their own, 8000 steps) ~2.5, close to the 10-minute
+    # budget of an experiment; a faster host shortens both. At N = 1e5 8000 steps are far too
+    # short (rehearsed: unnormalized R^2 66% of z, 58% of w, still rising; published 99.7 /
+    # 99.8 after csi's 4.85M steps, paper_steps): the chapter says so.
     "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=50_000,
                     steps_other_shapes=8000, batch_size=1024, lr=1e-3, seeds=3,
                     eval_every=2000, n_eval=8192,
