@@ -111,7 +111,7 @@ def test_rows_of_one_shape_train_as_one_ensemble_and_the_first_row_is_unchanged(
         ("d10",), ("d20",)]
     assert dc.groups(("d10", "kappa50", "baseline")) == [("baseline", "kappa50"), ("d10",)]
     cfg = dataclasses.replace(TINY["diet_clusters"], heads=("unnormalized",),
-                              rows=("baseline", "laplace", "d10"), steps_other_shapes=10)
+                              rows=("baseline", "laplace", "d10"), other_shape_steps=10)
     both = dc.run(cfg)
     m, c = both["metrics"], both["curves"]
     # Every row has its own scores, seeds and curves; d10 trained for its own number of steps.
@@ -134,6 +134,11 @@ def test_every_table2_row_is_complete():
             "mae_z normalized", "mae_w normalized"}, name
         assert dc.setting_label(name).startswith(f"N={row.n_instances:g}")
     assert set(dc.PROFILES["paper"].rows) == set(dc.TABLE2)
+    # The paper smoke run shrinks every step count (a field's name ends in "steps").
+    from sithlib.experiments import shrink
+
+    small = shrink(dc.PROFILES["paper"])
+    assert (small.steps, small.other_shape_steps) == (4, 4)
 
 
 def test_cells_are_cached_and_read_back(store):
@@ -162,5 +167,5 @@ def test_bad_config_names_the_allowed_values():
         dc.Config(rows=("d7",))
     with pytest.raises(ValueError, match="heads"):
         dc.Config(heads=("cosine",))
-    with pytest.raises(ValueError, match="steps_other_shapes"):
-        dc.Config(steps_other_shapes=-1)
+    with pytest.raises(ValueError, match="other_shape_steps"):
+        dc.Config(other_shape_steps=-1)

@@ -114,7 +114,7 @@ class Config:
     n_instances: int = 0  # 0: the row's N; else every row uses this N
     mixing_layers: int = 4
     steps: int = 2000
-    steps_other_shapes: int = 0  # rows whose d or N differ from the baseline's; 0: steps
+    other_shape_steps: int = 0  # rows whose d or N differ from the baseline's; 0: steps
     batch_size: int = 256
     lr: float = 3e-3  # csi: 1e-3 (the short quick runs learn faster with a larger step)
     seeds: int = 2
@@ -132,9 +132,9 @@ class Config:
             raise ValueError(f"heads must be a non-empty subset of {list(HEADS)}, got {bad}")
         if self.hidden_layers < 2:
             raise ValueError(f"hidden_layers must be >= 2, got {self.hidden_layers}")
-        if self.steps_other_shapes < 0:
-            raise ValueError(f"steps_other_shapes must be >= 0 (0: steps), "
-                             f"got {self.steps_other_shapes}")
+        if self.other_shape_steps < 0:
+            raise ValueError(f"other_shape_steps must be >= 0 (0: steps), "
+                             f"got {self.other_shape_steps}")
 
 
 PROFILES = {
@@ -153,7 +153,7 @@ PROFILES = {
     # short (rehearsed: unnormalized R^2 66% of z, 58% of w, still rising; published 99.7 /
     # 99.8 after csi's 4.85M steps, paper_steps): the chapter says so.
     "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=50_000,
-                    steps_other_shapes=8000, batch_size=1024, lr=1e-3, seeds=3,
+                    other_shape_steps=8000, batch_size=1024, lr=1e-3, seeds=3,
                     eval_every=2000, n_eval=8192,
                     cache_cells=True),
 }
@@ -246,9 +246,9 @@ def groups(rows) -> list[tuple[str, ...]]:
 
 
 def row_steps(cfg: Config, name: str) -> int:
-    """Steps a row trains: ``steps`` for the baseline's shape, else ``steps_other_shapes``."""
-    other = _shape(name) != _shape("baseline") and cfg.steps_other_shapes
-    return cfg.steps_other_shapes if other else cfg.steps
+    """Steps a row trains: ``steps`` for the baseline's shape, else ``other_shape_steps``."""
+    other = _shape(name) != _shape("baseline") and cfg.other_shape_steps
+    return cfg.other_shape_steps if other else cfg.steps
 
 
 class _Row:
