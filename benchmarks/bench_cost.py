@@ -13,9 +13,9 @@ they are counted here, on any machine, before GPU time is spent:
 - ``launches``: steps x the operators one step dispatches (views excluded), each a kernel
   launch in eager mode on a GPU, where a small network's step is bound by launches, not by
   arithmetic. Seeds trained one after the other (stateful methods, BatchNorm) count once each,
-  a vmapped ensemble once for all; the sampler's operators count once per 16 steps (the
-  engine's prefetch on a GPU) or per the run's own ``prefetch``; the optimiser is left out
-  (fused on a GPU: a few launches);
+  a vmapped ensemble once for all; the sampler's operators count once per the steps of
+  data the engine draws per call on a GPU (``TrainConfig.prefetch_steps``); the optimiser is
+  left out (fused on a GPU: a few launches);
 - per run (printed, not stored): ``step_syncs``, operators of one step (sampler and
   optimiser aside) that would make a GPU wait for the host, such as reading a value back or a
   boolean mask. Counted on the CPU, it includes checks that only run there (label ranges);
@@ -56,7 +56,6 @@ from sithlib.results import config_hash
 from sithlib.train import TrainResult
 
 QUICK = ("infonce_sphere", "platonic")
-PREFETCH = 16  # steps of data per sampler call on a GPU, unless the run sets its own
 RUN_COLUMNS = ["experiment", "name", "steps", "seeds", "batch", "vmapped", "step_flop",
                "step_ops", "sample_ops", "prefetch", "optimizer_ops", "step_syncs"]
 
@@ -154,7 +153,7 @@ class CountingTrain:
             "experiment": self.experiment, "name": name, "steps": cfg.steps, "seeds": cfg.seeds,
             "batch": cfg.batch_size, "vmapped": cfg.ensemble and cfg.seeds > 1 and not stateful,
             "step_flop": f2 - f1, "step_ops": ops2["step"] - ops1["step"],
-            "sample_ops": ops2["sample"] - ops1["sample"], "prefetch": cfg.prefetch or PREFETCH,
+            "sample_ops": ops2["sample"] - ops1["sample"], "prefetch": cfg.prefetch_steps("cuda"),
             "optimizer_ops": ops2["optimizer"] - ops1["optimizer"],
             "step_syncs": syncs2["step"] - syncs1["step"],
         })

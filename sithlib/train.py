@@ -388,9 +388,9 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     prefetch = cfg.prefetch_steps(device)
     pending: collections.deque[list[tuple]] = collections.deque()  # coming steps' batches
 
-    def draw_steps(g, sample) -> list[tuple]:
+    def draw_steps(g, draw) -> list[tuple]:
         # One call for `prefetch` steps: the sampler's syncs are paid once for all of them.
-        parts = [t.split(cfg.batch_size) for t in sample(g, cfg.batch_size * prefetch)]
+        parts = [t.split(cfg.batch_size) for t in draw(g, cfg.batch_size * prefetch)]
         steps = []
         for batch in zip(*parts, strict=True):
             batch = tuple(t.chunk(world)[rank] for t in batch)

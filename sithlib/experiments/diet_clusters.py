@@ -247,8 +247,9 @@ def groups(rows) -> list[tuple[str, ...]]:
 
 def row_steps(cfg: Config, name: str) -> int:
     """Steps a row trains: ``steps`` for the baseline's shape, else ``other_shape_steps``."""
-    other = _shape(name) != _shape("baseline") and cfg.other_shape_steps
-    return cfg.other_shape_steps if other else cfg.steps
+    if cfg.other_shape_steps and _shape(name) != _shape("baseline"):
+        return cfg.other_shape_steps
+    return cfg.steps
 
 
 class _Row:
