@@ -14,6 +14,7 @@ from sithlib.dgp import (
     Sphere,
     make_space,
     mean_resultant_length,
+    logit_scale,
     negative_indices,
     sample_conditional,
     sample_marginal,
@@ -172,6 +173,52 @@ def test_cluster_instances():
         ci.sample(torch.tensor([1000]))
     with pytest.raises(ValueError, match="unit"):
         ClusterInstance(2 * v, 10)
+
+
+@pytest.mark.parametrize("kappa", (5.0, 10.0, 50.0))
+def test_logit_scale_recovers_the_vmf_concentration(kappa):
+    # The vMF cluster posterior is exactly softmax(kappa <v_c, z>): the MLE is kappa.
+    v = Sphere(5).uniform(100, generator=_gen(30), dtype=torch.float64)
+    fitted = ClusterInstance(v, 1000, kappa=kappa).logit_scale(65_536, generator=_gen(31))
+    assert fitted == pytest.approx(kappa, rel=0.03)
+
+
+def test_logit_scale_is_the_maximum_likelihood_of_a_naive_reference():
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    v = Sphere(3).uniform(7, generator=_gen(32), dtype=torch.float64)
+    ci = ClusterInstance(v, 40, conditional="laplace", scale=0.5)  # 40 % 7: unequal clusters
+    idx = torch.randint(0, 40, (4000,), generator=_gen(33))
+    z, c = ci.sample(idx, generator=_gen(34), dtype=torch.float64), ci.cluster_of(idx)
+    log_prior = torch.bincount(torch.arange(40) % 7).double().log()
+    zn, vn, cn, pn = z.numpy(), v.numpy(), c.numpy(), log_prior.numpy()
+
+    def nll(k):  # the paper's posterior, one sample at a time
+        return np.mean([logsumexp(k * vn @ zi + pn) - k * vn[ci_] @ zi - pn[ci_]
+                        for zi, ci_ in zip(zn, cn, strict=True)])
+
+    ref = minimize_scalar(nll, bounds=(0.0, 100.0), method="bounded",
+                          options={"xatol": 1e-9}).x
+    ours = logit_scale(z, c, v, log_prior=log_prior, chunk=1000)
+    assert ours == pytest.approx(ref, rel=1e-5)
+    assert 0 < ours < 100
+
+
+def test_logit_scale_edge_cases_and_bad_inputs():
+    z = Sphere(3).uniform(50, generator=_gen(35), dtype=torch.float64)
+    same = torch.tensor([[1.0, 0.0, 0.0]] * 4, dtype=torch.float64)
+    # Clusters that share one vector: z says nothing about the cluster.
+    assert logit_scale(z, torch.arange(50) % 4, same) == 0.0
+    two = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="separable"):
+        logit_scale(two.repeat(5, 1), torch.arange(10) % 2, two)
+    with pytest.raises(ValueError, match="share d"):
+        logit_scale(z, torch.zeros(50, dtype=torch.long), same[:, :2])
+    with pytest.raises(ValueError, match="cluster must be an integer"):
+        logit_scale(z, torch.zeros(50), same)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        ClusterInstance(same[:1], 10).logit_scale(1)
 
 
 # ---- negatives ------------------------------------------------------------------------------

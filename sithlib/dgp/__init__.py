@@ -3,7 +3,7 @@ conditionals, invertible mixings ``x = g(z)`` and the :class:`DGP` object that c
 
 # The submodule name `augment` stays the module (sithlib.dgp.augment.augment is the function).
 from sithlib.dgp.augment import RECIPES, AugmentConfig, apply_params, recipe, sample_params
-from sithlib.dgp.clusters import ClusterInstance
+from sithlib.dgp.clusters import ClusterInstance, logit_scale
 from sithlib.dgp.conditionals import sample_conditional
 from sithlib.dgp.content_style import ContentStyle
 from sithlib.dgp.datasets import (
@@ -57,6 +57,7 @@ __all__ = [
     "sample_conditional",
     "ContentStyle",
     "ClusterInstance",
+    "logit_scale",
     "InvertibleMLP",
     "LinearMixing",
     "IdentityMixing",
