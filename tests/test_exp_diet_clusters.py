@@ -40,6 +40,7 @@ def test_scores_of_an_exact_solution_are_perfect():
     s = dc.scores(kappa * z @ o.T, z, v @ o.T, v, "normalized", kappa)
     assert s["r2_z"] == pytest.approx(1.0, abs=1e-9) and s["r2_w"] == pytest.approx(1.0, abs=1e-9)
     assert s["mae_z"] == pytest.approx(0.0, abs=1e-9) and s["mae_w"] == pytest.approx(0.0, abs=1e-9)
+    assert s["sv_z"] == pytest.approx(1.0 / kappa, abs=1e-9)
     # A general linear map keeps R^2 = 1 but is no longer orthogonal: the MAEs see it.
     a = random_matrix(d, cond=4.0, generator=gen)
     s = dc.scores(z @ a.T, z, v @ a.T, v, "normalized", kappa)
@@ -79,7 +80,9 @@ def test_training_learns_the_clusters():
     assert c.loss.iloc[-1] < math.log(100) - 0.5
     assert c.r2_w.iloc[-1] > c.r2_w.iloc[0] + 0.1
     m = out["metrics"]
-    assert set(m.metric) == {"r2_z", "r2_w", "r2_z_raw_x"}
+    assert set(m.metric) == {"r2_z", "r2_w", "r2_z_raw_x", "kappa_eff"}
+    # The baseline's DGP is vMF(kappa = 10): the linear-logit scale is kappa.
+    assert m[m.metric == "kappa_eff"].value.item() == pytest.approx(10.0, rel=0.05)
 
 
 def test_comparison_table_has_every_row_head_and_score():
@@ -97,6 +100,64 @@ def test_comparison_table_has_every_row_head_and_score():
     assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
     assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
     assert (table["paper's steps"] == 50_000).all()
+
+
+def test_singular_value_table_sets_ours_beside_both_reference_scales():
+    records = [{"row": r, "head": "normalized", "seed": s, "metric": k, "value": v}
+               for r in ("baseline", "laplace") for s in range(3)
+               for k, v in (("sv_z", 0.1 + 0.4 * (r == "laplace") + 0.01 * s), ("mae_z", 0.2))]
+    records += [{"row": r, "head": "normalized", "seed": 0, "metric": "kappa_eff", "value": k}
+                for r, k in (("baseline", 10.0), ("laplace", 2.0))]
+    t = dc.singular_value_table(pd.DataFrame(records))
+    lap = t.loc[dc.setting_label("laplace")]
+    # csi compares Laplace(b = 1) with 1 / (10 b); the cross-entropy's scale is 1 / kappa_eff.
+    assert lap["csi's 1/κ"] == pytest.approx(0.1) and lap["1/κ_eff"] == pytest.approx(0.5)
+    assert lap["ours: mean singular value"] == "0.510 ± 0.010"
+    assert lap["published MAE"] == "0.01 ± 0"
+    assert t.loc[dc.setting_label("baseline"), "csi's 1/κ"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("noise", (0.02, 0.1, 0.3, 0.6))
+def test_r2_floor_bounds_the_fit_of_unit_rows(noise):
+    """Least squares through the origin from unit rows w to unit cluster vectors v: the
+    in-sample uncentered R^2 is the mean squared norm of the fitted values, at least
+    sigma_min^2 >= r2_floor(MAE); the held-out, centered R^2 that the paper prints stays within
+    a few points of it with 100 cluster vectors."""
+    from sithlib.metrics import fit_linear_map, r2_linear
+
+    gen = torch.Generator().manual_seed(int(100 * noise))
+    d = 5
+    v = _unit(torch.randn(100, d, generator=gen, dtype=torch.float64))[torch.arange(1000) % 100]
+    w = _unit(v @ random_orthogonal(d, generator=gen).T
+              + noise * torch.randn(1000, d, generator=gen, dtype=torch.float64))
+    a = fit_linear_map(w, v, fit_intercept=False)[0]
+    sv = torch.linalg.svdvals(a)
+    mae = float((sv - 1).abs().mean())
+    r2_unc = 1 - float(((v - w @ a) ** 2).sum() / (v**2).sum())
+    assert r2_unc == pytest.approx(float(((w @ a) ** 2).sum(1).mean()), abs=1e-9)
+    assert float(sv.min()) ** 2 - 1e-9 <= r2_unc <= float(sv.max()) ** 2 + 1e-9
+    assert dc.r2_floor(mae, d) <= float(sv.min()) ** 2 + 1e-9
+    assert abs(r2_linear(w, v, fit_intercept=False) - r2_unc) < 0.04
+
+
+def test_broad_noise_rows_have_a_far_smaller_logit_scale_than_csi_reference():
+    """The chapter's claim: for Laplace(b = 1) and Normal(sigma^2 = 1) the scale the
+    cross-entropy pulls h towards is several times smaller than csi's 10 b."""
+    cfg = dc.PROFILES["quick"]
+    for name in ("laplace", "normal"):
+        dgp = dc._dgp(dc.TABLE2[name], 1000, cfg, "cpu")
+        k_eff = dgp.clusters.logit_scale(16_384, generator=torch.Generator().manual_seed(0))
+        assert 1.0 < k_eff < dc.csi_kappa(name) / 3, (name, k_eff)
+
+
+def test_published_mae_w_check_flags_rows_whose_r2_the_mae_rules_out():
+    t = dc.published_mae_w_check()
+    assert len(t) == len(dc.TABLE2) and (t["source"] == dc.SOURCE).all()
+    # MAE_o(w) printed as 0.00 (< 0.005) leaves every singular value within 0.025 of 1 at d = 5.
+    base = t.loc[dc.setting_label("baseline")]
+    assert base["R² floor from the MAE"] == pytest.approx(100 * 0.975**2, abs=0.05)
+    assert set(t.index[~t.consistent]) == {dc.setting_label("kappa50"), dc.setting_label("c10")}
+    assert dc.r2_floor(0.5, 5) == 0.0
 
 
 def test_paper_steps_follow_csi_schedule():

@@ -37,7 +37,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "diet_clusters"
-VERSION = 2
+VERSION = 3
 TITLE = "Cross-entropy and DIET identify latents and clusters"
 CHAPTER = "chapters/01_sith/04_diet"
 
@@ -218,7 +218,8 @@ def scores(h: torch.Tensor, z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, h
     """csi's scores: R^2 of h -> z and w -> v on held-out halves, and singular-value MAEs.
 
     ``kappa`` is the scale the normalized head's latent map should have (the singular values of
-    the map h -> z tend to 1 / kappa); the MAEs are only defined for the normalized head.
+    the map h -> z tend to 1 / kappa); the MAEs and ``sv_z``, the mean singular value of that
+    map, are only defined for the normalized head.
     """
     affine = head == "unnormalized"
     out = {"r2_z": r2_linear(h, z, fit_intercept=affine),
@@ -228,7 +229,15 @@ def scores(h: torch.Tensor, z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, h
         sw = torch.linalg.svdvals(fit_linear_map(w, v, fit_intercept=False)[0])
         out["mae_z"] = float((sz - 1.0 / kappa).abs().mean())
         out["mae_w"] = float((sw - 1.0).abs().mean())
+        out["sv_z"] = float(sz.mean())
     return out
+
+
+def csi_kappa(name: str) -> float:
+    """The scale csi's MAE_o(z) takes the latent map's singular values to be the inverse of:
+    its ``c-param``, which is kappa for vMF rows and 10 x the noise scale for the others."""
+    row = TABLE2[name]
+    return row.param if row.conditional == "vmf" else 10.0 * row.param
 
 
 def _shape(name: str) -> tuple[int, int]:
@@ -263,8 +272,11 @@ class _Row:
         self.x_test = self.dgp.mixing(self.z_test)
         index = torch.arange(n_inst, device=device)
         self.v = self.dgp.clusters.cluster_vectors[self.dgp.cluster_of(index)].to(self.z_test.dtype)
-        # csi's MAE_o(z) compares with 1 / c-param, which is kappa for vMF and 10 x the scale else.
-        self.kappa = row.param if row.conditional == "vmf" else 10.0 * row.param
+        self.kappa = csi_kappa(name)
+        # The scale the cross-entropy pulls h towards: kappa for vMF, smaller for Laplace and
+        # Normal (see sithlib.dgp.logit_scale).
+        self.kappa_eff = self.dgp.clusters.logit_scale(
+            32_768, generator=torch.Generator(device=device).manual_seed(2**31 - 2))
 
     def sample(self, generator, n):
         index = self.dgp.sample_index(n, generator)
@@ -319,6 +331,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
             raw = r2_linear(data[name].x_test, data[name].z_test,
                             fit_intercept=head == "unnormalized")
             rows.append({"row": name, "seed": 0, "metric": "r2_z_raw_x", "value": raw})
+            rows.append({"row": name, "seed": 0, "metric": "kappa_eff",
+                         "value": data[name].kappa_eff})
     for failure in result.failures:
         name, seed = members[failure["seed"]]
         rows.append({"row": name, "seed": seed, "metric": "failure_step",
@@ -376,6 +390,61 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
                     "source": SOURCE, "_row": list(TABLE2).index(r.row)})
     table = pd.DataFrame(out).sort_values(["_row", "head", "score"], kind="stable")
     return table.drop(columns="_row").set_index(["setting", "head", "score"])
+
+
+def _mean_sd(values: pd.Series, fmt: str) -> str:
+    out = fmt.format(values.mean())
+    return out + " ± " + fmt.format(values.std()) if len(values) > 1 else out
+
+
+def singular_value_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The normalized head's latent map h -> z per row: the mean of its singular values (ours,
+    mean ± sd over seeds) beside the two values it could be compared with, csi's 1 / c-param
+    (``csi_kappa``) and 1 / kappa_eff, the inverse of the scale the cross-entropy pulls h
+    towards (``kappa_eff``, measured on the row's DGP); then our MAE against csi's value and
+    the published one."""
+    m = metrics[metrics["head"] == "normalized"] if "head" in metrics else metrics
+    out = []
+    for name in [r for r in TABLE2 if r in set(m.row)]:
+        part = m[m.row == name]
+        sv, mae = part[part.metric == "sv_z"].value, part[part.metric == "mae_z"].value
+        k_eff = metrics[(metrics.row == name) & (metrics.metric == "kappa_eff")].value
+        if sv.empty or k_eff.empty:
+            continue
+        pub = TABLE2[name].published["mae_z normalized"]
+        out.append({"setting": setting_label(name), "csi's 1/κ": 1.0 / csi_kappa(name),
+                    "1/κ_eff": 1.0 / float(k_eff.iloc[0]),
+                    "ours: mean singular value": _mean_sd(sv, "{:.3f}"),
+                    "ours: MAE vs csi's 1/κ": _mean_sd(mae, "{:.3f}"),
+                    "published MAE": f"{pub[0]:g} ± {pub[1]:g}", "source": SOURCE})
+    return pd.DataFrame(out).set_index("setting").round(3)
+
+
+def r2_floor(mae: float, dim: int) -> float:
+    r"""The least in-sample :math:`R^2` (through the origin, uncentered) that a least-squares
+    map of unit vectors :math:`w_i` onto unit vectors :math:`v_i` can have when the mean
+    absolute deviation of its d singular values from 1 is ``mae``.
+
+    Residuals of a least-squares fit are orthogonal to the fitted values, so
+    :math:`\sum_i \lVert v_i\rVert^2 = \sum_i \lVert A w_i\rVert^2 + \sum_i \lVert r_i
+    \rVert^2` and :math:`R^2 = \frac{1}{n}\sum_i \lVert A w_i \rVert^2 \ge
+    \sigma_{\min}^2`; every singular value lies within :math:`d \cdot \mathrm{MAE}` of 1.
+    """
+    return max(0.0, 1.0 - dim * mae) ** 2
+
+
+def published_mae_w_check() -> pd.DataFrame:
+    """Table 2's MAE_o(w) beside its R^2_o(w), row by row: the R^2 floor (in %) that the
+    printed MAE allows (``r2_floor`` at the MAE's rounding bound, printed value + 0.005) and
+    whether the printed R^2 reaches it."""
+    out = []
+    for name, row in TABLE2.items():
+        r2, mae = row.published["r2_w normalized"][0], row.published["mae_w normalized"][0]
+        floor = 100 * r2_floor(mae + 0.005, row.dim)
+        out.append({"setting": setting_label(name), "published R² w→v": r2,
+                    "published MAE s.v. w": mae, "R² floor from the MAE": round(floor, 1),
+                    "consistent": bool(r2 >= floor), "source": SOURCE})
+    return pd.DataFrame(out).set_index("setting")
 
 
 def plot_r2(metrics: pd.DataFrame, ax=None):
