@@ -189,6 +189,37 @@ def test_rows_of_one_shape_train_as_one_ensemble_and_the_first_row_is_unchanged(
     pd.testing.assert_frame_equal(first, alone, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("heads", (("normalized", "unnormalized"), ("unnormalized", "normalized")))
+def test_both_heads_train_in_one_ensemble_as_they_would_alone(heads):
+    """The head is data (a flag in each member's batches): in an ensemble with members of the
+    other head, the first head's members get the numbers of a run with that head alone."""
+    cfg = dataclasses.replace(TINY["diet_clusters"], heads=heads, seeds=1)
+    both = dc.run(cfg)
+    alone = dc.run(dataclasses.replace(cfg, heads=heads[:1]))
+    for key in ("metrics", "curves"):
+        mixed = both[key][both[key]["head"] == heads[0]].reset_index(drop=True)
+        # The other head's scores (MAEs) are columns of the mixed curves, empty in these rows.
+        pd.testing.assert_frame_equal(mixed.dropna(axis=1, how="all"), alone[key],
+                                      rtol=1e-4, atol=1e-5, check_like=True)
+    assert set(both["metrics"]["head"]) == set(heads)
+    # The normalized members' MAEs exist, the unnormalized ones' do not.
+    m = both["metrics"]
+    assert set(m[m.metric == "mae_z"]["head"]) == {"normalized"}
+
+
+def test_head_flag_as_a_tensor_equals_the_boolean_head():
+    gen = torch.Generator().manual_seed(3)
+    model = dc.DIETModel(3, 7, [4, 4], False, gen)
+    x = torch.randn(16, 3, generator=gen)
+    for flag in (True, False):
+        ref_h, ref_logits = model(x, flag)
+        h, logits = model(x, torch.tensor(flag))
+        torch.testing.assert_close(logits, ref_logits, rtol=0, atol=0)
+        torch.testing.assert_close(model.rows(torch.tensor(flag)), model.rows(flag), rtol=0,
+                                   atol=0)
+    assert torch.equal(model.rows(), model.W.weight)
+
+
 def test_every_table2_row_is_complete():
     for name, row in dc.TABLE2.items():
         assert set(row.published) == {f"{q} {h}" for q in ("r2_z", "r2_w") for h in dc.HEADS} | {

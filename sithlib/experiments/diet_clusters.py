@@ -37,7 +37,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "diet_clusters"
-VERSION = 3
+VERSION = 4
 TITLE = "Cross-entropy and DIET identify latents and clusters"
 CHAPTER = "chapters/01_sith/04_diet"
 
@@ -141,15 +141,16 @@ PROFILES = {
     "quick": Config(),
     # csi's encoder, head, batch, optimiser and data sizes for every row of Table 2, with 3 of
     # its 5 seeds. The seven rows of the baseline's shape (d = 5, N = 1000) train as one vmapped
-    # ensemble of 21 members for csi's full 50 000 steps: CPU rehearsals (1 seed, both heads)
-    # showed 8000 steps fall 4 to 31 R^2 points short on |C| = 10, kappa = 50 and the Normal
-    # row's unnormalized head (rising, or on a plateau), while kappa = 5, |C| = 1000, Laplace
-    # and the baseline's unnormalized head were within 2 points of the paper. On a GPU a
-    # vmapped step of this small network is bound by the host: measured on the 2-core CPU with
-    # tiny widths (so that only the host's work is left), ~3 ms per step for 3 members and
-    # ~4.5 ms for 21, so 2 heads x 50 000 steps take up to ~7.5 minutes and the other rows
-    # (d = 10, d = 20, N = 1e5: shapes of their own, 8000 steps) ~2.5, close to the 10-minute
-    # budget of an experiment; a faster host shortens both. At N = 1e5 8000 steps are far too
+    # ensemble of 42 members (both heads) for csi's full 50 000 steps: CPU rehearsals (1 seed,
+    # both heads) showed 8000 steps fall 4 to 31 R^2 points short on |C| = 10, kappa = 50 and
+    # the Normal row's unnormalized head (rising, or on a plateau), while kappa = 5,
+    # |C| = 1000, Laplace and the baseline's unnormalized head were within 2 points of the
+    # paper. On a GPU a vmapped step of this small network is bound by the host: measured on
+    # the 2-core CPU with tiny widths (so that only the host's work is left), ~7.2 ms per step
+    # for the 42 members (one head alone, 21 members: ~5 ms) and ~3.5 ms for one row's 6, so
+    # 50 000 steps take up to ~6 minutes and the other rows (d = 10, d = 20, N = 1e5: shapes
+    # of their own, 8000 steps) ~1.5, within the 10-minute budget of an experiment; a faster
+    # host shortens both. At N = 1e5 8000 steps are far too
     # short (rehearsed: unnormalized R^2 66% of z, 58% of w, still rising; published 99.7 /
     # 99.8 after csi's 4.85M steps, paper_steps): the chapter says so.
     "paper": Config(rows=tuple(TABLE2), hidden_layers=6, narrow=10, wide=50, steps=50_000,
@@ -174,11 +175,13 @@ def _batch_stats_only(module: nn.Module) -> nn.Module:
 
 
 class DIETModel(nn.Module):
-    """Encoder f and bias-free instance head W; ``forward(x) -> (f(x), logits)``.
+    """Encoder f and bias-free instance head W; ``forward(x, normalize) -> (f(x), logits)``.
 
     With ``normalize_rows`` the logits use the unit rows :math:`w_i / \\lVert w_i \\rVert`
     with the norm held constant in the gradient, which reproduces csi's renormalisation of W
     before every step (the gradient is the one at the unit rows) without an in-place update.
+    ``forward`` and ``rows`` also take the choice as a boolean tensor, so that members of one
+    vmapped ensemble can have different heads (the flag comes with each member's data).
     """
 
     def __init__(self, dim: int, n_instances: int, widths: list[int], normalize_rows: bool,
@@ -192,13 +195,19 @@ class DIETModel(nn.Module):
                                 - bound)
         self.normalize_rows = normalize_rows
 
-    def rows(self) -> torch.Tensor:
+    def rows(self, normalize: bool | torch.Tensor | None = None) -> torch.Tensor:
+        """The head's rows as the logits see them (``normalize``: None for ``normalize_rows``)."""
         w = self.W.weight
-        return w / w.norm(dim=1, keepdim=True).detach() if self.normalize_rows else w
+        normalize = self.normalize_rows if normalize is None else normalize
+        if not isinstance(normalize, torch.Tensor):
+            return w / w.norm(dim=1, keepdim=True).detach() if normalize else w
+        norm = w.norm(dim=1, keepdim=True).detach()
+        return w / torch.where(normalize, norm, torch.ones_like(norm))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, normalize: bool | torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.f(x)
-        return h, h @ self.rows().T
+        return h, h @ self.rows(normalize).T
 
 
 def _widths(cfg: Config, d: int) -> list[int]:
@@ -278,75 +287,85 @@ class _Row:
         self.kappa_eff = self.dgp.clusters.logit_scale(
             32_768, generator=torch.Generator(device=device).manual_seed(2**31 - 2))
 
-    def sample(self, generator, n):
-        index = self.dgp.sample_index(n, generator)
-        return self.dgp.mixing(self.dgp.sample_latents(generator=generator, index=index)), index
+    def sampler(self, head: str):
+        """A member's data: observations, instance indices and its head (True: normalized)."""
+        def sample(generator, n):
+            index = self.dgp.sample_index(n, generator)
+            x = self.dgp.mixing(self.dgp.sample_latents(generator=generator, index=index))
+            return x, index, torch.full((n,), head == "normalized", device=index.device)
+
+        return sample
 
     def scores(self, model, head):
-        return scores(model.f(self.x_test), self.z_test, model.rows(), self.v, head, self.kappa)
+        return scores(model.f(self.x_test), self.z_test, model.rows(head == "normalized"),
+                      self.v, head, self.kappa)
 
 
 def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
-    """Train DIET with one head on a group of Table 2 rows of one shape; every seed's metrics
-    and curves, per row."""
-    cfg = Config(**{k: v for k, v in cell.items() if k not in ("rows", "head")})
-    names, head = tuple(cell["rows"]), cell["head"]
+    """Train DIET with every head on a group of Table 2 rows of one shape; every seed's metrics
+    and curves, per row and head."""
+    cfg = Config(**{k: v for k, v in cell.items() if k != "rows"})
+    names = tuple(cell["rows"])
     dim, n_row = _shape(names[0])
     n_inst = cfg.n_instances or n_row
     data = {name: _Row(name, n_inst, cfg, device) for name in names}
-    # Member m learns row names[m // seeds] with seed m % seeds: the same initial network as
-    # when that row trains alone, and its own data stream.
-    members = [(name, seed) for name in names for seed in range(cfg.seeds)]
+    # Every (head, row, seed) is one member of one vmapped ensemble: the head is data (a flag
+    # in each member's batches), so a GPU step costs hardly more than one member's. A member
+    # starts from its seed's network and, in the first head's first row, draws the same data
+    # as when that row trains alone.
+    members = [(head, name, seed) for head in cfg.heads for name in names
+               for seed in range(cfg.seeds)]
 
     def make_model(m: int):
-        gen = torch.Generator().manual_seed(members[m][1])
-        return DIETModel(dim, n_inst, _widths(cfg, dim), head == "normalized", gen)
+        gen = torch.Generator().manual_seed(members[m][2])
+        return DIETModel(dim, n_inst, _widths(cfg, dim), members[m][0] == "normalized", gen)
 
     def loss_fn(model, batch):
-        x, index = batch
-        h, logits = model(x)
+        x, index, normalized = batch
+        h, logits = model(x, normalized[0])
         return diet(logits, index), h
 
     def evaluate(model, m):
-        return data[members[m][0]].scores(model, head)
+        head, name, _ = members[m]
+        return data[name].scores(model, head)
 
-    # The members train as one vmapped ensemble (the model has no buffers). On a GPU each of
-    # their samplers synchronises in its rejection loop: draw 64 steps of data per call (on
-    # any device, so that bench_cost counts what a GPU runs; the numbers do not change).
+    # On a GPU each member's sampler synchronises in its rejection loop: draw 64 steps of data
+    # per call (on any device, so that bench_cost counts what a GPU runs; the numbers do not
+    # change).
     steps = row_steps(cfg, names[0])
-    result = train(make_model, [data[name].sample for name, _ in members], loss_fn,
+    result = train(make_model, [data[name].sampler(head) for head, name, _ in members], loss_fn,
                    TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                               seeds=len(members), eval_every=cfg.eval_every,
-                               prefetch=64),
-                   device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}:{head}")
+                               seeds=len(members), eval_every=cfg.eval_every, prefetch=64),
+                   device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}")
     rows = []
     with torch.no_grad():
         for m, model in enumerate(result.models):
             model.eval()
-            name, seed = members[m]
-            rows += [{"row": name, "seed": seed, "metric": k, "value": val}
+            head, name, seed = members[m]
+            rows += [{"row": name, "head": head, "seed": seed, "metric": k, "value": val}
                      for k, val in data[name].scores(model, head).items()]
-        for name in names:
-            # The raw observations, scored the same way: how much of z a linear map sees in x.
-            raw = r2_linear(data[name].x_test, data[name].z_test,
-                            fit_intercept=head == "unnormalized")
-            rows.append({"row": name, "seed": 0, "metric": "r2_z_raw_x", "value": raw})
-            rows.append({"row": name, "seed": 0, "metric": "kappa_eff",
-                         "value": data[name].kappa_eff})
+        for head in cfg.heads:
+            for name in names:
+                # The raw observations, scored the same way: how much of z a linear map sees
+                # in x; and the scale the cross-entropy pulls h towards.
+                raw = r2_linear(data[name].x_test, data[name].z_test,
+                                fit_intercept=head == "unnormalized")
+                rows += [{"row": name, "head": head, "seed": 0, "metric": k, "value": val}
+                         for k, val in (("r2_z_raw_x", raw), ("kappa_eff", data[name].kappa_eff))]
     for failure in result.failures:
-        name, seed = members[failure["seed"]]
-        rows.append({"row": name, "seed": seed, "metric": "failure_step",
+        head, name, seed = members[failure["seed"]]
+        rows.append({"row": name, "head": head, "seed": seed, "metric": "failure_step",
                      "value": float(failure["step"])})
-    metrics = pd.DataFrame(rows).assign(head=head, steps=steps)
+    metrics = pd.DataFrame(rows).assign(steps=steps)
     curves = pd.DataFrame(result.curves)
-    curves["row"] = [members[m][0] for m in curves.seed]
-    curves["seed"] = [members[m][1] for m in curves.seed]
-    return {"metrics": metrics, "curves": curves.assign(head=head)}
+    curves["head"] = [members[m][0] for m in curves.seed]
+    curves["row"] = [members[m][1] for m in curves.seed]
+    curves["seed"] = [members[m][2] for m in curves.seed]
+    return {"metrics": metrics, "curves": curves}
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
-    shared = asdict(cfg)
-    cells = [{**shared, "rows": g, "head": h} for h in cfg.heads for g in groups(cfg.rows)]
+    cells = [{**asdict(cfg), "rows": g} for g in groups(cfg.rows)]
     if cfg.cache_cells:
         from sithlib.results import run_grid  # results imports experiments: import late
 
