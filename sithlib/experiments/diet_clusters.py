@@ -466,7 +466,7 @@ def published_mae_w_check() -> pd.DataFrame:
         r2, mae = row.published["r2_w normalized"][0], row.published["mae_w normalized"][0]
         floor = 100 * r2_floor(mae + 0.005, row.dim)
         out.append({"setting": setting_label(name), "published R² w→v": r2,
-                    "published MAE s.v. w": mae, "R² floor from the MAE": round(floor, 1),
+                    "published MAE s.v. w": f"{mae:.2f}", "R² floor from the MAE": round(floor, 1),
                     "consistent": bool(r2 >= floor), "source": SOURCE})
     return pd.DataFrame(out).set_index("setting")
 
