@@ -204,10 +204,8 @@ class DIETModel(nn.Module):
         """The head's rows as the logits see them (``normalize``: None for ``normalize_rows``)."""
         w = self.W.weight
         normalize = self.normalize_rows if normalize is None else normalize
-        if not isinstance(normalize, torch.Tensor):
-            return w / w.norm(dim=1, keepdim=True).detach() if normalize else w
         norm = w.norm(dim=1, keepdim=True).detach()
-        return w / torch.where(normalize, norm, torch.ones_like(norm))
+        return w / torch.where(torch.as_tensor(normalize, device=w.device), norm, 1.0)
 
     def forward(self, x: torch.Tensor, normalize: bool | torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,6 +383,11 @@ _LABELS = {"r2_z": "R² latents z", "r2_w": "R² clusters w→v", "mae_z": "MAE 
            "mae_w": "MAE s.v. w"}
 
 
+def _mean_sd(mean: float, sd: float, count: int, fmt: str) -> str:
+    """``mean ± sd`` over seeds, or the mean alone for one seed."""
+    return fmt.format(mean) + (" ± " + fmt.format(sd) if count > 1 else "")
+
+
 def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Ours (mean ± sd over seeds) beside Table 2 of the paper, one line per row and score.
 
@@ -401,9 +404,7 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
         pub_mean, pub_sd = TABLE2[r.row].published[f"{r.metric} {r.head}"]
         scale = 100.0 if r.metric.startswith("r2") else 1.0
         fmt = "{:.1f}" if scale == 100.0 else "{:.3f}"
-        ours = fmt.format(r.mean * scale)
-        if r.count > 1:
-            ours += " ± " + fmt.format(r.std * scale)
+        ours = _mean_sd(r.mean * scale, r.std * scale, r.count, fmt)
         delta = abs(r.mean * scale - pub_mean)
         out.append({"setting": setting_label(r.row), "head": r.head, "score": _LABELS[r.metric],
                     "ours": ours, "published": f"{pub_mean:g} ± {pub_sd:g}",
@@ -416,18 +417,13 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="_row").set_index(["setting", "head", "score"])
 
 
-def _mean_sd(values: pd.Series, fmt: str) -> str:
-    out = fmt.format(values.mean())
-    return out + " ± " + fmt.format(values.std()) if len(values) > 1 else out
-
-
 def singular_value_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """The normalized head's latent map h -> z per row: the mean of its singular values (ours,
     mean ± sd over seeds) beside the two values it could be compared with, csi's 1 / c-param
     (``csi_kappa``) and 1 / kappa_eff, the inverse of the scale the cross-entropy pulls h
     towards (``kappa_eff``, measured on the row's DGP); then our MAE against csi's value and
     the published one."""
-    m = metrics[metrics["head"] == "normalized"] if "head" in metrics else metrics
+    m = metrics[metrics["head"] == "normalized"]
     out = []
     for name in [r for r in TABLE2 if r in set(m.row)]:
         part = m[m.row == name]
@@ -438,8 +434,8 @@ def singular_value_table(metrics: pd.DataFrame) -> pd.DataFrame:
         pub = TABLE2[name].published["mae_z normalized"]
         out.append({"setting": setting_label(name), "csi's 1/κ": f"{1.0 / csi_kappa(name):.3f}",
                     "1/κ_eff": f"{1.0 / float(k_eff.iloc[0]):.3f}",
-                    "ours: mean singular value": _mean_sd(sv, "{:.3f}"),
-                    "ours: MAE vs csi's 1/κ": _mean_sd(mae, "{:.3f}"),
+                    "ours: mean singular value": _mean_sd(sv.mean(), sv.std(), len(sv), "{:.3f}"),
+                    "ours: MAE vs csi's 1/κ": _mean_sd(mae.mean(), mae.std(), len(mae), "{:.3f}"),
                     "published MAE": f"{pub[0]:g} ± {pub[1]:g}", "source": SOURCE})
     return pd.DataFrame(out).set_index("setting")
 
