@@ -1,6 +1,7 @@
 """sithlib.dgp.mixing: conditioning by construction, exact inverse, Jacobian against autograd,
 nonlinearity (held-out linear R2), serialization with hash checks, bad inputs."""
 
+import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LinearRegression
@@ -13,6 +14,7 @@ from sithlib.dgp import (
     jacobian_condition_number,
     make_mixing,
     mixing_from_state_dict,
+    pool_condition,
     random_matrix,
 )
 from sithlib.dgp._random import random_orthogonal
@@ -153,7 +155,37 @@ def test_same_generator_same_weights_different_seed_different_weights():
     assert not torch.equal(a.weights[0], c.weights[0])
 
 
+@pytest.mark.parametrize("quantile", (0.0, 0.001, 0.25, 0.999))
+def test_pool_condition_matches_cl_icas_threshold_loop(quantile):
+    # cl-ica's construct_invertible_mlp, written out on the same draws: unit columns, one
+    # condition number per matrix, sorted, the entry at int(pool * quantile).
+    pool, dim = 700, 6
+    a = (torch.rand(pool, dim, dim, generator=_gen(3), dtype=torch.float64) * 2 - 1).numpy()
+    conds = []
+    for m in a:
+        m = m / np.sqrt(np.sum(m * m, axis=0))
+        conds.append(np.linalg.cond(m))
+    conds.sort()
+    got = pool_condition(dim, pool, quantile, generator=_gen(3))
+    assert got == pytest.approx(conds[int(pool * quantile)], rel=1e-10)
+
+
+def test_pool_condition_known_values():
+    assert pool_condition(1, 10, generator=_gen()) == pytest.approx(1.0)
+    # csi's DIET threshold (best of 25 000) grows fast with d; papers.md quotes ~3.6 for d = 10.
+    best5 = pool_condition(5, generator=_gen(1))
+    best10 = pool_condition(10, generator=_gen(1))
+    assert 1.3 < best5 < 1.9
+    assert 3.2 < best10 < 4.4
+    assert pool_condition(5, 2000, 0.5, generator=_gen(1)) > pool_condition(
+        5, 2000, 0.1, generator=_gen(1)) > pool_condition(5, 2000, 0.0, generator=_gen(1))
+
+
 def test_bad_inputs():
+    with pytest.raises(ValueError, match="quantile"):
+        pool_condition(3, 10, 1.0)
+    with pytest.raises(ValueError, match="pool"):
+        pool_condition(3, 0)
     with pytest.raises(ValueError, match="mixing must be one of"):
         make_mixing("flow", 3)
     with pytest.raises(ValueError, match="cond"):

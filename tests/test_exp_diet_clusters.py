@@ -99,7 +99,9 @@ def test_comparison_table_has_every_row_head_and_score():
     assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0 ± 0.0"
     assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
     assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
-    assert (table["paper's steps"] == 50_000).all()
+    steps = table["paper's steps"].groupby(level="setting").first()
+    assert steps[dc.setting_label("baseline")] == 50_000
+    assert steps[dc.setting_label("kappa50")] == 500_000
 
 
 def test_singular_value_table_sets_ours_beside_both_reference_scales():
@@ -161,9 +163,10 @@ def test_published_mae_w_check_flags_rows_whose_r2_the_mae_rules_out():
 
 
 def test_paper_steps_follow_csi_schedule():
-    # main_diet.py: 50 000 x max(1, N // 1024); 97 times longer for N = 1e5.
+    # main_diet.py: 50 000 x max(1, N // 1024); 97 times longer for N = 1e5. train_selfsup.sh
+    # runs the blocks other than N's at the default N = 10 240: ten times the baseline's.
     assert dc.paper_steps("baseline") == 50_000 and dc.paper_steps("n1e5") == 4_850_000
-    assert all(dc.paper_steps(r) == 50_000 for r in dc.TABLE2 if r != "n1e5")
+    assert all(dc.paper_steps(r) == 500_000 for r in dc.TABLE2 if r not in dc.N_BLOCK)
 
 
 def test_rows_of_one_shape_train_as_one_ensemble_and_the_first_row_is_unchanged():
@@ -261,3 +264,18 @@ def test_bad_config_names_the_allowed_values():
         dc.Config(heads=("cosine",))
     with pytest.raises(ValueError, match="other_shape_steps"):
         dc.Config(other_shape_steps=-1)
+    with pytest.raises(ValueError, match="mixing_cond"):
+        dc.Config(mixing_cond=0.5)
+
+
+def test_mixing_cond_follows_csi_threshold_for_the_row_dimension():
+    # 0 draws csi's threshold (best of 25 000 random layers) for each d: it grows with d, and
+    # every layer of the row's mixing has exactly that condition number.
+    cfg = dc.Config()
+    c5, c10 = dc.mixing_cond(cfg, 5), dc.mixing_cond(cfg, 10)
+    assert 1.3 < c5 < 1.9 and 3.2 < c10 < 4.4
+    assert dc.mixing_cond(cfg, 5) == c5  # the same draw every time
+    assert dc.mixing_cond(dc.Config(mixing_cond=4.0), 5) == 4.0
+    row = dc._dgp(dc.TABLE2["baseline"], 1000, cfg, "cpu")
+    assert torch.allclose(row.mixing.layer_condition_numbers().double(),
+                          torch.full((4,), c5, dtype=torch.float64), rtol=1e-4)

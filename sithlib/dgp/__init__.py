@@ -34,6 +34,7 @@ from sithlib.dgp.mixing import (
     jacobian_condition_number,
     make_mixing,
     mixing_from_state_dict,
+    pool_condition,
     random_matrix,
 )
 from sithlib.dgp.negatives import negative_indices
@@ -62,6 +63,7 @@ __all__ = [
     "LinearMixing",
     "IdentityMixing",
     "make_mixing",
+    "pool_condition",
     "mixing_from_state_dict",
     "random_matrix",
     "jacobian_condition_number",

@@ -60,6 +60,27 @@ def random_matrix(dim: int, cond: float = 4.0, *, generator: torch.Generator | N
     return (u * s) @ v.T
 
 
+def pool_condition(dim: int, pool: int = 25_000, quantile: float = 0.0, *,
+                   generator: torch.Generator | None = None) -> float:
+    """The condition number cl-ica's rejection sampler accepts up to, for dim x dim layers.
+
+    cl-ica (and csi, which copies it) draws ``pool`` matrices with U(-1, 1) entries and unit
+    columns, sorts their condition numbers and takes the one at index ``int(pool * quantile)``
+    as the threshold each mixing layer must meet. The threshold depends strongly on dim: the
+    best of 25 000 (``quantile=0``, csi's DIET setting) is about 1.65 for d = 5, 3.6 for
+    d = 10 and 8.7 for d = 20, so one fixed condition number cannot stand for all of them.
+    """
+    _check_int("dim", dim, 1)
+    _check_int("pool", pool, 1)
+    if not (isinstance(quantile, (int, float)) and 0.0 <= quantile < 1.0):
+        raise ValueError(f"quantile must be in [0, 1), got {quantile!r}")
+    a = torch.rand(pool, dim, dim, generator=generator, dtype=torch.float64) * 2 - 1
+    a = a / a.norm(dim=1, keepdim=True)
+    s = torch.linalg.svdvals(a)
+    cond = (s[:, 0] / s[:, -1]).sort().values
+    return float(cond[int(pool * quantile)])
+
+
 class _Serializable:
     """Shared serialization: subclasses define ``config`` and ``tensors``."""
 
