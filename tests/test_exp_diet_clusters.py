@@ -96,7 +96,7 @@ def test_comparison_table_has_every_row_head_and_score():
     table = dc.comparison_table(pd.DataFrame(records))
     assert len(table) == len(rows) * 6
     base = table.loc[(dc.setting_label("baseline"), "normalized", "R² latents z")]
-    assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0 ± 0.0"
+    assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0\u00a0±\u00a00.0"
     assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
     assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
     steps = table["paper's steps"].groupby(level="setting").first()
@@ -107,15 +107,18 @@ def test_comparison_table_has_every_row_head_and_score():
 def test_singular_value_table_sets_ours_beside_both_reference_scales():
     records = [{"row": r, "head": "normalized", "seed": s, "metric": k, "value": v}
                for r in ("baseline", "laplace") for s in range(3)
-               for k, v in (("sv_z", 0.1 + 0.4 * (r == "laplace") + 0.01 * s), ("mae_z", 0.2))]
+               for k, v in (("sv_z", 0.1 + 0.4 * (r == "laplace") + 0.01 * s), ("mae_z", 0.2),
+                            ("mae_w", 0.03))]
     records += [{"row": r, "head": "normalized", "seed": 0, "metric": "kappa_eff", "value": k}
                 for r, k in (("baseline", 10.0), ("laplace", 2.0))]
     t = dc.singular_value_table(pd.DataFrame(records))
     lap = t.loc[dc.setting_label("laplace")]
     # csi compares Laplace(b = 1) with 1 / (10 b); the cross-entropy's scale is 1 / kappa_eff.
     assert lap["csi's 1/κ"] == "0.100" and lap["1/κ_eff"] == "0.500"
-    assert lap["ours: mean singular value"] == "0.510 ± 0.010"
+    assert lap["ours: mean singular value"] == "0.510\u00a0±\u00a00.010"
     assert lap["published MAE"] == "0.01 ± 0"
+    assert lap["ours: MAE s.v. w"] == "0.030\u00a0±\u00a00.000"
+    assert lap["published MAE s.v. w"] == "0 ± 0"
     assert t.loc[dc.setting_label("baseline"), "csi's 1/κ"] == "0.100"
 
 
@@ -223,11 +226,32 @@ def test_head_flag_as_a_tensor_equals_the_boolean_head():
     assert torch.equal(model.rows(), model.W.weight)
 
 
+def test_setting_labels_name_what_a_row_changes():
+    labels = [dc.setting_label(r) for r in dc.TABLE2]
+    assert len(set(labels)) == len(labels) and labels[0] == "baseline"
+    assert dc.setting_label("kappa50") == "κ = 50" and dc.setting_label("c10") == "|C| = 10"
+    assert dc.setting_label("laplace") == "Laplace, b = 1"
+    assert dc.setting_label("n1e5") == "N = 100\u202f000"
+
+
+def test_summary_table_sets_ours_beside_the_paper_per_row_and_head():
+    records = [{"row": row, "head": head, "seed": seed, "metric": q, "value": v + 0.01 * seed}
+               for row in ("kappa50", "baseline") for head in dc.HEADS for seed in range(2)
+               for q, v in (("r2_z", 0.9), ("r2_w", 0.5))]
+    t = dc.summary_table(pd.DataFrame(records))
+    assert list(t.index.get_level_values("setting")) == ["baseline"] * 2 + ["κ = 50"] * 2
+    base = t.loc[("baseline", "normalized")]
+    assert base[("R² of z", "ours")] == "90.5\u00a0±\u00a00.7"
+    assert base[("R² of z", "paper")] == "98.6" and base[("R² of z", "Δ")] == "\u22128.1"
+    assert base[("R² of w→v", "Δ")] == "\u221249.4"
+    assert t.loc[("κ = 50", "normalized"), ("R² of z", "Δ")] == "+45.5"
+    assert list(t.columns.get_level_values(1)) == ["ours", "paper", "Δ"] * 2
+
+
 def test_every_table2_row_is_complete():
     for name, row in dc.TABLE2.items():
         assert set(row.published) == {f"{q} {h}" for q in ("r2_z", "r2_w") for h in dc.HEADS} | {
             "mae_z normalized", "mae_w normalized"}, name
-        assert dc.setting_label(name).startswith(f"N={row.n_instances:g}")
     assert set(dc.PROFILES["paper"].rows) == set(dc.TABLE2)
     # The paper smoke run shrinks every step count (a field's name ends in "steps").
     from sithlib.experiments import shrink

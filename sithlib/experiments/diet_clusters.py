@@ -109,11 +109,22 @@ def paper_steps(name: str) -> int:
 
 
 def setting_label(name: str) -> str:
-    """A short human-readable label of a Table 2 row, e.g. ``N=1000, d=5, |C|=100, vMF(10)``."""
-    r = TABLE2[name]
-    cond = {"vmf": f"vMF(κ={r.param:g})", "laplace": f"Laplace(b={r.param:g})",
-            "normal": f"Normal(σ²={r.param:g})"}[r.conditional]
-    return f"N={r.n_instances:g}, d={r.dim}, |C|={r.n_clusters}, {cond}"
+    """A short label of a Table 2 row: ``baseline``, or what the row changes against it
+    (``κ = 50``, ``|C| = 10``, ``Laplace, b = 1``, ...)."""
+    r, b = TABLE2[name], TABLE2["baseline"]
+    parts = []
+    if r.n_instances != b.n_instances:
+        parts.append(f"N = {r.n_instances:,}".replace(",", "\u202f"))  # narrow no-break
+    if r.dim != b.dim:
+        parts.append(f"d = {r.dim}")
+    if r.n_clusters != b.n_clusters:
+        parts.append(f"|C| = {r.n_clusters}")
+    if r.conditional != b.conditional:
+        scale = "b" if r.conditional == "laplace" else "σ²"
+        parts.append(f"{r.conditional.capitalize()}, {scale} = {r.param:g}")
+    elif r.param != b.param:
+        parts.append(f"κ = {r.param:g}")
+    return ", ".join(parts) or "baseline"
 
 
 @dataclass(frozen=True)
@@ -409,11 +420,13 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 _QUANTITIES = ("r2_z", "r2_w", "mae_z", "mae_w")
 _LABELS = {"r2_z": "R² latents z", "r2_w": "R² clusters w→v", "mae_z": "MAE s.v. z",
            "mae_w": "MAE s.v. w"}
+_SHORT = {"r2_z": "R² of z", "r2_w": "R² of w→v"}
 
 
 def _mean_sd(mean: float, sd: float, count: int, fmt: str) -> str:
-    """``mean ± sd`` over seeds, or the mean alone for one seed."""
-    return fmt.format(mean) + (" ± " + fmt.format(sd) if count > 1 else "")
+    """``mean ± sd`` over seeds, or the mean alone for one seed; no-break spaces keep it on one
+    line in the book's narrow tables."""
+    return fmt.format(mean) + ("\u00a0±\u00a0" + fmt.format(sd) if count > 1 else "")
 
 
 def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -445,17 +458,41 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns="_row").set_index(["setting", "head", "score"])
 
 
+def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's view of ``comparison_table``: one line per Table 2 row and head, with the
+    R^2 of latents and cluster vectors (ours: mean ± sd over seeds; the paper's mean; ours
+    minus the paper's, in points), narrow enough for the book's column. ``comparison_table``
+    has every score, with the steps trained and the paper's."""
+    m = metrics[metrics.metric.isin(["r2_z", "r2_w"])]
+    agg = m.groupby(["row", "head", "metric"]).value.agg(["mean", "std", "count"])
+    out = []
+    for name in [r for r in TABLE2 if r in set(m.row)]:
+        for head in [h for h in HEADS if (name, h) in agg.index.droplevel("metric")]:
+            rec = {("", "setting"): setting_label(name), ("", "head"): head}
+            for q in ("r2_z", "r2_w"):
+                mean, sd, count = agg.loc[(name, head, q)]
+                pub = TABLE2[name].published[f"{q} {head}"][0]
+                rec[(_SHORT[q], "ours")] = _mean_sd(100 * mean, 100 * sd, count, "{:.1f}")
+                rec[(_SHORT[q], "paper")] = f"{pub:g}"
+                rec[(_SHORT[q], "Δ")] = f"{100 * mean - pub:+.1f}".replace("-", "\u2212")
+            out.append(rec)
+    table = pd.DataFrame(out)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.set_index([("", "setting"), ("", "head")]).rename_axis(["setting", "head"])
+
+
 def singular_value_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """The normalized head's latent map h -> z per row: the mean of its singular values (ours,
     mean ± sd over seeds) beside the two values it could be compared with, csi's 1 / c-param
     (``csi_kappa``) and 1 / kappa_eff, the inverse of the scale the cross-entropy pulls h
     towards (``kappa_eff``, measured on the row's DGP); then our MAE against csi's value and
-    the published one."""
+    the published one, and the same two for the cluster map w -> v (reference 1)."""
     m = metrics[metrics["head"] == "normalized"]
     out = []
     for name in [r for r in TABLE2 if r in set(m.row)]:
         part = m[m.row == name]
         sv, mae = part[part.metric == "sv_z"].value, part[part.metric == "mae_z"].value
+        mae_w = part[part.metric == "mae_w"].value
         k_eff = metrics[(metrics.row == name) & (metrics.metric == "kappa_eff")].value
         if sv.empty or k_eff.empty:
             continue
@@ -464,7 +501,11 @@ def singular_value_table(metrics: pd.DataFrame) -> pd.DataFrame:
                     "1/κ_eff": f"{1.0 / float(k_eff.iloc[0]):.3f}",
                     "ours: mean singular value": _mean_sd(sv.mean(), sv.std(), len(sv), "{:.3f}"),
                     "ours: MAE vs csi's 1/κ": _mean_sd(mae.mean(), mae.std(), len(mae), "{:.3f}"),
-                    "published MAE": f"{pub[0]:g} ± {pub[1]:g}", "source": SOURCE})
+                    "published MAE": f"{pub[0]:g} ± {pub[1]:g}",
+                    "ours: MAE s.v. w": _mean_sd(mae_w.mean(), mae_w.std(), len(mae_w), "{:.3f}"),
+                    "published MAE s.v. w": "{:g} ± {:g}".format(
+                        *TABLE2[name].published["mae_w normalized"]),
+                    "source": SOURCE})
     return pd.DataFrame(out).set_index("setting")
 
 
@@ -525,7 +566,7 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
                 a.plot(pub, i + (j - 0.5) * 0.4, marker="x", color=palette[score], ms=8,
                        mew=1.5, ls="none")
         a.set(title=f"{head} head", ylabel="" if a is not ax[0] else "Table 2 row")
-        a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=8)
+        a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=9)
     ax[0].legend(title="ours (×: paper)", fontsize=8, title_fontsize=8, ncol=2,
                  loc="upper left", bbox_to_anchor=(0.0, -0.15))
     for a in ax[1:]:
@@ -542,8 +583,8 @@ def plot_curves(curves: pd.DataFrame, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
     c = curves.copy()
-    c["setting"] = c.row + ", " + c["head"]
-    sns.lineplot(data=c, x="step", y="r2_z", hue="row", style="head", units="seed",
+    c["Table 2 row"] = c.row.map(setting_label)
+    sns.lineplot(data=c, x="step", y="r2_z", hue="Table 2 row", style="head", units="seed",
                  estimator=None, ax=ax, lw=1.1)
     ax.set(xlabel="training step", ylabel="held-out R² of z", ylim=(None, 1.01))
     ax.legend(fontsize=7, ncol=2)
