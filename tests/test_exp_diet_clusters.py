@@ -96,7 +96,7 @@ def test_comparison_table_has_every_row_head_and_score():
     table = dc.comparison_table(pd.DataFrame(records))
     assert len(table) == len(rows) * 6
     base = table.loc[(dc.setting_label("baseline"), "normalized", "R² latents z")]
-    assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0\u00a0±\u00a00.0"
+    assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0 ± 0.0"
     assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
     assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
     steps = table["paper's steps"].groupby(level="setting").first()
@@ -115,9 +115,9 @@ def test_singular_value_table_sets_ours_beside_both_reference_scales():
     lap = t.loc[dc.setting_label("laplace")]
     # csi compares Laplace(b = 1) with 1 / (10 b); the cross-entropy's scale is 1 / kappa_eff.
     assert lap["csi's 1/κ"] == "0.100" and lap["1/κ_eff"] == "0.500"
-    assert lap["ours: mean singular value"] == "0.510\u00a0±\u00a00.010"
+    assert lap["ours: mean singular value"] == "0.510 ± 0.010"
     assert lap["published MAE"] == "0.01 ± 0"
-    assert lap["ours: MAE s.v. w"] == "0.030\u00a0±\u00a00.000"
+    assert lap["ours: MAE s.v. w"] == "0.030 ± 0.000"
     assert lap["published MAE s.v. w"] == "0 ± 0"
     assert t.loc[dc.setting_label("baseline"), "csi's 1/κ"] == "0.100"
 
