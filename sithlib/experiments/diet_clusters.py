@@ -168,15 +168,18 @@ PROFILES = {
     "quick": Config(),
     # csi's encoder, head, batch, optimiser and data sizes for every row of Table 2, with 3 of
     # its 5 seeds. The seven rows of the baseline's shape (d = 5, N = 1000) train as one vmapped
-    # ensemble of 42 members (both heads) for 50 000 steps, the baseline's schedule in csi's
-    # script (its other blocks run 500 000 steps, paper_steps). CPU rehearsals (1 seed, mixing
-    # layers of condition number 4 before VERSION 5,
-    # both heads) showed 8000 steps fall 4 to 31 R^2 points short on |C| = 10, kappa = 50 and
-    # the Normal row's unnormalized head (rising, or on a plateau), while kappa = 5,
-    # |C| = 1000, Laplace and the baseline's unnormalized head were within 2 points of the
-    # paper. 50 000 steps close only part of the gap (rehearsed, 1 seed, unnormalized
-    # head, 50 000 steps, 2729 s: R^2 of z / w 85.6 / 95.1 for |C| = 10, published 90.0 / 99.0;
-    # 58.1 / 58.6 for kappa = 50, published 72.5 / 75.5, still rising slowly). On a GPU a
+    # ensemble of 42 members (both heads) for 50 000 steps: the baseline's schedule in csi's
+    # script, a tenth of the other blocks' (paper_steps). CPU rehearsals before VERSION 5
+    # (mixing layers of condition number 4, 1 seed, both heads) showed 8000 steps fall 4 to
+    # 31 R^2 points short on |C| = 10, kappa = 50 and the Normal row's unnormalized head
+    # (rising, or on a plateau), while kappa = 5, |C| = 1000, Laplace and the baseline's
+    # unnormalized head were within 2 points of the paper. 50 000 steps close only part of the
+    # gap (unnormalized head, 2729 s: R^2 of z / w 85.6 / 95.1 for |C| = 10, published
+    # 90.0 / 99.0; 58.1 / 58.6 for kappa = 50, published 72.5 / 75.5, still rising slowly), as
+    # expected if the published rows trained 500 000 steps. At kappa = 50 the seeds spread
+    # widely: R^2 of z after 5000 steps, 3 seeds, unnormalized head, 43.0 / 51.9 / 43.9 and
+    # 49.9 / 53.1 / 58.9 (condition 4, DGP seeds 0 and 1), 33.4 / 48.3 / 44.7 and
+    # 37.0 / 50.2 / 50.5 (csi's conditioning, 1.70 and 1.59). On a GPU a
     # vmapped step of this small network is bound by the host: measured on the 2-core CPU
     # with tiny widths (so that only the host's work is left), ~7.2 ms per step for the 42
     # members (one head alone, 21 members: ~5 ms) and ~3.5 ms for one row's 6, so
