@@ -178,3 +178,11 @@ def test_plots_return_axes(small_run):
     ax = exp.plot_prediction(tables["metrics"], s_threshold=cfg.s_threshold)
     assert len(ax.collections) >= 1
     plt.close("all")
+
+
+def test_variant_labels_are_readable_and_distinct():
+    labels = [exp.variant_label(v) for v in exp.VARIANTS]
+    assert len(set(labels)) == len(labels)
+    assert exp.variant_label("simsiam") == "simsiam"
+    assert exp.variant_label("barlow_twins_no_off_diagonal") == "barlow twins: no off diagonal"
+    assert exp.variant_label("byol_ema_0") == "byol: ema 0"

@@ -321,8 +321,16 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def _mean_sd(values: pd.Series, fmt: str = "{:.2f}") -> str:
+    # No spaces around ±: a cell never breaks inside a number in the book's narrow tables.
     mean, sd = values.mean(), values.std()
-    return fmt.format(mean) + ("" if pd.isna(sd) else " ± " + fmt.format(sd))
+    return fmt.format(mean) + ("" if pd.isna(sd) else "±" + fmt.format(sd))
+
+
+def variant_label(variant: str) -> str:
+    """A variant's name for tables: ``"simsiam_no_predictor"`` -> ``"simsiam: no predictor"``."""
+    method = VARIANTS[variant][0]
+    rest = variant[len(method):].strip("_").replace("_", " ")
+    return method.replace("_", " ") + (f": {rest}" if rest else "")
 
 
 def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
