@@ -78,7 +78,7 @@ def test_tables_have_every_method_dgp_and_baseline(tiny_result):
     assert set(c.step[c.dgp == "vector"]) == {10, 20}
     assert {"entropy", "invariance", "bound", "knn", "r2_linear", "train_entropy"} <= set(c)
     table = exp.summary_table(m)
-    assert len(table) == 9 and "knn" in table.columns
+    assert len(table) == 9 and {"kNN", "R² linear", "relative invariance"} <= set(table.columns)
     track = exp.tracking_table(c)
     assert len(track) == 6 and "bound ~ knn" in track.columns
 

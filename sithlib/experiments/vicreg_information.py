@@ -367,18 +367,31 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
     return ax
 
 
+# Column names with spaces, so that a header can wrap in the book's narrow tables.
+_TABLE_LABELS = {"knn": "kNN", "linear_probe": "linear probe", "r2_linear": "R² linear",
+                 "entropy_pairwise": "pairwise entropy",
+                 "invariance_relative": "relative invariance"}
+
+
 def summary_table(metrics: pd.DataFrame, dgp: str | None = None) -> pd.DataFrame:
-    """Final held-out metrics per DGP and objective as 'mean ± sd over seeds' strings."""
+    """Final held-out metrics per DGP and objective as 'mean ± sd over seeds' strings (columns
+    named as in ``_TABLE_LABELS``)."""
     order = ["knn", "linear_probe", "r2_linear", "entropy", "entropy_pairwise", "invariance",
              "invariance_relative", "bound"]
     data = metrics[metrics.metric.isin(order)]
     if dgp is not None:
         data = data[data.dgp == dgp]
     agg = data.groupby(["dgp", "method", "metric"]).value.agg(["mean", "std", "count"])
-    text = agg["mean"].map("{:.3f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.3f}")
+    # Entropies, the bound and the invariance are large: fewer decimals are enough. No spaces
+    # around ±, so that a cell never breaks inside a number in the book's narrow tables.
+    fmt = [("{:.1f}" if k in ("entropy", "entropy_pairwise", "bound") else
+            "{:.2f}" if k == "invariance" else "{:.3f}")
+           for k in agg.index.get_level_values("metric")]
+    text = pd.Series([f.format(v) + ("" if pd.isna(sd) else "±" + f.format(sd))
+                      for f, v, sd in zip(fmt, agg["mean"], agg["std"], strict=True)],
+                     index=agg.index)
     table = text.unstack("metric").reindex(columns=[c for c in order if c in set(data.metric)])
-    table = table.fillna("–")
+    table = table.fillna("–").rename(columns=_TABLE_LABELS)
     table["seeds"] = agg["count"].groupby(["dgp", "method"]).max()
     return table
 
