@@ -96,7 +96,7 @@ def test_comparison_table_has_every_row_head_and_score():
     table = dc.comparison_table(pd.DataFrame(records))
     assert len(table) == len(rows) * 6
     base = table.loc[(dc.setting_label("baseline"), "normalized", "R² latents z")]
-    assert base["published"] == "98.6 ± 0.01" and base["ours"] == "50.0 ± 0.0"
+    assert base["published"] == "98.6±0.01" and base["ours"] == "50.0±0.0"
     assert base["|Δ|"] == pytest.approx(48.6) and not base["within 2"]
     assert (table["source"] == dc.SOURCE).all() and (table["seeds"] == 3).all()
     steps = table["paper's steps"].groupby(level="setting").first()
@@ -115,10 +115,10 @@ def test_singular_value_table_sets_ours_beside_both_reference_scales():
     lap = t.loc[dc.setting_label("laplace")]
     # csi compares Laplace(b = 1) with 1 / (10 b); the cross-entropy's scale is 1 / kappa_eff.
     assert lap["csi's 1/κ"] == "0.100" and lap["1/κ_eff"] == "0.500"
-    assert lap["ours: mean singular value"] == "0.510 ± 0.010"
-    assert lap["published MAE"] == "0.01 ± 0"
-    assert lap["ours: MAE s.v. w"] == "0.030 ± 0.000"
-    assert lap["published MAE s.v. w"] == "0 ± 0"
+    assert lap["ours: mean singular value"] == "0.510±0.010"
+    assert lap["published MAE"] == "0.01±0"
+    assert lap["ours: MAE s.v. w"] == "0.030±0.000"
+    assert lap["published MAE s.v. w"] == "0±0"
     assert t.loc[dc.setting_label("baseline"), "csi's 1/κ"] == "0.100"
 
 
@@ -241,7 +241,7 @@ def test_summary_table_sets_ours_beside_the_paper_per_row_and_head():
     t = dc.summary_table(pd.DataFrame(records))
     assert list(t.index.get_level_values("setting")) == ["baseline"] * 2 + ["κ = 50"] * 2
     base = t.loc[("baseline", "normalized")]
-    assert base[("R² of z", "ours")] == "90.5\u00a0±\u00a00.7"
+    assert base[("R² of z", "ours")] == "90.5±0.7"
     assert base[("R² of z", "paper")] == "98.6" and base[("R² of z", "Δ")] == "\u22128.1"
     assert base[("R² of w→v", "Δ")] == "\u221249.4"
     assert t.loc[("κ = 50", "normalized"), ("R² of z", "Δ")] == "+45.5"

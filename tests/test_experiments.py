@@ -59,3 +59,17 @@ def test_trains_tells_training_experiments_from_numerical_checks():
     assert {n for n in EXPERIMENTS if not trains(n)} == checks
     # platonic trains through another experiment's code as well as the engine's
     assert trains("platonic") and trains("infonce_sphere")
+
+
+def test_table_cells_print_mean_and_sd_without_spaces():
+    import pandas as pd
+
+    from sithlib.experiments._tables import mean_sd, of_agg, of_values
+
+    assert mean_sd(0.5, 0.01) == "0.500±0.010" and mean_sd(0.5) == "0.500"
+    assert mean_sd(0.5, float("nan")) == "0.500"
+    assert mean_sd(123.456, 0.0123, "{:.3g}", "{:.2g}") == "123±0.012"
+    assert of_values(pd.Series([1.0, 3.0]), "{:.1f}") == "2.0±1.4"
+    assert of_values(pd.Series([2.0])) == "2.000"  # one seed: no spread
+    agg = pd.DataFrame({"mean": [1.0, 2.0], "std": [0.5, float("nan")]}, index=["a", "b"])
+    assert of_agg(agg, "{:.1f}").to_dict() == {"a": "1.0±0.5", "b": "2.0"}

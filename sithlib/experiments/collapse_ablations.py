@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._tables import of_values
 from sithlib.methods import build_method
 from sithlib.metrics import (
     center_vector_norm,
@@ -321,9 +322,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def _mean_sd(values: pd.Series, fmt: str = "{:.2f}") -> str:
-    # No spaces around ±: a cell never breaks inside a number in the book's narrow tables.
-    mean, sd = values.mean(), values.std()
-    return fmt.format(mean) + ("" if pd.isna(sd) else "±" + fmt.format(sd))
+    return of_values(values, fmt)
 
 
 def variant_label(variant: str) -> str:

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._tables import of_values
 from sithlib.losses import info_nce
 from sithlib.metrics import block_r2
 from sithlib.models.mlp import MLP
@@ -229,9 +230,7 @@ def plot_curves(curves: pd.DataFrame, ax=None):
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per setting: content and style R^2 (linear, nonlinear) as 'mean ± sd over seeds', the
     raw-observation reference, and the published values (not retrieved: [NR])."""
-    def fmt(values: pd.Series) -> str:
-        text = f"{values.mean():.3f}"
-        return text + (f" ± {values.std():.3f}" if len(values) > 1 else "")
+    fmt = of_values
 
     m = _scores(metrics)
     order = list(dict.fromkeys(m.setting))

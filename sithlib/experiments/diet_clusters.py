@@ -32,6 +32,7 @@ from torch import nn
 
 from sithlib.dgp import DGP, DGPConfig, pool_condition
 from sithlib.dgp._random import generator_for
+from sithlib.experiments._tables import mean_sd
 from sithlib.losses import diet
 from sithlib.metrics import fit_linear_map, r2_linear
 from sithlib.models.mlp import MLP
@@ -427,8 +428,8 @@ _SHORT = {"r2_z": "R² of z", "r2_w": "R² of w→v"}
 
 
 def _mean_sd(mean: float, sd: float, count: int, fmt: str) -> str:
-    """``mean ± sd`` over seeds, or the mean alone for one seed."""
-    return fmt.format(mean) + (" ± " + fmt.format(sd) if count > 1 else "")
+    """``mean±sd`` over seeds, or the mean alone for one seed."""
+    return mean_sd(mean, sd if count > 1 else None, fmt)
 
 
 def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -450,7 +451,7 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
         ours = _mean_sd(r.mean * scale, r.std * scale, r.count, fmt)
         delta = abs(r.mean * scale - pub_mean)
         out.append({"setting": setting_label(r.row), "head": r.head, "score": _LABELS[r.metric],
-                    "ours": ours, "published": f"{pub_mean:g} ± {pub_sd:g}",
+                    "ours": ours, "published": mean_sd(pub_mean, pub_sd, "{:g}"),
                     "|Δ|": round(delta, 2 if scale == 100.0 else 3),
                     "within 2": bool(delta <= 2.0) if scale == 100.0 else None,
                     **({"steps": int(trained[r.row])} if r.row in trained else {}),
@@ -474,9 +475,7 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
             for q in ("r2_z", "r2_w"):
                 mean, sd, count = agg.loc[(name, head, q)]
                 pub = TABLE2[name].published[f"{q} {head}"][0]
-                # No-break spaces keep "mean ± sd" on one line: the table fits the page.
-                ours = _mean_sd(100 * mean, 100 * sd, count, "{:.1f}").replace(" ", "\u00a0")
-                rec[(_SHORT[q], "ours")] = ours
+                rec[(_SHORT[q], "ours")] = _mean_sd(100 * mean, 100 * sd, count, "{:.1f}")
                 rec[(_SHORT[q], "paper")] = f"{pub:g}"
                 rec[(_SHORT[q], "Δ")] = f"{100 * mean - pub:+.1f}".replace("-", "\u2212")
             out.append(rec)
@@ -505,10 +504,10 @@ def singular_value_table(metrics: pd.DataFrame) -> pd.DataFrame:
                     "1/κ_eff": f"{1.0 / float(k_eff.iloc[0]):.3f}",
                     "ours: mean singular value": _mean_sd(sv.mean(), sv.std(), len(sv), "{:.3f}"),
                     "ours: MAE vs csi's 1/κ": _mean_sd(mae.mean(), mae.std(), len(mae), "{:.3f}"),
-                    "published MAE": f"{pub[0]:g} ± {pub[1]:g}",
+                    "published MAE": mean_sd(*pub, "{:g}"),
                     "ours: MAE s.v. w": _mean_sd(mae_w.mean(), mae_w.std(), len(mae_w), "{:.3f}"),
-                    "published MAE s.v. w": "{:g} ± {:g}".format(
-                        *TABLE2[name].published["mae_w normalized"]),
+                    "published MAE s.v. w": mean_sd(*TABLE2[name].published["mae_w normalized"],
+                                                    "{:g}"),
                     "source": SOURCE})
     return pd.DataFrame(out).set_index("setting")
 

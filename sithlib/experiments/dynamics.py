@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._tables import of_values
 from sithlib.methods import build_method
 from sithlib.metrics import effective_rank, mcc, r2_linear
 from sithlib.models.mlp import MLP
@@ -321,8 +322,7 @@ def plot_latent_r2(curves: pd.DataFrame):
 def _mean_sd(values: pd.Series, digits: int = 0) -> str:
     if values.empty:
         return "not reached"
-    sd = "" if len(values) < 2 else f" ± {values.std():.{digits}f}"
-    return f"{values.mean():.{digits}f}{sd}"
+    return of_values(values, f"{{:.{digits}f}}")
 
 
 def time_to_r2_table(metrics: pd.DataFrame) -> pd.DataFrame:

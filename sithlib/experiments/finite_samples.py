@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, ClusterInstance, DGPConfig, Sphere, sample_marginal, sample_vmf
+from sithlib.experiments._tables import mean_sd
 from sithlib.losses import info_nce
 from sithlib.metrics import r2_linear
 from sithlib.models.mlp import MLP
@@ -306,7 +307,7 @@ def breakdown_table(metrics: pd.DataFrame, config: dict, threshold: float = 0.9)
             rows.append({"factor": _FACTORS[factor][0],
                          "value": "∞" if value == 0 and factor == "n" else
                          "uniform" if value == 0 and factor == "clusters" else f"{value:g}",
-                         "held-out R²": f"{mean:.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}"),
+                         "held-out R²": mean_sd(mean, sd),
                          f"below {threshold:g}": "yes" if mean < threshold else "no",
                          "seeds": len(group)})
     return pd.DataFrame(rows).set_index(["factor", "value"])

@@ -38,6 +38,7 @@ from torch import nn
 from sithlib.dgp import DGP, DGPConfig, render, sample_image_pairs, sample_latents
 from sithlib.dgp.augment import augment, recipe
 from sithlib.dgp.images import CONTINUOUS, SHAPES
+from sithlib.experiments._tables import of_agg, of_values
 from sithlib.losses import info_nce
 from sithlib.methods import build_method
 from sithlib.metrics import block_r2, linear_probe, r2_linear
@@ -381,7 +382,7 @@ def mlp_table(metrics: pd.DataFrame, config: dict | None = None) -> pd.DataFrame
             for metric, label in (("r2_before", "R² before p (h = f(x))"),
                                   ("r2_after", "R² after p (on the sphere)")):
                 v = group[group.metric == metric].value
-                row[label] = f"{v.mean():.3f}" + ("" if len(v) < 2 else f" ± {v.std():.3f}")
+                row[label] = of_values(v)
             row["seeds"] = group.seed.nunique()
             rows.append(row)
     return pd.DataFrame(rows).set_index(["factor", "value"])
@@ -436,8 +437,7 @@ def latent_table(metrics: pd.DataFrame) -> pd.DataFrame:
     image = metrics[metrics.part == "image"]
     columns = _IMAGE_METRICS + ["block_content", "block_style"]
     agg = image.groupby(["pairs", "metric"], sort=False).value.agg(["mean", "std"])
-    text = agg["mean"].map("{:.2f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.2f}")
+    text = of_agg(agg, "{:.2f}")
     table = text.unstack("metric")[columns]
     table.columns = [c.replace("r2_", "R² ").replace("block_", "block R² ")
                      .replace("shape_accuracy", "shape acc.") for c in columns]

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._tables import of_agg
 from sithlib.losses import info_nce
 from sithlib.metrics import mcc, r2_linear, r2_nonlinear
 from sithlib.models.mlp import MLP
@@ -239,8 +240,7 @@ def mismatch_table(metrics: pd.DataFrame) -> pd.DataFrame:
     (not retrieved for any row: papers.md 7.4)."""
     m = metrics[metrics.metric.isin(SCORES)]
     agg = m.groupby(["row", "metric"]).value.agg(["mean", "std"])
-    text = agg["mean"].map("{:.3f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.3f}")
+    text = of_agg(agg)
     scores = text.unstack("metric")
     order = [r for r in (*ROWS, "raw_sphere", "raw_box") if r in scores.index]
     out = []

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._tables import of_agg
 from sithlib.losses import info_nce
 from sithlib.metrics import fit_linear_map, mcc, orthogonality_score, r2_linear
 from sithlib.models.mlp import MLP
@@ -149,8 +150,7 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Final held-out scores per model as 'mean ± sd over seeds' strings."""
     scores = metrics[metrics.metric.isin(["r2_linear", "mcc", "orthogonality"])]
     agg = scores.groupby(["model", "metric"]).value.agg(["mean", "std", "count"])
-    text = agg["mean"].map("{:.3f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.3f}")
+    text = of_agg(agg)
     table = text.unstack("metric").fillna("–")
     table["seeds"] = agg["count"].groupby("model").max()
     return table

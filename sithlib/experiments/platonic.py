@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._tables import of_values
 from sithlib.methods import build_method
 from sithlib.metrics import (
     cka_linear,
@@ -269,8 +270,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def _mean_sd(values: pd.Series) -> str:
-    sd = values.std()
-    return f"{values.mean():.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}")
+    return of_values(values)
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:

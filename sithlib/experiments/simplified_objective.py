@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from sithlib.experiments._tables import of_agg
 from sithlib.experiments.collapse_ablations import (
     held_out,
     make_dgp,
@@ -191,8 +192,7 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     'mean ± sd over seeds' strings, in run order."""
     m = metrics[metrics.metric.isin(COLUMNS)]
     agg = m.groupby(["model", "metric"], sort=False).value.agg(["mean", "std"])
-    text = agg["mean"].map("{:.3f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.3f}")
+    text = of_agg(agg)
     table = text.unstack("metric").reindex(columns=list(COLUMNS)).fillna("–")
     table = table.reindex(list(dict.fromkeys(m.model)))
     return table.rename(columns=COLUMNS)

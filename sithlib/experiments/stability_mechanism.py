@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib import losses
+from sithlib.experiments._tables import mean_sd
 from sithlib.experiments.stability_monitor import (
     METHODS,
     ImageSource,
@@ -487,7 +488,6 @@ def device_table(metrics: pd.DataFrame) -> pd.DataFrame:
             continue
         agg = sel.groupby("state").value.agg(["mean", "std"])
         rows.append({"quantity": label, **{
-            state: f"{agg.loc[state, 'mean']:.3g}" + (
-                "" if pd.isna(agg.loc[state, "std"]) else f" ± {agg.loc[state, 'std']:.2g}")
+            state: mean_sd(agg.loc[state, "mean"], agg.loc[state, "std"], "{:.3g}", "{:.2g}")
             for state in agg.index}})
     return pd.DataFrame(rows).set_index("quantity")

@@ -35,6 +35,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, load_dataset, recipe, render, sample_latents, to_tensors
 from sithlib.dgp.augment import augment
+from sithlib.experiments._tables import of_agg
 from sithlib.methods import build_method
 from sithlib.metrics import (
     center_vector_norm,
@@ -450,8 +451,7 @@ def final_table(metrics: pd.DataFrame, data: str = "vector", space: str = "emb")
                 & (((metrics.space == space) & metrics.metric.isin(MONITOR))
                    | metrics.metric.isin(["knn_acc", "r2_linear"]))]
     agg = m.groupby(["method", "metric"]).value.agg(["mean", "std"])
-    text = agg["mean"].map("{:.3f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.3f}")
+    text = of_agg(agg)
     table = text.unstack("metric")
     order = [c for c in (*MONITOR, "knn_acc", "r2_linear") if c in table]
     table = table[order].rename(columns=LABELS).fillna("–")

@@ -34,6 +34,7 @@ import torch
 from sithlib.dgp import DGP, DGPConfig, recipe, render, sample_latents
 from sithlib.dgp.augment import augment
 from sithlib.dgp.vmf import sample_vmf
+from sithlib.experiments._tables import of_agg
 from sithlib.experiments.vicreg_information import VICRegData
 from sithlib.losses import vicreg
 from sithlib.methods import VICRegConfig, build_method
@@ -365,8 +366,7 @@ def summary_table(metrics: pd.DataFrame, state: str = "trained") -> pd.DataFrame
     """Every measure at the training strength, per setting and kind of views ('mean ± sd')."""
     data = metrics[metrics.training & (metrics.state == state) & metrics.metric.isin(MEASURES)]
     agg = data.groupby(["setting", "family", "metric"]).value.agg(["mean", "std", "count"])
-    text = agg["mean"].map("{:.3f}".format) + agg["std"].map(
-        lambda s: "" if pd.isna(s) else f" ± {s:.3f}")
+    text = of_agg(agg)
     table = text.unstack("metric").reindex(columns=list(MEASURES)).fillna("–")
     table["seeds"] = agg["count"].groupby(["setting", "family"]).max()
     return table.rename(columns=LABELS)

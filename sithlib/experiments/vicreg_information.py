@@ -32,6 +32,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, render, sample_latents
 from sithlib.dgp.augment import augment
+from sithlib.experiments._tables import mean_sd
 from sithlib.losses import logdet_entropy, pairwise_entropy, vicreg, vicreg_entropy
 from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics import r2_linear
@@ -382,14 +383,12 @@ def summary_table(metrics: pd.DataFrame, dgp: str | None = None) -> pd.DataFrame
     if dgp is not None:
         data = data[data.dgp == dgp]
     agg = data.groupby(["dgp", "method", "metric"]).value.agg(["mean", "std", "count"])
-    # Entropies, the bound and the invariance are large: fewer decimals are enough. No spaces
-    # around ±, so that a cell never breaks inside a number in the book's narrow tables.
+    # Entropies, the bound and the invariance are large: fewer decimals are enough.
     fmt = [("{:.1f}" if k in ("entropy", "entropy_pairwise", "bound") else
             "{:.2f}" if k == "invariance" else "{:.3f}")
            for k in agg.index.get_level_values("metric")]
-    text = pd.Series([f.format(v) + ("" if pd.isna(sd) else "±" + f.format(sd))
-                      for f, v, sd in zip(fmt, agg["mean"], agg["std"], strict=True)],
-                     index=agg.index)
+    text = pd.Series([mean_sd(v, sd, f) for f, v, sd in zip(fmt, agg["mean"], agg["std"],
+                                                              strict=True)], index=agg.index)
     table = text.unstack("metric").reindex(columns=[c for c in order if c in set(data.metric)])
     table = table.fillna("–").rename(columns=_TABLE_LABELS)
     table["seeds"] = agg["count"].groupby(["dgp", "method"]).max()
