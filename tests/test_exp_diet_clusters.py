@@ -108,7 +108,7 @@ def test_singular_value_table_sets_ours_beside_both_reference_scales():
     records = [{"row": r, "head": "normalized", "seed": s, "metric": k, "value": v}
                for r in ("baseline", "laplace") for s in range(3)
                for k, v in (("sv_z", 0.1 + 0.4 * (r == "laplace") + 0.01 * s), ("mae_z", 0.2),
-                            ("mae_w", 0.03))]
+                            ("mae_w", 0.03 + 0.01 * s))]
     records += [{"row": r, "head": "normalized", "seed": 0, "metric": "kappa_eff", "value": k}
                 for r, k in (("baseline", 10.0), ("laplace", 2.0))]
     t = dc.singular_value_table(pd.DataFrame(records))
@@ -117,8 +117,10 @@ def test_singular_value_table_sets_ours_beside_both_reference_scales():
     assert lap["csi's 1/κ"] == "0.100" and lap["1/κ_eff"] == "0.500"
     assert lap["ours: mean singular value"] == "0.510±0.010"
     assert lap["published MAE"] == "0.01±0"
-    assert lap["ours: MAE s.v. w"] == "0.030±0.000"
-    assert lap["published MAE s.v. w"] == "0±0"
+    check = dc.published_mae_w_check(pd.DataFrame(records))
+    assert check.loc["Laplace, b = 1", "ours: MAE s.v. w"] == "0.040±0.010"
+    assert check.loc["κ = 50", "ours: MAE s.v. w"] == "–"
+    assert "ours: MAE s.v. w" not in dc.published_mae_w_check()
     assert t.loc[dc.setting_label("baseline"), "csi's 1/κ"] == "0.100"
 
 
