@@ -67,8 +67,9 @@ def pool_condition(dim: int, pool: int = 25_000, quantile: float = 0.0, *,
     cl-ica (and csi, which copies it) draws ``pool`` matrices with U(-1, 1) entries and unit
     columns, sorts their condition numbers and takes the one at index ``int(pool * quantile)``
     as the threshold each mixing layer must meet. The threshold depends strongly on dim: the
-    best of 25 000 (``quantile=0``, csi's DIET setting) is about 1.65 for d = 5, 3.6 for
-    d = 10 and 8.7 for d = 20, so one fixed condition number cannot stand for all of them.
+    best of 25 000 (``quantile=0``, csi's DIET setting) is about 1.4-1.7 for d = 5, 3.6-4.0
+    for d = 10 and 8.7-9.3 for d = 20 (over draws), so one fixed condition number cannot
+    stand for all of them.
     """
     _check_int("dim", dim, 1)
     _check_int("pool", pool, 1)

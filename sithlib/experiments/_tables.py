@@ -20,7 +20,7 @@ def mean_sd(mean: float, sd: float | None = None, fmt: str = "{:.3f}",
 
 def of_values(values: pd.Series, fmt: str = "{:.3f}") -> str:
     """:func:`mean_sd` of per-seed values (sample standard deviation; none for one value)."""
-    return mean_sd(values.mean(), values.std() if len(values) > 1 else None, fmt)
+    return mean_sd(values.mean(), values.std(), fmt)
 
 
 def of_agg(agg: pd.DataFrame, fmt: str = "{:.3f}") -> pd.Series:

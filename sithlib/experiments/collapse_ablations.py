@@ -321,10 +321,6 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 # -- tables and figures ---------------------------------------------------------------------------
 
 
-def _mean_sd(values: pd.Series, fmt: str = "{:.2f}") -> str:
-    return of_values(values, fmt)
-
-
 def variant_label(variant: str) -> str:
     """A variant's name for tables: ``"simsiam_no_predictor"`` -> ``"simsiam: no predictor"``."""
     method = VARIANTS[variant][0]
@@ -349,14 +345,14 @@ def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "method": g.method.iloc[0],
             "ablation": bool(g.ablation.iloc[0]),
             "outcome": f"{OUTCOMES[majority]} ({int((codes == majority).sum())}/{n})",
-            "||s|| early": _mean_sd(by["center_norm_early"]),
-            "||s|| final": _mean_sd(by["center_norm"]),
-            "mean ||mu_x||": _mean_sd(by["mean_mu_norm"]),
-            "E||mu_x - s||^2": _mean_sd(by["spread"], "{:.3f}"),
-            "std ratio": _mean_sd(by["std_ratio"]),
-            "eff. rank": _mean_sd(by["effective_rank"], "{:.1f}"),
-            "encoder R2": _mean_sd(by["r2_linear"]),
-            "encoder eff. rank": _mean_sd(by["encoder_effective_rank"], "{:.1f}"),
+            "||s|| early": of_values(by["center_norm_early"], "{:.2f}"),
+            "||s|| final": of_values(by["center_norm"], "{:.2f}"),
+            "mean ||mu_x||": of_values(by["mean_mu_norm"], "{:.2f}"),
+            "E||mu_x - s||^2": of_values(by["spread"], "{:.3f}"),
+            "std ratio": of_values(by["std_ratio"], "{:.2f}"),
+            "eff. rank": of_values(by["effective_rank"], "{:.1f}"),
+            "encoder R2": of_values(by["r2_linear"], "{:.2f}"),
+            "encoder eff. rank": of_values(by["encoder_effective_rank"], "{:.1f}"),
             "early ||s|| predicts": f"{int(by['s_predicts'].sum())}/{n}",
             "final ||s|| agrees": f"{int(by['s_agrees'].sum())}/{n}",
         })

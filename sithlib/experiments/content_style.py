@@ -230,11 +230,9 @@ def plot_curves(curves: pd.DataFrame, ax=None):
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per setting: content and style R^2 (linear, nonlinear) as 'mean ± sd over seeds', the
     raw-observation reference, and the published values (not retrieved: [NR])."""
-    fmt = of_values
-
     m = _scores(metrics)
     order = list(dict.fromkeys(m.setting))
-    table = m.groupby(["setting", "block", "regression"]).value.agg(fmt).unstack(
+    table = m.groupby(["setting", "block", "regression"]).value.agg(of_values).unstack(
         ["block", "regression"])
     table.columns = [f"{b} R² ({r})" for b, r in table.columns]
     table = table[[f"{b} R² ({r})" for b in ("content", "style")

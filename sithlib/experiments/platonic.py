@@ -269,14 +269,10 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 # ------------------------------------------------------------------------------ tables
 
 
-def _mean_sd(values: pd.Series) -> str:
-    return of_values(values)
-
-
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Held-out scores of the encoder output per method, 'mean ± sd over seeds'."""
     scores = metrics[metrics.metric.isin(SCORES) & metrics.model.isin(METHODS + ("raw x",))]
-    table = scores.groupby(["model", "metric"], sort=False).value.apply(_mean_sd).unstack("metric")
+    table = scores.groupby(["model", "metric"], sort=False).value.apply(of_values).unstack("metric")
     table = table[[s for s in SCORES if s in table.columns]]
     table["seeds"] = scores.groupby("model", sort=False).seed.nunique()
     order = [m for m in METHODS + ("raw x",) if m in table.index]

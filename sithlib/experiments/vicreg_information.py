@@ -368,6 +368,9 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
     return ax
 
 
+# Entropies, the bound and the invariance are large: fewer decimals are enough.
+_DECIMALS = {"entropy": "{:.1f}", "entropy_pairwise": "{:.1f}", "bound": "{:.1f}",
+             "invariance": "{:.2f}"}
 # Column names with spaces, so that a header can wrap in the book's narrow tables.
 _TABLE_LABELS = {"knn": "kNN", "linear_probe": "linear probe", "r2_linear": "R² linear",
                  "entropy_pairwise": "pairwise entropy",
@@ -383,12 +386,9 @@ def summary_table(metrics: pd.DataFrame, dgp: str | None = None) -> pd.DataFrame
     if dgp is not None:
         data = data[data.dgp == dgp]
     agg = data.groupby(["dgp", "method", "metric"]).value.agg(["mean", "std", "count"])
-    # Entropies, the bound and the invariance are large: fewer decimals are enough.
-    fmt = [("{:.1f}" if k in ("entropy", "entropy_pairwise", "bound") else
-            "{:.2f}" if k == "invariance" else "{:.3f}")
-           for k in agg.index.get_level_values("metric")]
-    text = pd.Series([mean_sd(v, sd, f) for f, v, sd in zip(fmt, agg["mean"], agg["std"],
-                                                              strict=True)], index=agg.index)
+    text = pd.Series([mean_sd(v, sd, _DECIMALS.get(k, "{:.3f}"))
+                      for (_, _, k), v, sd in zip(agg.index, agg["mean"], agg["std"], strict=True)],
+                     index=agg.index)
     table = text.unstack("metric").reindex(columns=[c for c in order if c in set(data.metric)])
     table = table.fillna("–").rename(columns=_TABLE_LABELS)
     table["seeds"] = agg["count"].groupby(["dgp", "method"]).max()
