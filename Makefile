@@ -14,11 +14,12 @@ export PYTHONHASHSEED := 0
 
 .PHONY: book test lint pytest nbval verify results constraints clean
 
-# The venv is (re)installed only when the dependency files change.
+# The venv is (re)installed only when the dependency files change. --no-cache-dir: torch's CUDA
+# build and its nvidia wheels are ~3 GB, and a second, cached copy ran a CI disk out of space.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]"
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade "pip>=24"
+	$(PY) -m pip install --quiet --no-cache-dir -c constraints.txt -e ".[book,test]"
 	@touch $(STAMP)
 
 book: $(STAMP)
