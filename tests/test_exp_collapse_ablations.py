@@ -156,7 +156,7 @@ def test_tables_and_curves_have_every_variant_and_seed(small_run):
     table = exp.collapse_table(m)
     assert list(table.index) == list(cfg.variants)
     assert all(o.split(" ")[0] in exp.OUTCOMES and o.endswith("/2)") for o in table.outcome)
-    assert all(v.endswith("/2") for v in table["early ||s|| predicts"])
+    assert all(v.endswith("/2") for v in table["early ‖s‖ predicts"])
     claims = exp.claims_table(m, s_threshold=cfg.s_threshold)
     assert claims.verdict.isin(["supported", "partly supported", "not supported",
                                 "not tested"]).all()
@@ -183,6 +183,6 @@ def test_plots_return_axes(small_run):
 def test_variant_labels_are_readable_and_distinct():
     labels = [exp.variant_label(v) for v in exp.VARIANTS]
     assert len(set(labels)) == len(labels)
-    assert exp.variant_label("simsiam") == "simsiam"
-    assert exp.variant_label("barlow_twins_no_off_diagonal") == "barlow twins: no off diagonal"
-    assert exp.variant_label("byol_ema_0") == "byol: ema 0"
+    assert exp.variant_label("simsiam") == "SimSiam"
+    assert exp.variant_label("barlow_twins_no_off_diagonal") == "Barlow Twins: no off diagonal"
+    assert exp.variant_label("byol_ema_0") == "BYOL: EMA 0"

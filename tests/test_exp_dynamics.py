@@ -93,9 +93,9 @@ def test_bad_method_is_rejected():
 def test_tables_and_figures(tiny_result):
     m, c = tiny_result["metrics"], tiny_result["curves"]
     table = dynamics.time_to_r2_table(m)
-    assert set(table.index) == {"infonce", "vicreg"} and table.shape[1] == 3
+    assert set(table.index) == {"InfoNCE", "VICReg"} and table.shape[1] == 3
     onset = dynamics.onset_table(m)
-    assert set(onset.index) == {"infonce", "vicreg"}
+    assert set(onset.index) == {"InfoNCE", "VICReg"}
     assert len(dynamics.plot_scores(c, m)) == 3
     for grid in (dynamics.plot_loss(c), dynamics.plot_spectrum(c), dynamics.plot_latent_r2(c)):
         assert len(grid.axes.flat) == 2

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sithlib.experiments import identifiability_classes as exp
+from sithlib.experiments._tables import METRIC_LABELS
 
 matplotlib.use("Agg")
 
@@ -115,13 +116,15 @@ def test_bad_inputs_are_named():
 def test_tables_and_figures(result):
     m = result["metrics"]
     table = exp.summary_table(m)
-    assert list(table.index) == list(exp.CLASSES) and list(table.columns) == list(exp.IDEAL)
+    assert list(table.index) == list(exp.CLASSES)
+    assert list(table.columns) == [METRIC_LABELS[k] for k in exp.IDEAL]
     pairs = exp.summary_table(m, pairs=True)
-    assert "identity" not in pairs.index and list(pairs.columns) == list(exp.PAIR_METRICS)
+    assert "identity" not in pairs.index
+    assert list(pairs.columns) == [exp.PAIR_LABELS[k] for k in exp.PAIR_METRICS]
     marks = exp.invariance_table(m)
-    assert marks.loc["orthogonal", "mutual_knn"] == "✓"
-    assert marks.loc["linear", "mutual_knn"] == "·"
-    assert marks.loc["permutation", "mcc"] == "✓"
+    assert marks.loc["orthogonal", "mutual kNN"] == "✓"
+    assert marks.loc["linear", "mutual kNN"] == "·"
+    assert marks.loc["permutation", "MCC"] == "✓"
     assert exp.plot_condition_sweep(m, n=300).get_xscale() == "log"
     ax = exp.plot_pairs(m)
     assert len(ax.get_xticklabels()) == len(exp.CLASSES) - 1

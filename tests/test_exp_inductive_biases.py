@@ -85,7 +85,8 @@ def test_run_tables_and_figures(tmp_path, monkeypatch):
     table = ib.mlp_table(m)
     assert {"projector", "width"} <= set(table.index.get_level_values(0))
     latents = ib.latent_table(m)
-    assert list(latents.index) == ["untrained", "latent_content_style", "augment"]
+    assert list(latents.columns) == ["untrained", "latent_content_style", "augment"]
+    assert list(latents.index)[-2:] == ["block R² content", "block R² style"]
     ib.plot_mlp_sweeps(m, dataclasses.asdict(TINY["inductive_biases"]))
     ib.plot_projector(m)
     ib.plot_latents(m)

@@ -84,6 +84,8 @@ def test_table_and_figures(result):
     assert table.loc[exp.ROWS["vmf_matched"].label, "matches theory"] == "✓"
     assert table.loc[exp.ROWS["laplace_sphere"].label, "matches theory"] == "✗"
     assert (table["published"] == "not retrieved").all()
+    assert table.loc[exp.ROWS["vmf_matched"].label, "p(z̃|z)"] == "vMF"
+    assert table.loc[exp.ROWS["box_laplace_l1"].label, "p(z̃|z)"] == "Laplace, box"
     assert list(c[c.row == "vmf_matched"].step.unique()) == [10, 20]
     axes = exp.plot_mismatch(m)
     assert len(axes) == 2 and len(axes[0].get_yticklabels()) == len(exp.ROWS)

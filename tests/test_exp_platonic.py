@@ -11,6 +11,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig
 from sithlib.experiments import platonic as exp
+from sithlib.experiments._tables import METRIC_LABELS
 from sithlib.metrics import mutual_knn
 
 matplotlib.use("Agg")
@@ -86,8 +87,8 @@ def test_tables(tiny):
     m = tiny["metrics"]
     table = exp.summary_table(m)
     assert list(table.index) == [exp.LABELS[k] for k in exp.METHODS] + ["raw x"]
-    assert list(table.columns) == [*exp.SCORES, "seeds"]
-    assert "±" in table.loc["InfoNCE", "r2_linear"]
+    assert list(table.columns) == [METRIC_LABELS[s] for s in exp.SCORES] + ["seeds"]
+    assert "±" in table.loc["InfoNCE", "linear R²"]
     knn = exp.similarity_matrix(m)
     assert list(knn.index) == list(exp.METHODS + exp.REFERENCES)
     assert (knn.to_numpy() == knn.to_numpy().T)[~knn.isna().to_numpy()].all()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sithlib.experiments import simplified_objective as exp
+from sithlib.experiments._tables import METHOD_LABELS
 
 TINY = {
     "simplified_objective": dataclasses.replace(
@@ -73,8 +74,9 @@ def test_table_and_baselines(small_run):
     m = tables["metrics"]
     table = exp.comparison_table(m)
     expected = [f"stability λ={v:g}" for v in cfg.lambdas] + list(cfg.methods)
-    assert list(table.index) == expected + ["raw x", "untrained encoder"]
-    assert table.loc["raw x", "||s||"] == "–"
+    shown = [METHOD_LABELS.get(k, k) for k in expected]
+    assert list(table.index) == shown + ["raw x", "untrained encoder"]
+    assert table.loc["raw x", "‖s‖"] == "–"
     assert 0 < _final(m, "raw x", "knn_accuracy").item() <= 1
     chance = 1 / (2 * cfg.dim)
     assert _final(m, "raw x", "knn_accuracy").item() > chance + 0.1
@@ -96,5 +98,5 @@ def test_plots_return_axes(small_run):
     assert len(axes) == 4 and axes[1].get_title() == "kNN accuracy"
     assert len(axes[0].get_lines()) >= 3
     ax = exp.plot_center_norm_curves(tables["curves"])
-    assert ax.get_ylabel() == "||s|| (held-out)"
+    assert ax.get_ylabel() == "‖s‖ (held-out)"
     plt.close("all")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sithlib.experiments import stability_monitor as exp
+from sithlib.experiments._tables import METHOD_LABELS
 from tests.test_vision_datasets import write_cifar
 
 matplotlib.use("Agg")
@@ -62,7 +63,7 @@ def test_table_and_figures(result):
 
     m = result["metrics"]
     table = exp.final_table(m, "vector")
-    assert list(table.index) == [*exp.METHODS, "raw input"]
+    assert list(table.index) == [METHOD_LABELS[k] for k in exp.METHODS] + ["raw input"]
     assert exp.LABELS["center_norm"] in table.columns and exp.LABELS["r2_linear"] in table.columns
     axes = exp.plot_curves(result["curves"], "image")
     assert axes[0].get_xlabel() == "training step"

@@ -103,7 +103,8 @@ def test_rows_cover_every_setting_state_family_and_strength(tiny_metrics):
 
 def test_table_and_figures(tiny_metrics):
     table = exp.summary_table(tiny_metrics)
-    assert len(table) == 4 and exp.LABELS["same_region"] in table.columns
+    assert len(table.columns) == 4 and exp.LABELS["same_region"] in table.index
+    assert table.index[-1] == "seeds"
     axes = exp.plot_measures(tiny_metrics, "image", ("same_region", "cov_error"))
     assert len(axes) == 2 and axes[0].get_xscale() == "log"
     with pytest.raises(ValueError, match="setting"):

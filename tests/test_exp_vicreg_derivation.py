@@ -137,7 +137,12 @@ def test_tables_and_plots(metrics):
     import matplotlib.pyplot as plt
 
     jt = exp.jacobian_table(metrics)
-    assert len(jt) == 6 and "jacobian diff same region max" in jt.columns
+    same = metrics[metrics.metric == "jacobian_diff_same_region_max"].value
+    n = len(same)  # one value per (network, anchor)
+    assert len(jt) == 6 and list(jt.columns) == [f"{c} over {n} anchors" for c in
+                                                  ("min", "median", "max")]
+    cell = jt.loc["same pattern: largest Jacobian difference", f"max over {n} anchors"]
+    assert float(cell) == pytest.approx(same.max(), rel=0.05, abs=1e-300)
     mt = exp.mi_table(metrics)
     assert len(mt) == 8 and (mt["gap (exact)"] >= 0).all()
     assert len(exp.plot_noise_scan(metrics)) == 3

@@ -78,9 +78,12 @@ def test_tables_have_every_method_dgp_and_baseline(tiny_result):
     assert set(c.step[c.dgp == "vector"]) == {10, 20}
     assert {"entropy", "invariance", "bound", "knn", "r2_linear", "train_entropy"} <= set(c)
     table = exp.summary_table(m)
-    assert len(table) == 9 and {"kNN", "R² linear", "relative invariance"} <= set(table.columns)
+    assert len(table) == 9 and {"kNN", "linear R²", "relative invariance"} <= set(table.columns)
     track = exp.tracking_table(c)
-    assert len(track) == 6 and "bound ~ knn" in track.columns
+    assert len(track) == 6 and ("kNN accuracy", "bound") in track.columns
+    vic = c[(c.dgp == "vector") & (c.method == "VICReg")]
+    assert track.loc[("vector", "VICReg"), ("linear R²", "entropy")] == round(
+        vic.entropy.corr(vic.r2_linear, method="spearman"), 2)
 
 
 def test_figures(tiny_result):

@@ -48,7 +48,8 @@ def test_infonce_learns_beyond_the_raw_baseline():
     assert list(tables["curves"].step) == [300, 600, 900]
     assert (m[m.metric == "singular_value"].groupby("seed").size() == cfg.dim).all()
     table = infonce_sphere.summary_table(m)
-    assert set(table.index) == {"infonce", "raw x (no encoder)"}
+    assert set(table.index) == {"InfoNCE", "raw x (no encoder)"}
+    assert list(table.columns) == ["linear R²", "MCC", "orthogonality", "seeds"]
 
 
 def test_trains_tells_training_experiments_from_numerical_checks():
@@ -73,3 +74,22 @@ def test_table_cells_print_mean_and_sd_without_spaces():
     assert of_values(pd.Series([2.0])) == "2.000"  # one seed: no spread
     agg = pd.DataFrame({"mean": [1.0, 2.0], "std": [0.5, float("nan")]}, index=["a", "b"])
     assert of_agg(agg, "{:.1f}").to_dict() == {"a": "1.0±0.5", "b": "2.0"}
+    # A format per metric (the last index level); the others keep the default.
+    assert of_agg(agg, "{:.1f}", fmts={"b": "{:.3f}"}).to_dict() == {"a": "1.0±0.5", "b": "2.000"}
+
+
+def test_readable_tables_use_the_display_names():
+    import pandas as pd
+
+    from sithlib.experiments._tables import METHOD_LABELS, readable
+    from sithlib.methods import METHODS
+
+    # Every method has a display name, and no two methods or scores share one.
+    assert set(METHODS) - {"stability"} <= set(METHOD_LABELS)
+    assert len(set(METHOD_LABELS.values())) == len(METHOD_LABELS)
+    table = pd.DataFrame({"r2_linear": [0.9], "seeds": [3]},
+                         index=pd.Index(["barlow_twins"], name="method"))
+    table.columns.name = "metric"
+    out = readable(table)
+    assert list(out.index) == ["Barlow Twins"] and list(out.columns) == ["linear R²", "seeds"]
+    assert out.columns.name is None and out.index.name == "method"

@@ -16,6 +16,11 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+# Display names of methods and scores, for readers' own tables and text.
+from sithlib.experiments._tables import METHOD_LABELS, METRIC_LABELS
+
+__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "get_experiment", "shrink", "trains"]
+
 
 def _discover() -> dict[str, ModuleType]:
     found = {}

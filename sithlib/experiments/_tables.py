@@ -23,7 +23,36 @@ def of_values(values: pd.Series, fmt: str = "{:.3f}") -> str:
     return mean_sd(values.mean(), values.std(), fmt)
 
 
-def of_agg(agg: pd.DataFrame, fmt: str = "{:.3f}") -> pd.Series:
-    """:func:`mean_sd` of every row of a ``groupby(...).agg(["mean", "std", ...])`` frame."""
-    return pd.Series([mean_sd(m, s, fmt) for m, s in zip(agg["mean"], agg["std"], strict=True)],
+def of_agg(agg: pd.DataFrame, fmt: str = "{:.3f}", fmts: dict | None = None) -> pd.Series:
+    """:func:`mean_sd` of every row of a ``groupby(...).agg(["mean", "std", ...])`` frame;
+    ``fmts`` overrides ``fmt`` for the rows whose last index level (the metric) it names."""
+    fmts = fmts or {}
+    keys = agg.index.get_level_values(-1)
+    return pd.Series([mean_sd(m, s, fmts.get(k, fmt))
+                      for k, m, s in zip(keys, agg["mean"], agg["std"], strict=True)],
                      index=agg.index, dtype=object)
+
+
+#: Display names of the methods (the keys of :data:`sithlib.methods.METHODS`) in tables.
+METHOD_LABELS = {
+    "simclr": "SimCLR", "infonce": "InfoNCE", "byol": "BYOL", "simsiam": "SimSiam",
+    "swav": "SwAV", "dino": "DINO", "barlow_twins": "Barlow Twins", "vicreg": "VICReg",
+    "diet": "DIET", "supervised": "supervised",
+}
+
+#: Display names of the scores that several chapters' tables share: the names under which
+#: chapter 1.1 (identifiability) defines them.
+METRIC_LABELS = {
+    "r2_linear": "linear R²", "r2_nonlinear": "nonlinear R²", "procrustes_r2": "Procrustes R²",
+    "mcc": "MCC", "mcc_spearman": "MCC (Spearman)", "orthogonality": "orthogonality",
+    "effective_rank": "effective rank", "knn_to_z": "mutual kNN with z", "mutual_knn": "mutual kNN",
+    "cka_linear": "linear CKA", "knn_acc": "kNN accuracy", "knn": "kNN accuracy",
+}
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the display names of its methods (index) and scores (columns); the
+    axis names go, since the labels say what they are."""
+    out = table.rename(index=METHOD_LABELS, columns=METRIC_LABELS)
+    out.columns.name = None
+    return out

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import of_values
+from sithlib.experiments._tables import METHOD_LABELS, of_values
 from sithlib.methods import build_method
 from sithlib.metrics import (
     center_vector_norm,
@@ -322,10 +322,10 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def variant_label(variant: str) -> str:
-    """A variant's name for tables: ``"simsiam_no_predictor"`` -> ``"simsiam: no predictor"``."""
+    """A variant's name for tables: ``"simsiam_no_predictor"`` -> ``"SimSiam: no predictor"``."""
     method = VARIANTS[variant][0]
-    rest = variant[len(method):].strip("_").replace("_", " ")
-    return method.replace("_", " ") + (f": {rest}" if rest else "")
+    rest = variant[len(method):].strip("_").replace("_", " ").replace("ema", "EMA")
+    return METHOD_LABELS[method] + (f": {rest}" if rest else "")
 
 
 def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -345,16 +345,16 @@ def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "method": g.method.iloc[0],
             "ablation": bool(g.ablation.iloc[0]),
             "outcome": f"{OUTCOMES[majority]} ({int((codes == majority).sum())}/{n})",
-            "||s|| early": of_values(by["center_norm_early"], "{:.2f}"),
-            "||s|| final": of_values(by["center_norm"], "{:.2f}"),
-            "mean ||mu_x||": of_values(by["mean_mu_norm"], "{:.2f}"),
-            "E||mu_x - s||^2": of_values(by["spread"], "{:.3f}"),
+            "‖s‖ early": of_values(by["center_norm_early"], "{:.2f}"),
+            "‖s‖ final": of_values(by["center_norm"], "{:.2f}"),
+            "mean ‖μₓ‖": of_values(by["mean_mu_norm"], "{:.2f}"),
+            "E‖μₓ − s‖²": of_values(by["spread"], "{:.3f}"),
             "std ratio": of_values(by["std_ratio"], "{:.2f}"),
             "eff. rank": of_values(by["effective_rank"], "{:.1f}"),
-            "encoder R2": of_values(by["r2_linear"], "{:.2f}"),
+            "encoder R²": of_values(by["r2_linear"], "{:.2f}"),
             "encoder eff. rank": of_values(by["encoder_effective_rank"], "{:.1f}"),
-            "early ||s|| predicts": f"{int(by['s_predicts'].sum())}/{n}",
-            "final ||s|| agrees": f"{int(by['s_agrees'].sum())}/{n}",
+            "early ‖s‖ predicts": f"{int(by['s_predicts'].sum())}/{n}",
+            "final ‖s‖ agrees": f"{int(by['s_agrees'].sum())}/{n}",
         })
     return pd.DataFrame(out).set_index("variant")
 
@@ -409,7 +409,7 @@ def plot_prediction(metrics: pd.DataFrame, s_threshold: float = 0.9, ax=None):
                     hue_order=list(OUTCOMES), style="kind", style_order=["intact", "ablation"],
                     s=45, ax=ax)
     ax.axvline(s_threshold, color="0.4", ls="--", lw=1)
-    ax.set(xlabel="||s|| early in training", ylabel="final std ratio (1 = isotropic)",
+    ax.set(xlabel="‖s‖ early in training", ylabel="final std ratio (1 = isotropic)",
            xlim=(0, 1.02), ylim=(0, None))
     ax.legend(fontsize=8)
     return ax
@@ -437,24 +437,24 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     if len(complete):
         lo, hi = complete.center_norm.min(), complete.spread.max()
         rows.append((
-            "Complete collapse is ||s|| -> 1 with mu_x -> s",
-            f"{len(complete)} runs collapse completely; their final ||s|| >= {lo:.3f} and "
-            f"E||mu_x - s||^2 <= {hi:.4f}",
+            "Complete collapse is ‖s‖ → 1 with μₓ → s",
+            f"{len(complete)} runs collapse completely; their final ‖s‖ ≥ {lo:.3f} and "
+            f"E‖μₓ − s‖² ≤ {hi:.4f}",
             "supported" if lo > s_threshold else "not supported",
         ))
     else:
-        rows.append(("Complete collapse is ||s|| -> 1 with mu_x -> s",
+        rows.append(("Complete collapse is ‖s‖ → 1 with μₓ → s",
                      "no run collapses completely within the budget", "not tested"))
     early = wide.s_predicts.mean()
     rows.append((
-        f"||s|| early in training (above {s_threshold:g}) predicts complete collapse",
+        f"‖s‖ early in training (above {s_threshold:g}) predicts complete collapse",
         f"right in {int(wide.s_predicts.sum())} of {len(wide)} runs",
         "supported" if early == 1 else ("partly supported" if early >= 0.75 else
                                         "not supported"),
     ))
     high = wide[(wide.center_norm > s_threshold) & (wide.code < 2)]
     rows.append((
-        f"A final ||s|| above {s_threshold:g} means complete collapse",
+        f"A final ‖s‖ above {s_threshold:g} means complete collapse",
         f"{len(high)} runs end above it without complete collapse; the final value agrees "
         f"with the outcome in {int(wide.s_agrees.sum())} of {len(wide)} runs",
         "supported" if wide.s_agrees.all() else "partly supported" if wide.s_agrees.mean()
@@ -463,9 +463,9 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     if len(dimensional):
         seen = int((dimensional.center_norm > s_threshold).sum())
         rows.append((
-            "Dimensional collapse shows in ||s||",
-            f"{len(dimensional)} runs collapse dimensionally; {seen} of them end with ||s|| "
-            f"above {s_threshold:g} (final ||s|| {dimensional.center_norm.min():.2f} to "
+            "Dimensional collapse shows in ‖s‖",
+            f"{len(dimensional)} runs collapse dimensionally; {seen} of them end with ‖s‖ "
+            f"above {s_threshold:g} (final ‖s‖ {dimensional.center_norm.min():.2f} to "
             f"{dimensional.center_norm.max():.2f})",
             "supported" if seen == len(dimensional) else "not supported",
         ))

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import of_values
+from sithlib.experiments._tables import METHOD_LABELS, of_values
 from sithlib.methods import build_method
 from sithlib.metrics import effective_rank, mcc, r2_linear
 from sithlib.models.mlp import MLP
@@ -233,10 +233,11 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def _label(frame: pd.DataFrame) -> pd.Series:
-    """'method' or 'method (init x s)' when several init scales are present."""
+    """'Method' or 'Method (init x s)' when several init scales are present (display names)."""
+    method = frame.method.map(lambda k: METHOD_LABELS.get(k, k))
     if frame.init_scale.nunique() == 1:
-        return frame.method
-    return frame.method + " (init ×" + frame.init_scale.map("{:g}".format) + ")"
+        return method
+    return method + " (init ×" + frame.init_scale.map("{:g}".format) + ")"
 
 
 def plot_scores(curves: pd.DataFrame, metrics: pd.DataFrame | None = None, axes=None):
@@ -334,9 +335,7 @@ def time_to_r2_table(metrics: pd.DataFrame) -> pd.DataFrame:
         hit = steps[(steps.run == run_name) & (steps.target == target)].value
         rows.setdefault(run_name, {})[f"R² ≥ {target:g}"] = (
             f"{_mean_sd(hit)} ({int(group.value.sum())}/{len(group)})")
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "method"
-    return table
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def onset_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -352,6 +351,4 @@ def onset_table(metrics: pd.DataFrame) -> pd.DataFrame:
         table[label] = spread.groupby("run").agg(_mean_sd)
     final = data[(data.metric == "r2_linear") & (data.method != RAW)].groupby("run").value
     table["final R²"] = final.agg(lambda v: _mean_sd(v, 3))
-    out = pd.DataFrame(table)
-    out.index.name = "method"
-    return out
+    return pd.DataFrame(table)

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig, make_mixing, random_matrix
+from sithlib.experiments._tables import readable
 from sithlib.metrics import (
     cka_linear,
     mcc,
@@ -44,6 +45,8 @@ CLASSES = ("identity", "orthogonal", "affine", "linear", "permutation", "element
 IDEAL = {"r2_linear": 1.0, "procrustes_r2": 1.0, "r2_nonlinear": 1.0, "mcc": 1.0,
          "mcc_spearman": 1.0, "orthogonality": 0.0, "mutual_knn": 1.0, "cka_linear": 1.0}
 PAIR_METRICS = ("pair_mutual_knn", "pair_mutual_knn_clamped", "pair_cka_linear")
+PAIR_LABELS = {"pair_mutual_knn": "mutual kNN", "pair_mutual_knn_clamped": "mutual kNN (clamped)",
+               "pair_cka_linear": "linear CKA"}
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ def summary_table(metrics: pd.DataFrame, pairs: bool = False) -> pd.DataFrame:
     m = metrics[metrics.metric.isin(wanted)]
     table = m.groupby(["class", "metric"]).value.mean().unstack("metric")
     order = [c for c in CLASSES if c in table.index]
-    return table.loc[order, [c for c in wanted if c in table.columns]].round(3)
+    table = table.loc[order, [c for c in wanted if c in table.columns]].round(3)
+    return readable(table.rename(columns=PAIR_LABELS).rename_axis(index=None))
 
 
 def invariance_table(metrics: pd.DataFrame, tol: float = 1e-3) -> pd.DataFrame:
@@ -224,7 +228,7 @@ def invariance_table(metrics: pd.DataFrame, tol: float = 1e-3) -> pd.DataFrame:
     table = m.groupby(["class", "metric"]).ok.all().unstack("metric")
     order = [c for c in CLASSES if c in table.index]
     table = table.loc[order, [c for c in IDEAL if c in table.columns]]
-    return table.replace({True: "✓", False: "·"})
+    return readable(table.replace({True: "✓", False: "·"}).rename_axis(index=None))
 
 
 def sweep(metrics: pd.DataFrame) -> pd.DataFrame:

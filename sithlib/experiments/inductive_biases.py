@@ -433,7 +433,8 @@ _IMAGE_METRICS = [f"r2_{n}" for n in CONTINUOUS] + ["shape_accuracy"]
 
 
 def latent_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per kind of pairs: each latent's R^2 (shape: probe accuracy), content and style blocks."""
+    """Each latent's R^2 (shape: probe accuracy) and the content and style blocks' (rows), per
+    kind of pairs (columns)."""
     image = metrics[metrics.part == "image"]
     columns = _IMAGE_METRICS + ["block_content", "block_style"]
     agg = image.groupby(["pairs", "metric"], sort=False).value.agg(["mean", "std"])
@@ -442,7 +443,7 @@ def latent_table(metrics: pd.DataFrame) -> pd.DataFrame:
     table.columns = [c.replace("r2_", "R² ").replace("block_", "block R² ")
                      .replace("shape_accuracy", "shape acc.") for c in columns]
     order = [k for k in ("untrained", *PAIRS) if k in table.index]
-    return table.loc[order]
+    return table.loc[order].T.rename_axis(index=None, columns=None)
 
 
 def plot_latents(metrics: pd.DataFrame, ax=None):

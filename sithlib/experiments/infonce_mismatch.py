@@ -249,8 +249,9 @@ def mismatch_table(metrics: pd.DataFrame) -> pd.DataFrame:
         tau = metrics[metrics.row == r].tau.iloc[0]
         out.append({
             "setting": _label(r),
-            "space": spec.space if spec else r[4:],
-            "p(z̃|z)": spec.conditional if spec else "–",
+            # The space only where it is not the sphere: one column fewer to fit the page.
+            "p(z̃|z)": (_CONDITIONALS[spec.conditional]
+                        + ("" if spec.space == "sphere" else f", {spec.space}")) if spec else "–",
             "model": (spec.model if spec.model == "supervised" else
                       f"{spec.model}, τ = {tau:.3g}") if spec else "none",
             "matches theory": ("✓" if spec.matches else "✗") if spec else "–",
@@ -261,7 +262,10 @@ def mismatch_table(metrics: pd.DataFrame) -> pd.DataFrame:
                          .nunique()),
             "published": "not retrieved",
         })
-    return pd.DataFrame(out).set_index("setting")
+    return pd.DataFrame(out).set_index("setting").rename_axis(index=None)
+
+
+_CONDITIONALS = {"vmf": "vMF", "laplace": "Laplace", "normal": "Normal"}
 
 
 def plot_mismatch(metrics: pd.DataFrame, axes=None):

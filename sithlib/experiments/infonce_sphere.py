@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import of_agg
+from sithlib.experiments._tables import of_agg, readable
 from sithlib.losses import info_nce
 from sithlib.metrics import fit_linear_map, mcc, orthogonality_score, r2_linear
 from sithlib.models.mlp import MLP
@@ -151,6 +151,6 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     scores = metrics[metrics.metric.isin(["r2_linear", "mcc", "orthogonality"])]
     agg = scores.groupby(["model", "metric"]).value.agg(["mean", "std", "count"])
     text = of_agg(agg)
-    table = text.unstack("metric").fillna("–")
+    table = text.unstack("metric").fillna("–")[["r2_linear", "mcc", "orthogonality"]]
     table["seeds"] = agg["count"].groupby("model").max()
-    return table
+    return readable(table.rename_axis(index=None))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import of_values
+from sithlib.experiments._tables import of_values, readable
 from sithlib.methods import build_method
 from sithlib.metrics import (
     cka_linear,
@@ -272,14 +272,16 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Held-out scores of the encoder output per method, 'mean ± sd over seeds'."""
     scores = metrics[metrics.metric.isin(SCORES) & metrics.model.isin(METHODS + ("raw x",))]
-    table = scores.groupby(["model", "metric"], sort=False).value.apply(of_values).unstack("metric")
+    # An effective rank of 9.13 needs no third decimal; the scores in [0, 1] do.
+    table = scores.groupby(["model", "metric"], sort=False).value.apply(
+        lambda v: of_values(v, "{:.2f}" if v.name[1] == "effective_rank" else "{:.3f}"),
+    ).unstack("metric")
     table = table[[s for s in SCORES if s in table.columns]]
     table["seeds"] = scores.groupby("model", sort=False).seed.nunique()
     order = [m for m in METHODS + ("raw x",) if m in table.index]
-    table = table.loc[order]
-    table.index = [LABELS[m] for m in table.index]
-    table.index.name = "method"
-    return table
+    table = table.loc[order].rename(index=LABELS)
+    table.index.name = None
+    return readable(table)
 
 
 def method_means(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from sithlib.experiments._tables import of_agg
+from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
 from sithlib.experiments.collapse_ablations import (
     held_out,
     make_dgp,
@@ -178,10 +178,10 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 # -- tables and figures ---------------------------------------------------------------------------
 
 COLUMNS = {
-    "r2_linear": "R2 (encoder)",
+    "r2_linear": "R² (encoder)",
     "knn_accuracy": "kNN accuracy",
-    "center_norm": "||s||",
-    "spread": "E||mu_x - s||^2",
+    "center_norm": "‖s‖",
+    "spread": "E‖μₓ − s‖²",
     "effective_rank": "eff. rank",
     "encoder_effective_rank": "encoder eff. rank",
 }
@@ -195,7 +195,7 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     text = of_agg(agg)
     table = text.unstack("metric").reindex(columns=list(COLUMNS)).fillna("–")
     table = table.reindex(list(dict.fromkeys(m.model)))
-    return table.rename(columns=COLUMNS)
+    return readable(table.rename(columns=COLUMNS).rename_axis(index=None))
 
 
 def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
@@ -243,7 +243,7 @@ def plot_center_norm_curves(curves: pd.DataFrame, ax=None):
     palette.update(zip(rest, sns.color_palette("tab10", len(rest)), strict=True))
     sns.lineplot(data=curves, x="step", y="center_norm", hue="model", hue_order=order,
                  palette=palette, errorbar="sd", ax=ax, lw=1.3)
-    ax.set(xlabel="training step", ylabel="||s|| (held-out)", ylim=(0, 1.02))
+    ax.set(xlabel="training step", ylabel="‖s‖ (held-out)", ylim=(0, 1.02))
     ax.legend(fontsize=7, ncol=2)
     return ax
 
@@ -259,16 +259,16 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     rows = []
     if 0.0 in sweep.index:
         s0 = sweep.loc[0.0, "center_norm"]
-        rows.append(("Invariance alone (lambda = 0) collapses: ||s|| -> 1",
-                     f"final ||s|| = {s0:.3f} at lambda = 0",
+        rows.append(("Invariance alone (λ = 0) collapses: ‖s‖ → 1",
+                     f"final ‖s‖ = {s0:.3f} at λ = 0",
                      "supported" if s0 > s_threshold else "not supported"))
     positive = sweep[sweep.index > 0]
     if len(positive):
         kept = positive[positive.center_norm < s_threshold]
         rows.append((
             "The center penalty prevents complete collapse",
-            f"||s|| < {s_threshold:g} for {len(kept)} of {len(positive)} values lambda > 0 "
-            + (f"(from lambda = {kept.index.min():g})" if len(kept) else ""),
+            f"‖s‖ < {s_threshold:g} for {len(kept)} of {len(positive)} values λ > 0 "
+            + (f"(from λ = {kept.index.min():g})" if len(kept) else ""),
             "supported" if len(kept) == len(positive) else
             ("partly supported" if len(kept) else "not supported"),
         ))
@@ -276,10 +276,10 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         best = sweep.knn_accuracy.idxmax()
         interior = sweep.index.min() < best < sweep.index.max()
         rows.append((
-            "Accuracy has an interior optimum in lambda (the U/inverted-U shape)",
-            f"kNN accuracy is highest at lambda = {best:g} "
-            f"({sweep.knn_accuracy.max():.3f}; {sweep.knn_accuracy.iloc[0]:.3f} at lambda = "
-            f"{sweep.index[0]:g}, {sweep.knn_accuracy.iloc[-1]:.3f} at lambda = "
+            "Accuracy has an interior optimum in λ (the U/inverted-U shape)",
+            f"kNN accuracy is highest at λ = {best:g} "
+            f"({sweep.knn_accuracy.max():.3f}; {sweep.knn_accuracy.iloc[0]:.3f} at λ = "
+            f"{sweep.index[0]:g}, {sweep.knn_accuracy.iloc[-1]:.3f} at λ = "
             f"{sweep.index[-1]:g})",
             "supported" if interior else "not supported",
         ))
@@ -287,11 +287,12 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         best_s = sweep.knn_accuracy.max()
         best_full = full.knn_accuracy.max()
         gap = best_full - best_s
+        winner = full.knn_accuracy.idxmax()
         rows.append((
             "The simplified objective does as well as the full methods",
             f"best kNN accuracy {best_s:.3f} (simplified) against {best_full:.3f} "
-            f"({full.knn_accuracy.idxmax()}); linear R2 {sweep.r2_linear.max():.3f} against "
-            f"{full.r2_linear.max():.3f}",
+            f"({METHOD_LABELS.get(winner, winner)}); linear R² {sweep.r2_linear.max():.3f} "
+            f"against {full.r2_linear.max():.3f}",
             "supported" if gap <= 0.02 else "not supported",
         ))
     if "raw x" in means.index and len(sweep):

@@ -35,7 +35,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, load_dataset, recipe, render, sample_latents, to_tensors
 from sithlib.dgp.augment import augment
-from sithlib.experiments._tables import of_agg
+from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
 from sithlib.methods import build_method
 from sithlib.metrics import (
     center_vector_norm,
@@ -60,11 +60,11 @@ DATA = ("vector", "image", "cifar10", "cifar100", "stl10")
 REAL = ("cifar10", "cifar100", "stl10")
 #: Monitor quantities, in the order of the figures and tables.
 MONITOR = ("center_norm", "mean_norm", "gap", "std_sqrt_d", "rank")
+# Plain Unicode, not TeX: the same labels head the figures and the HTML tables.
 LABELS = {
-    "center_norm": r"$\|s\|$", "mean_norm": r"mean $\|\mu_x\|$",
-    "gap": r"mean $\|\mu_x\| - \|s\|$", "std_sqrt_d": r"std $\times \sqrt{d}$",
-    "rank": "effective rank", "knn_acc": "kNN accuracy", "r2_linear": r"linear $R^2$",
-    "train_center_norm": r"$\|s\|$ of the training batch",
+    "center_norm": "‖s‖", "mean_norm": "mean ‖μₓ‖", "gap": "mean ‖μₓ‖ − ‖s‖",
+    "std_sqrt_d": "std × √d", "rank": "effective rank", "knn_acc": "kNN accuracy",
+    "r2_linear": "linear R²", "train_center_norm": "‖s‖ of the training batch",
 }
 
 
@@ -424,6 +424,7 @@ def plot_curves(curves: pd.DataFrame, data: str = "vector",
     import seaborn as sns
 
     sub = curves[curves.data == data]
+    sub = sub.assign(method=sub.method.map(lambda k: METHOD_LABELS.get(k, k)))
     metrics = [m for m in metrics if m in sub and sub[m].notna().any()]
     if axes is None:
         cols = 3
@@ -451,12 +452,12 @@ def final_table(metrics: pd.DataFrame, data: str = "vector", space: str = "emb")
                 & (((metrics.space == space) & metrics.metric.isin(MONITOR))
                    | metrics.metric.isin(["knn_acc", "r2_linear"]))]
     agg = m.groupby(["method", "metric"]).value.agg(["mean", "std"])
-    text = of_agg(agg)
+    text = of_agg(agg, fmts={"rank": "{:.2f}"})  # a rank of 24.09 needs no third decimal
     table = text.unstack("metric")
     order = [c for c in (*MONITOR, "knn_acc", "r2_linear") if c in table]
     table = table[order].rename(columns=LABELS).fillna("–")
     rows = [r for r in (*METHODS, "raw input") if r in table.index]
-    return table.loc[rows]
+    return readable(table.loc[rows].rename_axis(index=None))
 
 
 def final_values(metrics: pd.DataFrame, data: str, space: str = "emb") -> pd.DataFrame:

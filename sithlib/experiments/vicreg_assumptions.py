@@ -363,10 +363,15 @@ def plot_measures(metrics: pd.DataFrame, setting: str = "vector",
 
 
 def summary_table(metrics: pd.DataFrame, state: str = "trained") -> pd.DataFrame:
-    """Every measure at the training strength, per setting and kind of views ('mean ± sd')."""
+    """Every measure (rows) at the training strength, per setting and kind of views (columns),
+    as 'mean ± sd' over seeds; the last row counts the seeds."""
     data = metrics[metrics.training & (metrics.state == state) & metrics.metric.isin(MEASURES)]
     agg = data.groupby(["setting", "family", "metric"]).value.agg(["mean", "std", "count"])
     text = of_agg(agg)
     table = text.unstack("metric").reindex(columns=list(MEASURES)).fillna("–")
     table["seeds"] = agg["count"].groupby(["setting", "family"]).max()
-    return table.rename(columns=LABELS)
+    # Measures as rows: their names are long, the four columns of numbers are not.
+    table = table.rename(columns=LABELS).T
+    table.columns.names = [None, None]
+    table.index.name = None
+    return table

@@ -32,7 +32,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, render, sample_latents
 from sithlib.dgp.augment import augment
-from sithlib.experiments._tables import mean_sd
+from sithlib.experiments._tables import METRIC_LABELS, of_agg
 from sithlib.losses import logdet_entropy, pairwise_entropy, vicreg, vicreg_entropy
 from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics import r2_linear
@@ -372,7 +372,7 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
 _DECIMALS = {"entropy": "{:.1f}", "entropy_pairwise": "{:.1f}", "bound": "{:.1f}",
              "invariance": "{:.2f}"}
 # Column names with spaces, so that a header can wrap in the book's narrow tables.
-_TABLE_LABELS = {"knn": "kNN", "linear_probe": "linear probe", "r2_linear": "R² linear",
+_TABLE_LABELS = {"knn": "kNN", "linear_probe": "linear probe", "r2_linear": "linear R²",
                  "entropy_pairwise": "pairwise entropy",
                  "invariance_relative": "relative invariance"}
 
@@ -386,10 +386,8 @@ def summary_table(metrics: pd.DataFrame, dgp: str | None = None) -> pd.DataFrame
     if dgp is not None:
         data = data[data.dgp == dgp]
     agg = data.groupby(["dgp", "method", "metric"]).value.agg(["mean", "std", "count"])
-    text = pd.Series([mean_sd(v, sd, _DECIMALS.get(k, "{:.3f}"))
-                      for (_, _, k), v, sd in zip(agg.index, agg["mean"], agg["std"], strict=True)],
-                     index=agg.index)
-    table = text.unstack("metric").reindex(columns=[c for c in order if c in set(data.metric)])
+    table = of_agg(agg, fmts=_DECIMALS).unstack("metric")
+    table = table.reindex(columns=[c for c in order if c in set(data.metric)])
     table = table.fillna("–").rename(columns=_TABLE_LABELS)
     table["seeds"] = agg["count"].groupby(["dgp", "method"]).max()
     return table
@@ -400,8 +398,8 @@ def tracking_table(curves: pd.DataFrame, scores=("knn", "r2_linear")) -> pd.Data
     and each downstream score, per DGP and objective: does the term track the score?"""
     out = {}
     for (dgp, method), grp in curves.groupby(["dgp", "method"], sort=False):
-        out[(dgp, method)] = {f"{term} ~ {score}": grp[term].corr(grp[score], method="spearman")
-                              for term in ("entropy", "invariance", "bound") for score in scores}
-    table = pd.DataFrame(out).T
-    table.index.names = ["dgp", "method"]
-    return table.round(2)
+        out[(dgp, method)] = {(METRIC_LABELS.get(score, score), term):
+                              grp[term].corr(grp[score], method="spearman")
+                              for score in scores for term in ("entropy", "invariance", "bound")}
+    # Columns (score, term): a header row per level keeps the columns narrow.
+    return pd.DataFrame(out).T.round(2)
