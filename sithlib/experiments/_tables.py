@@ -51,8 +51,8 @@ METRIC_LABELS = {
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with the display names of its methods (index) and scores (columns); the
-    axis names go, since the labels say what they are."""
+    """``table`` with the display names of its methods (index) and scores (columns), and no
+    name on the column axis (the labels say what they are); the index keeps its name."""
     out = table.rename(index=METHOD_LABELS, columns=METRIC_LABELS)
     out.columns.name = None
     return out

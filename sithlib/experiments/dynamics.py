@@ -234,7 +234,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 def _label(frame: pd.DataFrame) -> pd.Series:
     """'Method' or 'Method (init x s)' when several init scales are present (display names)."""
-    method = frame.method.map(lambda k: METHOD_LABELS.get(k, k))
+    method = frame.method.replace(METHOD_LABELS)
     if frame.init_scale.nunique() == 1:
         return method
     return method + " (init ×" + frame.init_scale.map("{:g}".format) + ")"

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import of_values, readable
+from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
 from sithlib.methods import build_method
 from sithlib.metrics import (
     cka_linear,
@@ -49,11 +49,9 @@ TITLE = "The Platonic convergence on an identifiable DGP"
 CHAPTER = "chapters/01_sith/05_platonic"
 
 METHODS = ("infonce", "diet", "vicreg", "barlow_twins", "byol", "simsiam", "swav", "dino")
-LABELS = {"infonce": "InfoNCE", "diet": "DIET", "vicreg": "VICReg", "barlow_twins": "Barlow Twins",
-          "byol": "BYOL", "simsiam": "SimSiam", "swav": "SwAV", "dino": "DINO",
-          "latent z": "latent z", "raw x": "raw x"}
 # Reference representations compared with every trained encoder.
 REFERENCES = ("latent z", "raw x")
+LABELS = {**{m: METHOD_LABELS[m] for m in METHODS}, **{r: r for r in REFERENCES}}
 SCORES = ("r2_linear", "r2_nonlinear", "mcc", "procrustes_r2", "orthogonality", "effective_rank",
           "knn_to_z")
 
@@ -272,16 +270,13 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Held-out scores of the encoder output per method, 'mean ± sd over seeds'."""
     scores = metrics[metrics.metric.isin(SCORES) & metrics.model.isin(METHODS + ("raw x",))]
+    agg = scores.groupby(["model", "metric"], sort=False).value.agg(["mean", "std"])
     # An effective rank of 9.13 needs no third decimal; the scores in [0, 1] do.
-    table = scores.groupby(["model", "metric"], sort=False).value.apply(
-        lambda v: of_values(v, "{:.2f}" if v.name[1] == "effective_rank" else "{:.3f}"),
-    ).unstack("metric")
+    table = of_agg(agg, fmts={"effective_rank": "{:.2f}"}).unstack("metric")
     table = table[[s for s in SCORES if s in table.columns]]
     table["seeds"] = scores.groupby("model", sort=False).seed.nunique()
     order = [m for m in METHODS + ("raw x",) if m in table.index]
-    table = table.loc[order].rename(index=LABELS)
-    table.index.name = None
-    return readable(table)
+    return readable(table.loc[order].rename_axis(index=None))
 
 
 def method_means(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -424,7 +424,7 @@ def plot_curves(curves: pd.DataFrame, data: str = "vector",
     import seaborn as sns
 
     sub = curves[curves.data == data]
-    sub = sub.assign(method=sub.method.map(lambda k: METHOD_LABELS.get(k, k)))
+    sub = sub.assign(method=sub.method.replace(METHOD_LABELS))
     metrics = [m for m in metrics if m in sub and sub[m].notna().any()]
     if axes is None:
         cols = 3
