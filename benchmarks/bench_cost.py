@@ -168,7 +168,12 @@ class CountingTrain:
 def count(names) -> pd.DataFrame:
     """One row per training run of the named experiments' paper profiles."""
     os.environ.setdefault("SITH_PROGRESS", "0")
-    os.environ["SITH_CACHE_DIR"] = os.path.join(tempfile.mkdtemp(prefix="bench-cost-"), "results")
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as scratch:
+        os.environ["SITH_CACHE_DIR"] = os.path.join(scratch, "results")
+        return _count(names)
+
+
+def _count(names) -> pd.DataFrame:
     from sithlib.experiments import EXPERIMENTS, get_experiment, shrink, trains
 
     counting = CountingTrain()

@@ -6,7 +6,7 @@ evaluation sets, so shape errors, bad settings and missing code paths show up on
 
     python tools/paper_smoke.py [EXPERIMENT ...]
 
-Nothing is written to results/ (grid cells and checkpoints go to a temporary folder).
+Nothing is written to results/ (grid cells and checkpoints go to a temporary folder, removed at the end).
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ import traceback
 
 def main(names: list[str]) -> int:
     os.environ.setdefault("SITH_PROGRESS", "0")
-    scratch = tempfile.mkdtemp(prefix="paper-smoke-")
-    os.environ["SITH_CACHE_DIR"] = os.path.join(scratch, "results")
+    with tempfile.TemporaryDirectory(prefix="paper-smoke-") as scratch:
+        os.environ["SITH_CACHE_DIR"] = os.path.join(scratch, "results")
+        return _run(names)
+
+
+def _run(names: list[str]) -> int:
     from sithlib.experiments import EXPERIMENTS, get_experiment, shrink
 
     failed = []
