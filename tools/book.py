@@ -63,6 +63,9 @@ def execute(source: Path, target: Path, profile: str) -> str | None:
         papermill.execute_notebook(
             str(source), str(target), parameters={"profile": profile}, kernel_name="python3",
             cwd=str(source.parent), progress_bar=False, log_output=False,
+            # The kernel's own log (an unencrypted-TCP notice, a KeyboardInterrupt from its
+            # shutdown) is not about the chapter; a failing cell still surfaces above.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except papermill.PapermillExecutionError as err:
         return f"cell {err.exec_count}: {err.ename}: {err.evalue}\n" + "".join(err.traceback)

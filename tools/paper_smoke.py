@@ -6,7 +6,8 @@ evaluation sets, so shape errors, bad settings and missing code paths show up on
 
     python tools/paper_smoke.py [EXPERIMENT ...]
 
-Nothing is written to results/ (grid cells and checkpoints go to a temporary folder, removed at the end).
+Nothing is written to results/: grid cells and checkpoints go to a temporary folder, removed
+at the end.
 """
 
 from __future__ import annotations
