@@ -1,10 +1,15 @@
-"""The experiments whose paper result is missing or stale, cheapest first, one per line.
+"""The experiments whose paper result is missing or stale, cheapest first, one per line; then
+those whose fresh paper result was made on a CPU, in the book's order.
 
 A lent GPU's call is short, so the cheap experiments go first: more of them finish and get
 committed. The cost of an experiment is guessed from the counts of ``bench_cost`` (committed
 under results/benchmarks/cost/): its kernel launches at LAUNCH_S each plus its training FLOPs
 at FLOPS per second. The guess only orders the queue; nothing is published from it.
 Experiments without counts (they do not train) come first, in the book's order.
+
+The experiments that do not train have paper results made on a CPU; they come last, so that a
+GPU with time to spare remakes them too: the book's regeneration budget (one hour on one H100,
+ten minutes an experiment) is judged on GPU wall times.
 
     python tools/gpu_order.py
 """
@@ -29,8 +34,11 @@ def order() -> list[str]:
         row = counts.loc[name]
         return row["launches"] * LAUNCH_S + row["train_tflop"] * 1e12 / FLOPS
 
-    todo = [n for n in EXPERIMENTS if paper_status(n)[0] != "fresh"]
-    return sorted(todo, key=guess)  # stable: ties keep the book's order
+    status = {n: paper_status(n) for n in EXPERIMENTS}
+    todo = [n for n, (state, _, _) in status.items() if state != "fresh"]
+    on_cpu = [n for n, (state, result, _) in status.items() if state == "fresh"
+              and not str(result.env.get("device", "")).startswith("cuda")]
+    return sorted(todo, key=guess) + on_cpu  # sorted is stable: ties keep the book's order
 
 
 if __name__ == "__main__":
