@@ -43,6 +43,15 @@ METRICS_COLUMNS = ("metric", "value", "seed")
 RESULT_FILES = ("metrics.csv", "curves.csv", "config.json", "env.json")
 
 
+def _duration(seconds) -> str:
+    """A wall time as a reader takes it in: "8.4 s", "254 s", "3691 s (61.5 min)"."""
+    if not isinstance(seconds, (int, float)):
+        return "? s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" + (f" ({seconds / 60:.1f} min)" if seconds >= 600 else "")
+
+
 class ResultsError(Exception):
     """A result cannot be used; the message names the file or field and what to do."""
 
@@ -362,7 +371,8 @@ class Result:
         return (
             f"{self.experiment}, profile {self.profile}, config {self.config['config_hash']}, "
             f"commit {short_commit(e.get('git_commit', '?'))}, {e.get('device_name', '?')} "
-            f"({e.get('device', '?')}), {e.get('wall_time_s', '?')} s, {e.get('date', '?')[:10]}"
+            f"({e.get('device', '?')}), {_duration(e.get('wall_time_s'))}, "
+            f"{e.get('date', '?')[:10]}"
         )
 
     def _repr_html_(self) -> str:

@@ -48,6 +48,11 @@ def test_auto_uses_fresh_paper_result_without_banner(store):
     assert "Provenance" in shown._repr_html_()
 
 
+def test_provenance_gives_wall_time_in_seconds_and_long_ones_in_minutes():
+    assert [results._duration(s) for s in (0.53, 8.44, 254.097, 3690.798, None)] == [
+        "0.5 s", "8.4 s", "254 s", "3691 s (61.5 min)", "? s"]
+
+
 def test_changed_config_makes_result_stale(store, monkeypatch):
     results.run_experiment("vmf_concentration", "paper", device="cpu")
     monkeypatch.setitem(vmf_concentration.PROFILES, "paper", dataclasses.replace(TINY, n=900))
