@@ -60,8 +60,10 @@ def test_tables_and_curves_have_every_setting(trained):
     assert set(out["curves"].step) == {150, 300}
     table = cs.summary_table(m)
     assert list(table.index) == ["p=1, none", "p=1, causal"]
-    assert (table["published"] == "[NR]").all()
-    assert (table["seeds"] == cfg.seeds).all()
+    assert (table[("", "seeds")] == cfg.seeds).all()
+    assert table.columns[:2].tolist() == [("encoder: content", "linear R²"),
+                                          ("encoder: content", "nonlinear R²")]
+    assert ("raw x: style", "nonlinear R²") in table.columns
 
 
 def test_plots_return_axes(trained):

@@ -201,7 +201,7 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
         a.set(title=f"{regression} regression", xlabel="held-out R²", ylabel="",
               xlim=(min(-0.05, float(part.value.min()) - 0.05), 1.05))
         a.axvline(0.0, color="0.6", lw=0.8)
-    ax[0].set_ylabel("p_chg, dependence")
+    ax[0].set_ylabel("$p_{\\mathrm{chg}}$, dependence")
     ax[1].get_legend().remove()
     ax[0].legend(title="block", fontsize=8, title_fontsize=8, loc="lower left")
     return ax
@@ -228,19 +228,20 @@ def plot_curves(curves: pd.DataFrame, ax=None):
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: content and style R^2 (linear, nonlinear) as 'mean ± sd over seeds', the
-    raw-observation reference, and the published values (not retrieved: [NR])."""
+    """Per setting: the encoder's content and style R^2 (linear, nonlinear) as 'mean ± sd over
+    seeds', and the nonlinear R^2 of the same regressions from the raw observations x, which
+    hold all of z: the most the nonlinear probe reaches with this many samples."""
     m = _scores(metrics)
     order = list(dict.fromkeys(m.setting))
     table = m.groupby(["setting", "block", "regression"]).value.agg(of_values).unstack(
         ["block", "regression"])
-    table.columns = [f"{b} R² ({r})" for b, r in table.columns]
-    table = table[[f"{b} R² ({r})" for b in ("content", "style")
-                   for r in ("linear", "nonlinear")]].loc[order]
+    table = table[[(b, r) for b in ("content", "style") for r in ("linear", "nonlinear")]]
+    table.columns = pd.MultiIndex.from_tuples(
+        [(f"encoder: {b}", f"{r} R²") for b, r in table.columns])
     raw = _scores(metrics, "raw x")
-    raw = raw[raw.regression == "linear"].pivot_table(index="setting", columns="block",
-                                                      values="value")
-    table["raw x: style R² (linear)"] = raw["style"].reindex(order).map("{:.3f}".format)
-    table["published"] = "[NR]"
-    table["seeds"] = m.groupby("setting").seed.nunique().reindex(order)
-    return table
+    raw = raw[raw.regression == "nonlinear"].groupby(["setting", "block"]).value.agg(
+        of_values).unstack("block")
+    for block in ("content", "style"):
+        table[(f"raw x: {block}", "nonlinear R²")] = raw[block]
+    table[("", "seeds")] = m.groupby("setting").seed.nunique()
+    return table.loc[order].rename_axis(index="setting")
