@@ -5,7 +5,8 @@ A result lives in one folder::
     metrics.csv   tidy: one row per (setting, seed, metric)
     curves.csv    training curves, subsampled (optional)
     config.json   experiment, VERSION, profile, resolved config and its hash
-    env.json      provenance: sithlib version, git commit, torch / CUDA, device, wall time, date
+    env.json      provenance: sithlib version, git commit, torch / CUDA, device, wall time
+                  (with the work reused from earlier calls, `reused_s`), date
 
 Paper-profile results are committed under ``results/<experiment>/`` and listed in
 ``results/MANIFEST.json`` with their sha256. Quick-profile results are cached by config hash
@@ -192,23 +193,33 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+# Seconds that earlier calls spent on the work the current run reuses (finished grid cells,
+# training resumed from a checkpoint). `run_experiment` adds them to the run's own wall time,
+# so that a result's wall time is what it cost, however many calls made it.
+_earlier_s = [0.0]
+
+
 class Checkpoint:
     """Training state on disk for ``sithlib.train``: written atomically, read back safely.
 
     Checkpoints live in the git-ignored cache (``.cache/checkpoints/``) and are never committed.
-    A checkpoint made for another config is ignored, so a changed config starts afresh.
+    A checkpoint made for another config is ignored, so a changed config starts afresh. Each
+    one also keeps the seconds spent on the run so far, counted from this object's creation
+    plus what the loaded checkpoint had spent.
     """
 
     def __init__(self, path: Path, key: str = ""):
         self.path, self.key = Path(path), key
+        self._started, self._loaded_s = time.perf_counter(), 0.0
 
     def save(self, state: dict) -> None:
         import io
 
         import torch
 
+        spent = self._loaded_s + time.perf_counter() - self._started
         buffer = io.BytesIO()
-        torch.save({"key": self.key, "state": state}, buffer)
+        torch.save({"key": self.key, "state": state, "spent_s": spent}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 
     def load(self) -> dict | None:
@@ -221,7 +232,11 @@ class Checkpoint:
         except Exception as err:  # torch raises several types for a truncated or foreign file
             raise CorruptResultError(f"{self.path}: unreadable checkpoint ({err}); delete it to "
                                      "start the run afresh") from None
-        return saved["state"] if saved.get("key") == self.key else None
+        if saved.get("key") != self.key:
+            return None
+        self._loaded_s = float(saved.get("spent_s", 0.0))
+        _earlier_s[0] += self._loaded_s
+        return saved["state"]
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -263,6 +278,8 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
     -----
     Each finished cell is written atomically to ``.cache/cells/<experiment>/<hash>/`` with a
     ``done.json`` written last, so an interrupted sweep resumes at the first unfinished cell.
+    ``done.json`` also records the seconds the cell cost; a cell read back from the cache adds
+    them to the run's wall time (see ``run_experiment``).
     """
     from sithlib.experiments import get_experiment
 
@@ -272,13 +289,20 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
     for cell in cells:
         folder = root / config_hash(module.NAME, module.VERSION, cell)
         done = folder / "done.json"
-        if not done.exists():
+        if done.exists():
+            record = _read_json(done)
+            _earlier_s[0] += float(record.get("wall_time_s", 0.0))
+        else:
+            start, earlier = time.perf_counter(), _earlier_s[0]
             fresh = {k: v for k, v in run_cell(cell).items() if v is not None and len(v)}
             for name, frame in fresh.items():
                 atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
-            atomic_write_text(done, _json_text({"cell": cell, "tables": sorted(fresh)}))
+            # What the cell cost, including training resumed from an earlier call's checkpoint.
+            spent = time.perf_counter() - start + _earlier_s[0] - earlier
+            record = {"cell": cell, "tables": sorted(fresh), "wall_time_s": round(spent, 3)}
+            atomic_write_text(done, _json_text(record))
         # Always read back from disk, so a fresh sweep and a resumed one give identical frames.
-        names = _read_json(done).get("tables")
+        names = record.get("tables")
         if not isinstance(names, list):
             raise CorruptResultError(f"{done}: no list of tables; delete {folder} to rerun")
         out = {n: _read_csv(folder / f"{n}.csv", METRICS_COLUMNS if n == "metrics" else ())
@@ -483,9 +507,12 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     check_profile(profile, RUN_PROFILES)
     cfg = resolve_config(module, profile, overrides)
     device = device or default_device()
+    _earlier_s[0] = 0.0
     start = time.perf_counter()
     tables = module.run(cfg, device=device)
-    env = environment(device, time.perf_counter() - start)
+    # Work reused from earlier calls counts too: a result's wall time is what it cost.
+    env = environment(device, time.perf_counter() - start + _earlier_s[0])
+    env["reused_s"] = round(_earlier_s[0], 3)
     publish = out is None and profile == "paper" and not overrides
     if out is not None:
         folder = Path(out)

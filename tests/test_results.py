@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pandas as pd
 import pytest
+import torch
 
 from sithlib import results
 from sithlib.experiments import vmf_concentration
@@ -300,6 +302,39 @@ def test_run_grid_interrupted_cell_is_rerun_and_corrupt_cell_is_named(store):
     done.write_text("{not json")
     with pytest.raises(results.CorruptResultError, match="done.json"):
         results.run_grid("vmf_concentration", _grid_cells([5]), boom)
+
+
+def test_wall_time_counts_the_work_of_earlier_calls(store, tmp_path, monkeypatch):
+    """Cells finished by an earlier call and training resumed from a checkpoint count towards
+    the wall time of the run that reuses them, so a result says what it cost."""
+    def slow(cell):
+        time.sleep(0.2)
+        return {"metrics": pd.DataFrame({"metric": ["m"], "value": [1.0], "seed": [0]})}
+
+    results._earlier_s[0] = 0.0
+    results.run_grid("vmf_concentration", _grid_cells([1, 2]), slow)
+    assert results._earlier_s[0] == 0.0  # computed now, not reused
+    done = sorted((store.parent / "cells" / "vmf_concentration").glob("*/done.json"))
+    assert all(json.loads(d.read_text())["wall_time_s"] >= 0.2 for d in done)
+    results.run_grid("vmf_concentration", _grid_cells([1, 2]), slow)
+    assert results._earlier_s[0] >= 0.4  # both cells reused with what they cost
+
+    first = results.Checkpoint(tmp_path / "c.pt", key="k")
+    time.sleep(0.2)
+    first.save({"step": 1})
+    results._earlier_s[0] = 0.0
+    again = results.Checkpoint(tmp_path / "c.pt", key="k")
+    assert again.load() == {"step": 1} and results._earlier_s[0] >= 0.2
+    again.save({"step": 2})  # its own time adds to what the loaded checkpoint had spent
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["spent_s"] >= 0.2
+
+    # run_experiment adds the reused seconds to its own and reports them.
+    def run(cfg, device="cpu"):
+        return results.run_grid("vmf_concentration", _grid_cells([1, 2]), slow)
+
+    monkeypatch.setattr(vmf_concentration, "run", run)
+    result = results.run_experiment("vmf_concentration", "quick", device="cpu")
+    assert result.env["reused_s"] >= 0.4 and result.env["wall_time_s"] >= 0.4
 
 
 def test_git_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path, monkeypatch):
