@@ -61,3 +61,18 @@ def test_paper_book_smoke_runs_a_chapter_on_paper_shaped_results(monkeypatch, ca
     out = capsys.readouterr().out
     assert "platonic" in out and "ok  chapters/01_sith/05_platonic" in out
     assert "every chapter ran on paper-shaped results" in out
+
+
+def test_status_table_lists_every_chapter_once_in_reading_order():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    chapters = [n for n in book.toc_files(toc) if n.startswith("chapters/0")]
+    table = book.status_table("quick", chapters)
+    links = [line.split("](")[1].split(")")[0] for line in table.splitlines() if "](" in line]
+    assert links == [f"{c}.ipynb" for c in chapters]
+    image = next(line for line in table.splitlines() if "02_image_dgp" in line)
+    assert "computed in the build" in image  # a chapter without an experiment
+    assert "**paper**" not in table  # the quick profile shows quick numbers everywhere
+    assert book.chapter_title(ROOT / "chapters/00_foundations/01_vmf.ipynb") \
+        == "The von Mises–Fisher conditional"

@@ -87,18 +87,37 @@ def execute(source: Path, target: Path, profile: str) -> str | None:
     return None
 
 
-def status_table(profile: str) -> str:
+def chapter_title(source: Path) -> str:
+    """The first level-1 heading of a notebook."""
+    for cell in nbformat.read(source, as_version=4).cells:
+        for line in cell.source.splitlines() if cell.cell_type == "markdown" else ():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return source.stem
+
+
+def status_table(profile: str, chapters: list[str]) -> str:
+    """One row per chapter and experiment, in reading order; a chapter without an experiment
+    computes its numbers while the book is built."""
     from sithlib.results import status_rows
 
+    by_chapter: dict[str, list[dict]] = {}
+    for row in status_rows():
+        by_chapter.setdefault(row["chapter"], []).append(row)
     lines = ["| chapter | experiment | numbers shown | paper result | commit | device |",
              "|---|---|---|---|---|---|"]
-    for row in status_rows():
-        grade = "quick" if profile == "quick" else row["grade"]
-        if profile == "cached" and row["grade"] != "paper":
-            grade = "missing"
-        link = f"[{row['title']}]({row['chapter']}.ipynb)"
-        lines.append(f"| {link} | `{row['experiment']}` | **{grade}** | {row['paper_result']} | "
-                     f"{row['commit'] or '-'} | {row['device'] or '-'} |")
+    for chapter in chapters:
+        link = f"[{chapter_title(resolve(chapter))}]({chapter}.ipynb)"
+        rows = by_chapter.get(chapter)
+        if not rows:
+            lines.append(f"| {link} | - | computed in the build | - | - | - |")
+        for k, row in enumerate(rows or ()):
+            grade = "quick" if profile == "quick" else row["grade"]
+            if profile == "cached" and row["grade"] != "paper":
+                grade = "missing"
+            device = row["device"].replace("(R)", "").replace("(TM)", "") or "-"
+            lines.append(f"| {link if k == 0 else ''} | `{row['experiment']}` | **{grade}** | "
+                         f"{row['paper_result']} | {row['commit'] or '-'} | {device} |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +151,9 @@ def main() -> int:
               flush=True)
         if error:
             failures[name] = error
-    (STAGING / "_status.md").write_text(status_table(args.profile))
+    chapters = [n for n in toc_files(toc) if n.startswith("chapters/")
+                and not n.startswith("chapters/99_appendix")]
+    (STAGING / "_status.md").write_text(status_table(args.profile, chapters))
     if failures:
         for name, error in failures.items():
             print(f"\n===== {name} failed =====\n{error}", file=sys.stderr)
