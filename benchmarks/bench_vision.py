@@ -55,7 +55,8 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["case", "metric", "value"])
     df.attrs.update(batch=batch, repeats=repeats, device=(
         torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine()),
-        threads=torch.get_num_threads(), torch=torch.__version__)
+        threads=torch.get_num_threads(), torch=torch.__version__,
+        config={"batch": batch, "repeats": repeats})  # stored with the table
     return df
 
 
