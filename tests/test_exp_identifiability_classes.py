@@ -116,7 +116,9 @@ def test_bad_inputs_are_named():
 def test_tables_and_figures(result):
     m = result["metrics"]
     table = exp.summary_table(m)
-    assert list(table.index) == list(exp.CLASSES)
+    # Display names: "affine" is built as an orthogonal map plus a shift, and says so.
+    assert list(table.index) == [exp.CLASS_LABELS.get(c, c) for c in exp.CLASSES]
+    assert "orthogonal + shift" in table.index and "affine" not in table.index
     assert list(table.columns) == [METRIC_LABELS[k] for k in exp.IDEAL]
     pairs = exp.summary_table(m, pairs=True)
     assert "identity" not in pairs.index
@@ -128,3 +130,4 @@ def test_tables_and_figures(result):
     assert exp.plot_condition_sweep(m, n=300).get_xscale() == "log"
     ax = exp.plot_pairs(m)
     assert len(ax.get_xticklabels()) == len(exp.CLASSES) - 1
+    assert "orthogonal + shift" in [t.get_text() for t in ax.get_xticklabels()]

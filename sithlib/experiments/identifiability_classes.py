@@ -44,6 +44,9 @@ CLASSES = ("identity", "orthogonal", "affine", "linear", "permutation", "element
 # Value each metric takes when h determines z exactly in the way the metric asks for.
 IDEAL = {"r2_linear": 1.0, "procrustes_r2": 1.0, "r2_nonlinear": 1.0, "mcc": 1.0,
          "mcc_spearman": 1.0, "orthogonality": 0.0, "mutual_knn": 1.0, "cka_linear": 1.0}
+#: Display names of the classes whose key does not say what is built: "affine" is an orthogonal
+#: map plus a shift (the general linear map is the "linear" class).
+CLASS_LABELS = {"affine": "orthogonal + shift"}
 PAIR_METRICS = ("pair_mutual_knn", "pair_mutual_knn_clamped", "pair_cka_linear")
 PAIR_LABELS = {"pair_mutual_knn": "mutual kNN", "pair_mutual_knn_clamped": "mutual kNN (clamped)",
                "pair_cka_linear": "linear CKA"}
@@ -217,7 +220,8 @@ def summary_table(metrics: pd.DataFrame, pairs: bool = False) -> pd.DataFrame:
     table = m.groupby(["class", "metric"]).value.mean().unstack("metric")
     order = [c for c in CLASSES if c in table.index]
     table = table.loc[order, [c for c in wanted if c in table.columns]].round(3)
-    return readable(table.rename(columns=PAIR_LABELS).rename_axis(index=None))
+    table = table.rename(index=CLASS_LABELS, columns=PAIR_LABELS)
+    return readable(table.rename_axis(index=None))
 
 
 def invariance_table(metrics: pd.DataFrame, tol: float = 1e-3) -> pd.DataFrame:
@@ -228,7 +232,8 @@ def invariance_table(metrics: pd.DataFrame, tol: float = 1e-3) -> pd.DataFrame:
     table = m.groupby(["class", "metric"]).ok.all().unstack("metric")
     order = [c for c in CLASSES if c in table.index]
     table = table.loc[order, [c for c in IDEAL if c in table.columns]]
-    return readable(table.replace({True: "✓", False: "·"}).rename_axis(index=None))
+    table = table.replace({True: "✓", False: "·"}).rename(index=CLASS_LABELS)
+    return readable(table.rename_axis(index=None))
 
 
 def sweep(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -237,8 +242,9 @@ def sweep(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_condition_sweep(metrics: pd.DataFrame, n: int | None = None, k: int = 10, ax=None):
-    """Agreement of two linear encoders :math:`h_i = A_i z` against the condition number of the
-    :math:`A_i`: mean and range over seeds; dotted, the chance level k / (n - 1) of mutual kNN."""
+    """Agreement of two linear encoders :math:`h_i = A_i z` against the condition number c of
+    each :math:`A_i` (not of :math:`M = A_2 A_1^{-1}`, whose condition number lies in
+    [1, c²]): mean and range over seeds; dotted, the chance level k / (n - 1) of mutual kNN."""
     import matplotlib.pyplot as plt
 
     curves = sweep(metrics)
@@ -256,9 +262,10 @@ def plot_condition_sweep(metrics: pd.DataFrame, n: int | None = None, k: int = 1
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
     if n is not None:
         ax.axhline(k / (n - 1), color="0.5", ls=":", lw=1)
-    ax.set(xscale="log", xlabel="condition number of the linear maps", ylabel="alignment",
-           ylim=(0, 1.03))
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set(xscale="log", xlabel="condition number c of each linear map $A_i$",
+           ylabel="alignment", ylim=(0, 1.03))
+    # Below the axes: the curves fill the upper half at every condition number.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return ax
 
 
@@ -273,12 +280,13 @@ def plot_pairs(metrics: pd.DataFrame, ax=None):
     m = metrics[metrics.metric.isin(["pair_mutual_knn", "pair_cka_linear"])
                 & metrics["class"].isin(CLASSES)].copy()
     m["metric"] = m.metric.map({"pair_mutual_knn": "mutual kNN", "pair_cka_linear": "linear CKA"})
-    order = [c for c in CLASSES if c in set(m["class"])]
+    order = [CLASS_LABELS.get(c, c) for c in CLASSES if c in set(m["class"])]
+    m["class"] = m["class"].replace(CLASS_LABELS)
     sns.barplot(data=m, x="class", y="value", hue="metric", order=order, errorbar=None,
                 alpha=0.5, ax=ax)
     sns.stripplot(data=m, x="class", y="value", hue="metric", order=order, dodge=True, size=3,
                   ax=ax, legend=False, palette="dark")
     ax.set(xlabel="identifiability class of both encoders", ylabel="agreement", ylim=(0, 1.03))
-    ax.tick_params(axis="x", labelrotation=20)
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right", rotation_mode="anchor")
     ax.legend(fontsize=8, loc="upper right")
     return ax

@@ -236,8 +236,8 @@ def _label(row: str) -> str:
 
 def mismatch_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Zimmermann et al. (2021) Table 1 layout: one line per row (data, model, whether it
-    matches the theory), held-out scores as 'mean ± sd over seeds', and the published value
-    (not retrieved for any row: papers.md 7.4)."""
+    matches the theory) and held-out scores as 'mean ± sd over seeds'. The paper's values are
+    not shown: we could not read its Table 1 from a primary source."""
     m = metrics[metrics.metric.isin(SCORES)]
     agg = m.groupby(["row", "metric"]).value.agg(["mean", "std"])
     text = of_agg(agg)
@@ -260,7 +260,6 @@ def mismatch_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "MCC": scores.loc[r, "mcc"],
             "seeds": int(metrics[(metrics.row == r) & (metrics.metric == "r2_linear")].seed
                          .nunique()),
-            "published": "not retrieved",
         })
     return pd.DataFrame(out).set_index("setting").rename_axis(index=None)
 
@@ -291,7 +290,8 @@ def plot_mismatch(metrics: pd.DataFrame, axes=None):
         ax.set(xlim=(0, 1.02), xlabel={"r2_linear": "held-out linear R²", "mcc": "MCC"}[metric])
     axes[0].set_yticks(range(len(order)), [ROWS[r].label for r in order])
     axes[0].invert_yaxis()
-    axes[1].legend(fontsize=8, loc="lower left")
+    # Below the right panel: inside, the legend would sit on a bar whatever the corner.
+    axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     return axes
 
 
@@ -308,5 +308,6 @@ def plot_mismatch_curves(curves: pd.DataFrame, metric: str = "r2_linear", ax=Non
         ax.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.2, lw=0)
     ax.set(xlabel="training step", ylabel={"r2_linear": "held-out linear R²"}.get(metric, metric),
            ylim=(0, 1.02))
-    ax.legend(fontsize=7, loc="lower right")
+    # Below the axes, in two columns: one entry per row of the table, up to nine.
+    ax.legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return ax

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import of_agg, readable
+from sithlib.experiments._tables import METRIC_LABELS, of_agg, readable
 from sithlib.losses import info_nce
 from sithlib.metrics import fit_linear_map, mcc, orthogonality_score, r2_linear
 from sithlib.models.mlp import MLP
@@ -120,6 +120,7 @@ def plot_r2_curves(curves: pd.DataFrame, metrics: pd.DataFrame, ax=None):
         _, ax = plt.subplots(figsize=(6.4, 3.8))
     long = curves.melt(id_vars=["step", "seed"], value_vars=["r2_linear", "mcc"],
                        var_name="score", value_name="value")
+    long["score"] = long.score.map(METRIC_LABELS)  # "linear R²", "MCC"
     sns.lineplot(data=long, x="step", y="value", hue="score", units="seed", estimator=None,
                  ax=ax, lw=1.2)
     raw = metrics[(metrics.model != "infonce") & (metrics.metric == "r2_linear")].value
@@ -127,6 +128,7 @@ def plot_r2_curves(curves: pd.DataFrame, metrics: pd.DataFrame, ax=None):
     ax.annotate("raw x, linear R²", (curves.step.max(), float(raw.iloc[0])), ha="right",
                 va="bottom", fontsize=8, color="0.3")
     ax.set(xlabel="training step", ylabel="held-out score", ylim=(0, 1.02))
+    ax.legend(title=None, loc="lower right")  # both scores stay well above the legend
     return ax
 
 
