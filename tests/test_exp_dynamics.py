@@ -74,6 +74,19 @@ def test_time_to_target_and_onsets_on_a_known_curve():
     assert onset[0] == 20 and onset[1] == 40  # first step at >= half of the final value
 
 
+def test_rise_onsets_measure_half_the_change_from_the_initial_value():
+    curves = pd.DataFrame({"method": "m", "init_scale": 1.0, "seed": 0, "step": [0, 10, 20, 30],
+                           # starts high: "half of the final value" would fire at step 0
+                           "r2_z0": [0.4, 0.5, 0.7, 0.8],
+                           "r2_z1": [0.9, 0.8, 0.6, 0.5],   # falls: crosses 0.7 downwards
+                           "r2_z2": [0.3, 0.32, 0.3, 0.31]})  # barely moves: no onset
+    rise = dynamics.rise_onsets(curves, "r2_z").set_index("direction")
+    assert list(rise.index) == [1, 2, 3]  # numbered from 1, as in the figures
+    assert rise.onset[1] == 20 and rise.onset[2] == 20
+    assert not rise.moves[3] and pd.isna(rise.onset[3]) and rise.moves[1]
+    assert dynamics.onsets(curves, "r2_z").set_index("direction").onset[0] == 0
+
+
 def test_scores_of_an_orthogonal_map_are_perfect():
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(500, 4, generator=gen, dtype=torch.float64)
@@ -94,9 +107,23 @@ def test_tables_and_figures(tiny_result):
     m, c = tiny_result["metrics"], tiny_result["curves"]
     table = dynamics.time_to_r2_table(m)
     assert set(table.index) == {"InfoNCE", "VICReg"} and table.shape[1] == 3
-    onset = dynamics.onset_table(m)
-    assert set(onset.index) == {"InfoNCE", "VICReg"}
+    onset = dynamics.onset_table(m, c)
+    assert set(onset.index) == {"InfoNCE", "VICReg"} and onset.index.name is None
+    assert onset["latents that move"].str.endswith(f"of {TINY['dynamics'].dim}").all()
+    assert set(dynamics.lowest_latent(m)) <= set(range(1, TINY["dynamics"].dim + 1))
     assert len(dynamics.plot_scores(c, m)) == 3
     for grid in (dynamics.plot_loss(c), dynamics.plot_spectrum(c), dynamics.plot_latent_r2(c)):
         assert len(grid.axes.flat) == 2
     matplotlib.pyplot.close("all")
+
+
+def test_chapter_names_every_method_of_both_profiles():
+    """The chapter's method list is generated from the profiles: check the code that builds it
+    reads them (a hand-written list went stale once)."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[1] / f"{dynamics.CHAPTER}.ipynb").read_text())
+    source = "".join("".join(c["source"]) for c in nb["cells"])
+    assert "{glue:md}`dynamics_methods_sentence`" in source
+    assert 'exp.PROFILES["paper"].methods' in source and 'exp.PROFILES["quick"].methods' in source

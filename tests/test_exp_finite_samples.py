@@ -61,7 +61,11 @@ def test_run_table_and_figures(tmp_path, monkeypatch):
     config = dataclasses.asdict(cfg)
     table = fs.breakdown_table(m, config)
     assert len(table) == 7 and (table.seeds == 2).all()
-    assert list(table.loc["n_samples"].index) == ["50", "∞"]
+    assert list(table.loc["dataset size N"].index) == ["50", "∞ (fresh)"]
+    assert list(table.loc["clusters |C|"].index) == ["2", "uniform"]
+    # both held-out scores, so that the cluster rows can be compared on uniform latents
+    assert list(table.columns[:2]) == list(fs.SCORES.values())
+    assert table.index.names == [None, None]
     axes = fs.plot_sweeps(m, config)
     assert sum(ax.get_visible() for ax in axes) == 4
     fs.plot_generalization(m, config)

@@ -65,6 +65,12 @@ def test_content_style_pairs_share_exactly_the_content():
     assert x_a.shape == x_b.shape == (4, 3, 8, 8)
 
 
+def test_sweep_values_are_sorted_and_labelled_as_in_the_figures():
+    assert ib._order([2.0, 1.0, 4.0], "depth") == [1.0, 2.0, 4.0]
+    assert ib._order(["lars", "adam", "sgd"], "optimizer") == ["adam", "sgd", "lars"]
+    assert [ib._value_label(v) for v in (32.0, 0.3, "lars", "mlp")] == ["32", "0.3", "LARS", "MLP"]
+
+
 def test_image_scores_recover_latents_from_themselves():
     gen = torch.Generator().manual_seed(0)
     from sithlib.dgp import sample_latents
@@ -83,10 +89,12 @@ def test_run_tables_and_figures(tmp_path, monkeypatch):
     assert set(mlp.metric) == {"r2_before", "r2_after"}
     assert set(m[m.part == "image"].pairs) == {"untrained", "latent_content_style", "augment"}
     table = ib.mlp_table(m)
-    assert {"projector", "width"} <= set(table.index.get_level_values(0))
+    assert {"projector", "hidden width of f"} <= set(table.index.get_level_values(0))
+    assert list(table.loc["projector"].index) == ["none", "MLP"] and table.index.names == [None] * 2
     latents = ib.latent_table(m)
     assert list(latents.columns) == ["untrained", "latent_content_style", "augment"]
-    assert list(latents.index)[-2:] == ["block R² content", "block R² style"]
+    assert list(latents.index)[-2:] == ["content block: mean linear R²",
+                                        "style block: mean linear R²"]
     ib.plot_mlp_sweeps(m, dataclasses.asdict(TINY["inductive_biases"]))
     ib.plot_projector(m)
     ib.plot_latents(m)

@@ -10,8 +10,12 @@ Every ``eval_every`` steps, on held-out pairs, the engine's evaluate hook record
 :math:`R^2` of z from h (overall and per latent :math:`z_j`), MCC, the effective rank (RankMe
 of the centred h) and the sorted eigenvalues :math:`\lambda_1 \ge \dots \ge \lambda_d` of
 the covariance of h. Stepwise learning (Simon et al., 2023, "On the Stepwise Nature of
-Self-Supervised Learning") would show as eigenvalues that rise one after the other; the onset
-of eigenvalue k is the first step at which it reaches half its final value.
+Self-Supervised Learning") would show as eigenvalues that rise one after the other. The
+stored ``eig_onset`` and ``latent_onset`` metrics (:func:`onsets`) mark the first step at which a
+quantity reaches half its final value; the chapter's table (:func:`onset_table`, through
+:func:`rise_onsets`) uses the first step at which it has covered half of its change from the
+initial to the final value, which does not fire at the first evaluation for quantities (such as
+per-latent R^2) that start well above zero.
 
 Sweep: one cell per (method, init_scale, seed), run by :func:`sithlib.results.run_grid`, so
 adding a method or seeds reruns nothing that is finished.
@@ -204,6 +208,36 @@ def onsets(curves: pd.DataFrame, prefix: str = "eig_", fraction: float = 0.5) ->
     return pd.DataFrame(rows)
 
 
+def rise_onsets(curves: pd.DataFrame, prefix: str = "eig_", min_rise: float = 0.1) -> pd.DataFrame:
+    """Per run and direction: the first step at which a quantity has covered half of its change
+    from its initial value (first evaluation) to its final value (last evaluation), i.e. crossed
+    the midpoint ``(initial + final) / 2``, upwards if it rises and downwards if it falls.
+
+    A direction whose change is smaller than ``min_rise`` times the largest change among the
+    directions of the same run does not move: its onset is NaN and ``moves`` is False.
+    Directions are numbered from 1 (eigenvalue rank k, latent j), as in the figures.
+    """
+    rows = []
+    columns = [c for c in curves.columns if c.startswith(prefix)]
+    for (method, scale, seed), run in curves.groupby(["method", "init_scale", "seed"]):
+        run = run.sort_values("step")
+        changes = {c: run[c].iloc[-1] - run[c].iloc[0] for c in columns}
+        largest = max((abs(v) for v in changes.values()), default=0.0)
+        for c in columns:
+            first, change = run[c].iloc[0], changes[c]
+            moves = largest > 0 and abs(change) >= min_rise * largest
+            onset = math.nan
+            if moves:
+                midpoint = first + 0.5 * change
+                crossed = run[c] >= midpoint if change > 0 else run[c] <= midpoint
+                onset = float(run.step[crossed].iloc[0])
+            rows.append({"method": method, "init_scale": scale, "seed": seed,
+                         "direction": int(c[len(prefix):]) + 1, "initial": float(first),
+                         "final": float(run[c].iloc[-1]), "moves": bool(moves),
+                         "onset": onset})
+    return pd.DataFrame(rows)
+
+
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     from sithlib.results import run_grid  # results imports experiments: import late
 
@@ -296,7 +330,8 @@ def plot_spectrum(curves: pd.DataFrame, relative: bool = True):
         long["eigenvalue"] = long.eigenvalue / total
     grid = sns.relplot(data=long, x="step", y="eigenvalue", hue="k", col="run", kind="line",
                        errorbar="sd", palette="viridis", col_wrap=min(4, data.run.nunique()),
-                       height=2.6, aspect=1.2, facet_kws={"sharey": False})
+                       height=2.6, aspect=1.2, facet_kws={"sharey": False}, legend="full")
+    grid.legend.set_title("rank $k$")
     grid.set(yscale="log")
     grid.set_titles("{col_name}")
     grid.set_axis_labels("training step", "eigenvalue / trace" if relative else "eigenvalue")
@@ -304,17 +339,20 @@ def plot_spectrum(curves: pd.DataFrame, relative: bool = True):
 
 
 def plot_latent_r2(curves: pd.DataFrame):
-    """Held-out R^2 of each latent z_j over steps, one panel per method (sd band over seeds)."""
+    """Held-out R^2 of each latent z_j (j from 1) over steps, one panel per method (sd band
+    over seeds)."""
     import seaborn as sns
 
     cols = sorted((c for c in curves.columns if c.startswith("r2_z")), key=lambda c: int(c[4:]))
     data = curves.assign(run=_label(curves))
     long = data.melt(id_vars=["run", "seed", "step"], value_vars=cols, var_name="latent",
                      value_name="r2")
-    long["latent"] = long.latent.str[4:].astype(int)
+    long["latent"] = long.latent.str[4:].astype(int) + 1  # z_1, ..., z_n as in the chapter
+    palette = "tab10" if len(cols) <= 10 else "viridis"
     grid = sns.relplot(data=long, x="step", y="r2", hue="latent", col="run", kind="line",
-                       errorbar="sd", palette="tab10", col_wrap=min(4, data.run.nunique()),
-                       height=2.6, aspect=1.2)
+                       errorbar="sd", palette=palette, col_wrap=min(4, data.run.nunique()),
+                       height=2.6, aspect=1.2, legend="full")
+    grid.legend.set_title("latent $j$")
     grid.set_titles("{col_name}")
     grid.set_axis_labels("training step", "held-out $R^2$ of $z_j$")
     return grid
@@ -338,17 +376,33 @@ def time_to_r2_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def onset_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """How spread out in time the directions are learned: per method, the steps between the
-    first and the last onset (eigenvalues of cov(h); per-latent R^2), mean ± sd over seeds,
-    and the final R^2."""
-    data = metrics.assign(run=_label(metrics))
+def onset_table(metrics: pd.DataFrame, curves: pd.DataFrame, min_rise: float = 0.1
+                ) -> pd.DataFrame:
+    """How spread out in time the directions are learned, from the stored curves: per method,
+    the steps between the first and the last onset (:func:`rise_onsets`: half-way from the
+    initial to the final value) of the eigenvalues of cov(h) and of the per-latent R^2, mean ±
+    sd over seeds; how many directions move (out of n, mean over seeds); and the final R^2."""
     table = {}
-    for metric, label in (("eig_onset", "eigenvalue onsets: last − first"),
-                          ("latent_onset", "per-latent R² onsets: last − first")):
-        part = data[data.metric == metric]
-        spread = part.groupby(["run", "seed"]).value.agg(lambda v: v.max() - v.min())
-        table[label] = spread.groupby("run").agg(_mean_sd)
+    for prefix, name, moving_name in (("eig_", "eigenvalue", "eigenvalues"),
+                                      ("r2_z", "per-latent R²", "latents")):
+        part = rise_onsets(curves, prefix, min_rise).assign(run=lambda d: _label(d))
+        runs = part.groupby(["run", "seed"])
+        spread = runs.onset.agg(lambda v: v.max() - v.min() if v.notna().any() else math.nan)
+        moving = runs.moves.sum().groupby("run").mean()
+        total = part.groupby(["run", "seed"]).size().groupby("run").max()
+        table[f"{name} onsets: last − first"] = spread.groupby("run").agg(
+            lambda v: _mean_sd(v.dropna()))
+        table[f"{moving_name} that move"] = (moving.map("{:g}".format) + " of "
+                                       + total.map("{:d}".format))
+    data = metrics.assign(run=_label(metrics))
     final = data[(data.metric == "r2_linear") & (data.method != RAW)].groupby("run").value
     table["final R²"] = final.agg(lambda v: _mean_sd(v, 3))
-    return pd.DataFrame(table)
+    return pd.DataFrame(table).rename_axis(index=None)
+
+
+def lowest_latent(metrics: pd.DataFrame) -> pd.Series:
+    """Per method (display name): the latent j (from 1) with the lowest final R^2, mean over
+    seeds."""
+    data = metrics[metrics.metric == "r2_latent"].assign(run=lambda d: _label(d))
+    mean = data.groupby(["run", "index"]).value.mean()
+    return mean.groupby("run").idxmin().map(lambda key: int(key[1]) + 1)

@@ -251,30 +251,52 @@ def _positions(values: pd.Series) -> tuple[pd.Series, list, list]:
     return x, ticks, labels
 
 
-def plot_sweeps(metrics: pd.DataFrame, config: dict, metric: str = "r2_linear", axes=None):
-    """Held-out R^2 against each factor: one panel per factor, a point per seed, mean ± sd."""
+#: Display names of the held-out scores: on the anchors' own distribution and on uniform z.
+SCORES = {"r2_linear": "held-out R², anchors' distribution",
+          "r2_uniform": "held-out R², uniform z"}
+
+
+def plot_sweeps(metrics: pd.DataFrame, config: dict, metric=("r2_linear", "r2_uniform"),
+                axes=None):
+    """Held-out R^2 against each factor: one panel per factor, a point per seed, mean ± sd.
+
+    ``metric`` is one score or several (default: on the anchors' distribution and on uniform
+    latents; the two differ only on the clustered points), drawn side by side."""
     import matplotlib.pyplot as plt
 
+    names = (metric,) if isinstance(metric, str) else tuple(metric)
     if axes is None:
         _, axes = plt.subplots(1, 4, figsize=(13, 3.3), sharey=True)
+    handles = {}
     for ax, factor in zip(axes, _FACTORS, strict=True):
-        part = sweep(metrics[metrics.metric == metric], factor, config)
-        if part.empty:
-            ax.set_visible(False)
-            continue
-        x, ticks, labels = _positions(part[factor])
-        part = part.assign(x=x)
-        ax.plot(part.x, part.value, "o", color="0.6", ms=3, alpha=0.8, label="seeds")
-        stats = part.groupby("x").value.agg(["mean", "std"]).fillna(0.0)
-        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="s", capsize=3,
-                    color="C0", label="mean ± sd")
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, labels)
-        ax.minorticks_off()
+        any_data = False
+        for i, name in enumerate(names):
+            part = sweep(metrics[metrics.metric == name], factor, config)
+            if part.empty:
+                continue
+            any_data = True
+            x, ticks, labels = _positions(part[factor])
+            shift = 10 ** (0.05 * (i - (len(names) - 1) / 2))  # side by side on the log axis
+            part = part.assign(x=x * shift)
+            color = f"C{i}"
+            seeds = ax.plot(part.x, part.value, "o", color=color, mfc="white", ms=4, mew=1,
+                            alpha=0.9)[0]
+            stats = part.groupby("x").value.agg(["mean", "std"]).fillna(0.0)
+            mean = ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="s",
+                               ms=5, capsize=3, color=color)
+            handles[f"{SCORES.get(name, name)}: mean ± sd"] = mean
+            handles[f"{SCORES.get(name, name)}: seeds"] = seeds
+            ax.set_xscale("log")
+            ax.set_xticks(ticks, labels)
+            ax.minorticks_off()
+        ax.set_visible(any_data)
         ax.set(xlabel=_FACTORS[factor][1])
     axes[0].set_ylabel("held-out linear $R^2$")
-    axes[0].legend(fontsize=8, loc="lower right")
-    axes[0].figure.tight_layout()
+    fig = axes[0].figure
+    order = sorted(handles, key=lambda k: (k.endswith("seeds"), k))
+    fig.legend([handles[k] for k in order], order, loc="lower center", ncol=2, fontsize=9,
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return axes
 
 
@@ -295,19 +317,29 @@ def plot_generalization(metrics: pd.DataFrame, config: dict, ax=None):
     return ax
 
 
+#: The factors as the chapter writes them.
+_SYMBOLS = {"n": "dataset size N", "batch_size": "batch size B", "kappa": "concentration κ",
+            "clusters": "clusters |C|"}
+
+
 def breakdown_table(metrics: pd.DataFrame, config: dict, threshold: float = 0.9) -> pd.DataFrame:
-    """Per factor: held-out R^2 'mean ± sd' at each value, and whether it is below threshold."""
+    """Per factor and value: held-out R^2 'mean ± sd' on the anchors' distribution and on
+    uniform latents (they differ only with clusters, where only the uniform one compares with
+    the other rows), and whether the first is below ``threshold``."""
     rows = []
-    r2 = metrics[metrics.metric == "r2_linear"]
+    scored = metrics[metrics.metric.isin(list(SCORES))]
     for factor in _FACTORS:
-        part = sweep(r2, factor, config)
+        part = sweep(scored, factor, config)
         groups = sorted(part.groupby(factor), key=lambda kv: (kv[0] == 0, kv[0]))
         for value, group in groups:
-            mean, sd = group.value.mean(), group.value.std()
-            rows.append({"factor": _FACTORS[factor][0],
-                         "value": "∞" if value == 0 and factor == "n" else
-                         "uniform" if value == 0 and factor == "clusters" else f"{value:g}",
-                         "held-out R²": mean_sd(mean, sd),
-                         f"below {threshold:g}": "yes" if mean < threshold else "no",
-                         "seeds": len(group)})
-    return pd.DataFrame(rows).set_index(["factor", "value"])
+            row = {"factor": _SYMBOLS[factor],
+                   "value": "∞ (fresh)" if value == 0 and factor == "n" else
+                   "uniform" if value == 0 and factor == "clusters" else f"{value:g}"}
+            for name, label in SCORES.items():
+                v = group[group.metric == name].value
+                row[label] = mean_sd(v.mean(), v.std()) if len(v) else "–"
+            mean = group[group.metric == "r2_linear"].value.mean()
+            row[f"below {threshold:g}"] = "yes" if mean < threshold else "no"
+            row["seeds"] = group.seed.nunique()
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["factor", "value"]).rename_axis(index=[None, None])

@@ -24,7 +24,8 @@ SimCLR's loss on three kinds of positive pairs, and an untrained network as the 
   colour jitter, grayscale), the practice whose latent-space meaning is not designed.
 
 Scores on clean held-out renders: linear :math:`R^2` of each continuous latent from the backbone
-features, the linear-probe accuracy of the shape, and block :math:`R^2` of content and style.
+features, the linear-probe accuracy of the shape, and for the content and the style blocks the
+mean of their latents' linear :math:`R^2` (``block_*``; a nonlinear block score is not measured).
 """
 
 from __future__ import annotations
@@ -371,21 +372,45 @@ def _mlp_sweep(metrics: pd.DataFrame, factor: str, config: dict | None = None) -
     return mlp[mask]
 
 
+#: Display names of the categorical sweep values.
+_VALUE_LABELS = {"adam": "Adam", "sgd": "SGD", "lars": "LARS", "none": "none", "linear": "linear",
+                 "mlp": "MLP"}
+_CANONICAL = {"optimizer": OPTIMIZERS, "projector": PROJECTORS}
+
+
+def _order(values, factor: str) -> list:
+    """Sweep values in display order: numbers ascending, optimisers and projectors in the
+    order of :data:`OPTIMIZERS` and :data:`PROJECTORS` (unknown ones last, by name)."""
+    values = list(dict.fromkeys(values))
+    if factor in _CANONICAL:
+        known = list(_CANONICAL[factor])
+        return sorted(values, key=lambda v: (known.index(v) if v in known else len(known), v))
+    return sorted(values, key=float)
+
+
+def _value_label(value) -> str:
+    """'32' rather than '32.0'; display names of optimisers and projectors."""
+    if isinstance(value, str):
+        return _VALUE_LABELS.get(value, value)
+    return f"{value:g}"
+
+
 def mlp_table(metrics: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
-    """Held-out R^2 before and after the projector, 'mean ± sd' over seeds, per sweep point."""
+    """Held-out R^2 before and after the projector, 'mean ± sd' over seeds, per sweep point
+    (rows in the order of the figures)."""
     rows = []
     for factor in _FACTORS:
         part = _mlp_sweep(metrics, factor, config)
-        for value, group in part.groupby(factor, sort=False):
-            row = {"factor": factor, "value": f"{value:g}" if isinstance(value, float) else
-                   str(value)}
+        for value in _order(part[factor], factor):
+            group = part[part[factor] == value]
+            row = {"factor": _FACTORS[factor][1], "value": _value_label(value)}
             for metric, label in (("r2_before", "R² before p (h = f(x))"),
                                   ("r2_after", "R² after p (on the sphere)")):
                 v = group[group.metric == metric].value
                 row[label] = of_values(v)
             row["seeds"] = group.seed.nunique()
             rows.append(row)
-    return pd.DataFrame(rows).set_index(["factor", "value"])
+    return pd.DataFrame(rows).set_index(["factor", "value"]).rename_axis(index=[None, None])
 
 
 def plot_mlp_sweeps(metrics: pd.DataFrame, config: dict | None = None, axes=None):
@@ -399,10 +424,12 @@ def plot_mlp_sweeps(metrics: pd.DataFrame, config: dict | None = None, axes=None
     for ax, factor in zip(axes, factors, strict=True):
         part = _mlp_sweep(metrics, factor, config)
         part = part[part.metric == "r2_after"]
-        order = sorted(part[factor].unique(), key=str if factor == "optimizer" else float)
+        order = _order(part[factor], factor)
         sns.pointplot(data=part, x=factor, y="value", order=order, errorbar="sd", capsize=0.15,
                       ax=ax, linestyle="none" if factor == "optimizer" else "-")
-        sns.stripplot(data=part, x=factor, y="value", order=order, color="0.5", size=3, ax=ax)
+        sns.stripplot(data=part, x=factor, y="value", order=order, color="0.35", size=3.5,
+                      ax=ax)
+        ax.set_xticks(range(len(order)), [_value_label(v) for v in order])
         ax.set(xlabel=_FACTORS[factor][1], ylabel="held-out linear $R^2$")
     axes[0].figure.tight_layout()
     return axes
@@ -418,14 +445,15 @@ def plot_projector(metrics: pd.DataFrame, config: dict | None = None, ax=None):
     part = _mlp_sweep(metrics, "projector", config)
     names = {"r2_before": "before p", "r2_after": "after p"}
     part = part[part.metric.isin(names)].assign(where=lambda d: d.metric.map(names))
-    order = [p for p in PROJECTORS if p in set(part.projector)]
+    order = _order(part.projector, "projector")
     sns.barplot(data=part, x="projector", y="value", hue="where", order=order, errorbar="sd",
                 capsize=0.1, ax=ax, alpha=0.8)
     sns.stripplot(data=part, x="projector", y="value", hue="where", order=order, dodge=True,
                   palette="dark:0.2", size=3, ax=ax, legend=False)
+    ax.set_xticks(range(len(order)), [_value_label(v) for v in order])
     ax.set(xlabel="projector p", ylabel="held-out linear $R^2$",
            ylim=(max(0.0, part.value.min() - 0.1), 1.0))
-    ax.legend(title=None, loc="lower right")
+    ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax
 
 
@@ -433,15 +461,18 @@ _IMAGE_METRICS = [f"r2_{n}" for n in CONTINUOUS] + ["shape_accuracy"]
 
 
 def latent_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Each latent's R^2 (shape: probe accuracy) and the content and style blocks' (rows), per
-    kind of pairs (columns)."""
+    """Each latent's R^2 (shape: probe accuracy) and, per block (content, style), the mean of
+    its latents' linear R^2 (rows), per kind of pairs (columns). The block rows are the stored
+    ``block_*`` metrics, ``block_r2(..., nonlinear=False)``, which is that mean: they are not a
+    nonlinear (block-identifiability) score, which this experiment does not measure."""
     image = metrics[metrics.part == "image"]
     columns = _IMAGE_METRICS + ["block_content", "block_style"]
     agg = image.groupby(["pairs", "metric"], sort=False).value.agg(["mean", "std"])
     text = of_agg(agg, "{:.2f}")
     table = text.unstack("metric")[columns]
-    table.columns = [c.replace("r2_", "R² ").replace("block_", "block R² ")
-                     .replace("shape_accuracy", "shape acc.") for c in columns]
+    table.columns = [c.replace("r2_", "R² ").replace("shape_accuracy", "shape acc.")
+                     .replace("block_content", "content block: mean linear R²")
+                     .replace("block_style", "style block: mean linear R²") for c in columns]
     order = [k for k in ("untrained", *PAIRS) if k in table.index]
     return table.loc[order].T.rename_axis(index=None, columns=None)
 
