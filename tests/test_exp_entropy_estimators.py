@@ -104,6 +104,10 @@ def test_tables_and_plots(wide):
     metrics = exp.run(cfg)["metrics"]
     table = exp.bracket_table(metrics)
     assert list(table.index) == [1, 4] and (table["cells"] == 4).all()
+    # Percentages of cells, labelled as such.
+    shares = table.drop(columns="cells")
+    assert all("% of cells" in col for col in shares.columns)
+    assert shares.stack().between(0, 100).all()
     err = exp.error_table(metrics, separation=3.0)
     assert list(err.index) == [1, 4] and "MC s.e." in err.columns
     assert len(exp.plot_vs_separation(metrics, dims=(1, 4))) == 2

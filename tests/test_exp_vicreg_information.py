@@ -81,6 +81,8 @@ def test_tables_have_every_method_dgp_and_baseline(tiny_result):
     assert len(table) == 9 and {"kNN", "linear R²", "relative invariance"} <= set(table.columns)
     track = exp.tracking_table(c)
     assert len(track) == 6 and ("kNN accuracy", "bound") in track.columns
+    # The number of (step, seed) points behind each correlation.
+    assert (track[("", "points")] == c.groupby(["dgp", "method"], sort=False).size()).all()
     vic = c[(c.dgp == "vector") & (c.method == "VICReg")]
     assert track.loc[("vector", "VICReg"), ("linear R²", "entropy")] == round(
         vic.entropy.corr(vic.r2_linear, method="spearman"), 2)

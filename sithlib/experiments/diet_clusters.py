@@ -553,9 +553,11 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
     m["R² (%)"] = 100 * m.value
     order = [r for r in TABLE2 if r in set(m.row)]
     heads = [h for h in HEADS if h in set(m["head"])]
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     if ax is None:
         _, ax = plt.subplots(1, len(heads), figsize=(4.2 * len(heads) + 1.0, 0.5 * len(order) + 2),
-                             sharey=True, squeeze=False)
+                             sharey=True, squeeze=False, constrained_layout=True)
         ax = ax[0]
     ax = list(ax) if hasattr(ax, "__len__") else [ax]
     palette = dict(zip(["latents z", "clusters w→v"], sns.color_palette("deep", 2), strict=True))
@@ -573,25 +575,33 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
                        mew=1.5, ls="none")
         a.set(title=f"{head} head", ylabel="" if a is not ax[0] else "Table 2 row")
         a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=9)
-    ax[0].legend(title="ours (×: paper)", fontsize=8, title_fontsize=8, ncol=2,
-                 loc="upper left", bbox_to_anchor=(0.0, -0.15))
-    for a in ax[1:]:
+    handles, labels = ax[0].get_legend_handles_labels()
+    for a in ax:
         if a.get_legend() is not None:
             a.get_legend().remove()
+    fig = ax[0].figure
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the x-labels
+        fig.legend(handles, labels, title="ours (×: paper)", fontsize=9, title_fontsize=9,
+                   ncol=2, loc="outside lower center", frameon=False)
+    else:  # axes from the caller: beside the last panel
+        ax[-1].legend(handles, labels, title="ours (×: paper)", fontsize=8, title_fontsize=8,
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
 
 
 def plot_curves(curves: pd.DataFrame, ax=None):
-    """Held-out R^2 of the latents against training steps, per row and head (one line per seed)."""
+    """Held-out R^2 of the latents (in %, as in the tables) against training steps, per row and
+    head (one line per seed); the legend sits beside the axes."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3.8))
+        _, ax = plt.subplots(figsize=(6.4, 3.8), constrained_layout=True)
     c = curves.copy()
     c["Table 2 row"] = c.row.map(setting_label)
-    sns.lineplot(data=c, x="step", y="r2_z", hue="Table 2 row", style="head", units="seed",
+    c["R² (%)"] = 100 * c.r2_z
+    sns.lineplot(data=c, x="step", y="R² (%)", hue="Table 2 row", style="head", units="seed",
                  estimator=None, ax=ax, lw=1.1)
-    ax.set(xlabel="training step", ylabel="held-out R² of z", ylim=(None, 1.01))
-    ax.legend(fontsize=7, ncol=2)
+    ax.set(xlabel="training step", ylabel="held-out R² of z (%)", ylim=(None, 101))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax

@@ -339,21 +339,20 @@ def prediction_correlation(metrics: pd.DataFrame, score: str = "procrustes_r2",
 
 
 def plot_curves(curves: pd.DataFrame, metrics: pd.DataFrame, ax=None):
-    """Held-out linear R^2 of the encoder output against steps, per method (band: seeds)."""
+    """Held-out linear R^2 of the encoder output against steps, per method (band: seeds); the
+    dashed line is the raw observations x. The legend sits beside the axes."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 4.0))
+        _, ax = plt.subplots(figsize=(7.6, 4.0), constrained_layout=True)
     data = curves.assign(method=curves.model.map(LABELS))
     sns.lineplot(data=data, x="step", y="r2_linear", hue="method", errorbar=("sd", 1),
                  marker="o", ax=ax)
     raw = metrics[(metrics.model == "raw x") & (metrics.metric == "r2_linear")].value
-    ax.axhline(float(raw.iloc[0]), color="0.3", ls="--", lw=1)
-    ax.annotate("raw x", (data.step.min(), float(raw.iloc[0])), va="bottom", fontsize=8,
-                color="0.3")
+    ax.axhline(float(raw.iloc[0]), color="0.3", ls="--", lw=1, label="raw observations x")
     ax.set(xlabel="training step", ylabel="held-out linear R² (h → z)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
 
 

@@ -270,23 +270,26 @@ def jacobian_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def rejection_table(metrics: pd.DataFrame, level: float = 0.01) -> pd.DataFrame:
-    """Step (b): how often Mardia's tests reject normality at ``level``, over (network, anchor,
-    noise scale) cells grouped by their same-region fraction, beside the rate for exact Gaussian
-    samples of the affine model in the same cells (the test's false alarms)."""
+    """Step (b): how often Mardia's tests reject normality at ``level`` (percentage of cells),
+    over (network, anchor, noise scale) cells grouped by their same-region fraction, beside the
+    rate for exact Gaussian samples of the affine model in the same cells (the test's false
+    alarms)."""
     v = metrics[metrics.step == "noise"].pivot_table(
         index=["seed", "point", "noise_scale"], columns="metric", values="value")
     bins = pd.cut(v.same_region_fraction, [-0.01, 0.5, 0.9, 0.999999, 1.0],
                   labels=["< 0.5", "0.5 - 0.9", "0.9 - 1", "all in the region"])
+    def share(flags):  # percentage of the cells in each bin
+        return 100 * flags.groupby(bins, observed=False).mean()
+
     table = pd.DataFrame({
         "cells": v.groupby(bins, observed=False).size(),
-        "skewness rejects": (v.mardia_skewness_pvalue < level).groupby(bins, observed=False).mean(),
-        "kurtosis rejects": (v.mardia_kurtosis_pvalue < level).groupby(bins, observed=False).mean(),
-        "Gaussian reference rejects": (
-            (v.mardia_skewness_pvalue_floor < level) | (v.mardia_kurtosis_pvalue_floor < level)
-        ).groupby(bins, observed=False).mean(),
+        "skewness rejects (%)": share(v.mardia_skewness_pvalue < level),
+        "kurtosis rejects (%)": share(v.mardia_kurtosis_pvalue < level),
+        "Gaussian reference rejects (%)": share(
+            (v.mardia_skewness_pvalue_floor < level) | (v.mardia_kurtosis_pvalue_floor < level)),
     })
     table.index.name = "same-region fraction"
-    return table.iloc[::-1].round(3)
+    return table.iloc[::-1].round(1)
 
 
 def plot_regions(seed: int = 0, hidden: tuple[int, ...] = (16, 16), extent: float = 3.0,
@@ -366,9 +369,11 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
 
     m = metrics[metrics.step == "mi_bound"].copy()
     dims = sorted(m.dim.dropna().unique())
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     if axes is None:
-        _, axes = plt.subplots(2, len(dims), figsize=(3.8 * len(dims), 6.4), squeeze=False,
-                               sharex=True, height_ratios=(3, 2))
+        _, axes = plt.subplots(2, len(dims), figsize=(3.6 * len(dims), 6.4), squeeze=False,
+                               sharex=True, height_ratios=(3, 2), constrained_layout=True)
     m["per_dim"] = m.value / m.dim
     fixed = m.q_sigma.isna() | np.isclose(m.q_sigma.fillna(-1.0), q_sigma)
     curves = [("mi_exact", "exact $I(Z;Z')$", "-", "C0"),
@@ -400,8 +405,14 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
         bottom.set(xscale="log", xlabel="augmentation std $s$")
     axes[0][0].set_ylabel("nats per dimension")
     axes[1][0].set_ylabel("gap $I$ - bound (nats / dim)")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    axes[0][0].figure.tight_layout()
+    fig = axes[0][0].figure
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the panels
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9,
+                   frameon=False)
+    else:  # axes from the caller: beside the last top panel, off the data
+        axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                           fontsize=8)
     return axes
 
 

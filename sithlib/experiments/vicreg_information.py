@@ -10,7 +10,8 @@ where VICReg's variance and covariance terms stand in for the entropy H(Z) and i
 term is the conditional part. We log, over training and on held-out pairs, the log-det
 (Gaussian) entropy of the embeddings, the invariance :math:`\mathbb{E}\|Z - Z'\|^2` and the
 bound's surrogate :math:`H(Z) - \lambda_s \mathbb{E}\|Z - Z'\|^2 / d` (the bound with
-:math:`\sigma^2 = d / (2\lambda_s)`, so that it is exactly minus the VICReg-LogDet loss), beside
+:math:`\sigma^2 = d / (2\lambda_s)`; with entropy weight 1 it is minus the VICReg-LogDet loss
+up to half the difference of the two views' entropies, which the loss averages), beside
 the kNN accuracy and the ground-truth linear :math:`R^2` of the representation. Then VICReg,
 VICReg-LogDet and VICReg-pairwise (same invariance term, same coefficients and budget) are
 compared on two data-generating processes with ground truth:
@@ -121,7 +122,8 @@ def information_terms(z_a: torch.Tensor, z_b: torch.Tensor, sim_coeff: float = 2
     :func:`sithlib.losses.information.logdet_entropy`);
     ``invariance`` is :math:`\mathbb{E}\|Z - Z'\|^2`; ``bound`` is
     :math:`H(Z) - \lambda_s\,\mathbb{E}\|Z - Z'\|^2 / d`, the lower bound with
-    :math:`\sigma^2 = d / (2\lambda_s)` and its constant dropped (minus the VICReg-LogDet loss).
+    :math:`\sigma^2 = d / (2\lambda_s)` and its constant dropped (minus the VICReg-LogDet loss
+    when both views have the same entropy estimate: the loss averages the two).
     """
     return {k: float(v) for k, v in _terms(z_a, z_b, sim_coeff).items()}
 
@@ -310,12 +312,25 @@ def _linear_probe(h: torch.Tensor, ev: _EvalSet) -> float:
 
 
 # --------------------------------------------------------------------------- figures, tables
-_PANELS = (("entropy", "log-det entropy H(Z) [nats]"),
-           ("invariance", "invariance E‖Z − Z′‖²"),
-           ("bound", "bound surrogate H − λ E‖ΔZ‖²/d"),
+_PANELS = (("entropy", r"log-det entropy $\hat H(Z)$ (nats)"),
+           ("invariance", r"invariance $\mathbb{E}\|Z - Z'\|^2$"),
+           ("bound", r"bound $B = \hat H(Z) - \lambda_s \mathbb{E}\|Z - Z'\|^2 / d$"),
            ("knn", "kNN accuracy (h)"),
            ("r2_linear", "linear R² of latents (h)"),
-           ("train_entropy", "log-det entropy, training batch"))
+           ("train_entropy", r"$\hat H(Z)$ of the training batch (nats)"))
+
+
+def _legend_below(fig, axes, handles, labels, ncol: int):
+    """One legend for the figure, below the panels where the layout allows it (constrained
+    layout), else beside the last panel: never on the data."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=9,
+                   frameon=False)
+    else:
+        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        fontsize=8)
 
 
 def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
@@ -336,15 +351,21 @@ def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
     for ax, (col, label) in zip(axes, _PANELS, strict=False):
         sns.lineplot(data=data, x="step", y=col, hue="method", errorbar="sd", ax=ax,
                      legend=ax is axes[0], marker="o", markersize=3)
-        ax.set(xlabel="training step", ylabel="", title=label)
+        ax.set(xlabel="training step", ylabel="")
+        ax.set_title(label, fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    _legend_below(axes[0].figure, axes, handles, labels, ncol=len(labels))
     return axes
 
 
 def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", "r2_linear"),
                     ax=None):
-    """Final held-out scores per objective and DGP: mean over seeds with one sd, seeds as dots."""
+    """Final held-out scores per objective and DGP: mean over seeds with one sd, seeds as dots,
+    dashed: the raw input."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     data = metrics[metrics.metric.isin(metric_names) & metrics.method.isin(METHODS.values())]
     if ax is None:
@@ -365,6 +386,11 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
             if len(v):
                 a.hlines(float(v.iloc[0]), i - 0.45, i + 0.45, color="0.3", ls="--", lw=1)
         a.set(xlabel="", ylabel="", title=labels.get(name, name))
+    handles, names = ax[0].get_legend_handles_labels()
+    ax[0].get_legend().remove()
+    handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
+    names.append("raw input")
+    _legend_below(ax[0].figure, ax, handles, names, ncol=len(names))
     return ax
 
 
@@ -395,11 +421,14 @@ def summary_table(metrics: pd.DataFrame, dgp: str | None = None) -> pd.DataFrame
 
 def tracking_table(curves: pd.DataFrame, scores=("knn", "r2_linear")) -> pd.DataFrame:
     """Spearman correlation, over evaluation steps and seeds, between each information term
-    and each downstream score, per DGP and objective: does the term track the score?"""
+    and each downstream score, per DGP and objective: does the term track the score? The last
+    column, ``points``, is the number of (step, seed) points behind each correlation."""
     out = {}
     for (dgp, method), grp in curves.groupby(["dgp", "method"], sort=False):
         out[(dgp, method)] = {(METRIC_LABELS.get(score, score), term):
                               grp[term].corr(grp[score], method="spearman")
                               for score in scores for term in ("entropy", "invariance", "bound")}
     # Columns (score, term): a header row per level keeps the columns narrow.
-    return pd.DataFrame(out).T.round(2)
+    table = pd.DataFrame(out).T.round(2)
+    table[("", "points")] = curves.groupby(["dgp", "method"], sort=False).size()
+    return table
