@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -155,7 +156,8 @@ def test_tables_and_curves_have_every_variant_and_seed(small_run):
                                          r.encoder_effective_rank, cfg)
     table = exp.collapse_table(m)
     assert list(table.index) == list(cfg.variants)
-    assert all(o.split(" ")[0] in exp.OUTCOMES and o.endswith("/2)") for o in table.outcome)
+    assert all((o.split(" ")[0] in exp.OUTCOMES and o.endswith("/2)"))
+               or (o.startswith("split (") and o.endswith(")")) for o in table.outcome)
     assert all(v.endswith("/2") for v in table["early ‖s‖ predicts"])
     claims = exp.claims_table(m, s_threshold=cfg.s_threshold)
     assert claims.verdict.isin(["supported", "partly supported", "not supported",
@@ -174,7 +176,7 @@ def test_plots_return_axes(small_run):
     axes = exp.plot_center_norm(tables["curves"])
     visible = [ax for ax in axes.flat if ax.get_visible()]
     assert len(visible) == 1  # one method family
-    assert visible[0].get_title() == "swav" and len(visible[0].get_lines()) >= 2
+    assert visible[0].get_title() == "SwAV" and len(visible[0].get_lines()) >= 2
     ax = exp.plot_prediction(tables["metrics"], s_threshold=cfg.s_threshold)
     assert len(ax.collections) >= 1
     plt.close("all")
@@ -184,5 +186,12 @@ def test_variant_labels_are_readable_and_distinct():
     labels = [exp.variant_label(v) for v in exp.VARIANTS]
     assert len(set(labels)) == len(labels)
     assert exp.variant_label("simsiam") == "SimSiam"
-    assert exp.variant_label("barlow_twins_no_off_diagonal") == "Barlow Twins: no off diagonal"
+    assert exp.variant_label("barlow_twins_no_off_diagonal") == "Barlow Twins: no off-diagonal"
+    assert exp.variant_label("simsiam_no_stop_gradient") == "SimSiam: no stop-gradient"
     assert exp.variant_label("byol_ema_0") == "BYOL: EMA 0"
+
+
+def test_seed_outcome_reports_ties():
+    assert exp.seed_outcome(pd.Series([2.0, 2.0])) == "complete (2/2)"
+    assert exp.seed_outcome(pd.Series([0.0, 2.0, 0.0])) == "none (2/3)"
+    assert exp.seed_outcome(pd.Series([2.0, 0.0])) == "split (1 complete, 1 none)"

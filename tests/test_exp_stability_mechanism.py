@@ -107,8 +107,8 @@ def test_figures_and_table(metrics):
     assert ax.get_ylabel() == "value"
     axes = exp.plot_linearisation(metrics)
     assert len(axes) == 2
-    ax = exp.plot_gradient_cosines(metrics)
-    assert len(ax.patches) > 0
+    axes = exp.plot_gradient_cosines(metrics)
+    assert len(axes) == 2 and all(len(ax.patches) > 0 for ax in axes)
     plt.close("all")
 
 

@@ -321,38 +321,65 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 # -- tables and figures ---------------------------------------------------------------------------
 
 
+#: Compound terms that keep their hyphen in the variants' display names.
+_HYPHENATED = {"off diagonal": "off-diagonal", "stop gradient": "stop-gradient"}
+
+
 def variant_label(variant: str) -> str:
     """A variant's name for tables: ``"simsiam_no_predictor"`` -> ``"SimSiam: no predictor"``."""
     method = VARIANTS[variant][0]
     rest = variant[len(method):].strip("_").replace("_", " ").replace("ema", "EMA")
+    for words, hyphenated in _HYPHENATED.items():
+        rest = rest.replace(words, hyphenated)
     return METHOD_LABELS[method] + (f": {rest}" if rest else "")
 
 
+def seed_outcome(codes: pd.Series) -> str:
+    """The outcome over seeds: the most frequent one with its count, e.g. ``"none (2/2)"``, or
+    ``"split (1 complete, 1 none)"`` when several outcomes are equally frequent (no rule picks
+    one of them)."""
+    codes = codes.round().astype(int)
+    counts = codes.value_counts()
+    n = len(codes)
+    top = counts[counts == counts.max()]
+    if len(top) == 1:
+        code = int(top.index[0])
+        return f"{OUTCOMES[code]} ({int(top.iloc[0])}/{n})"
+    parts = ", ".join(f"{int(counts[c])} {OUTCOMES[int(c)]}"
+                      for c in sorted(counts.index, reverse=True))
+    return f"split ({parts})"
+
+
+def _rank_text(values: pd.Series) -> str:
+    """Effective rank 'mean±sd', or 'one point' when every seed's embedding is a single point
+    (the rank is then recorded as 0 by convention: RankMe itself is at least 1)."""
+    return "one point" if (values == 0).all() else of_values(values, "{:.1f}")
+
+
 def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained variant: measured outcome (majority over seeds, with the count),
-    center norms early and final, the per-sample means, std ratio, effective ranks, encoder
-    :math:`R^2`, and in how many seeds the center norm above ``s_threshold`` early (final)
-    coincided with complete collapse at the end."""
+    """One row per trained variant: measured outcome (the most frequent over seeds with its
+    count, or "split" on a tie, :func:`seed_outcome`), center norms early and final, the
+    per-sample means, std ratio, effective ranks, encoder :math:`R^2`, and in how many seeds
+    the center norm early (final) told the outcome right: above ``s_threshold`` in a run that
+    ends in complete collapse, at most ``s_threshold`` in a run that does not."""
     m = metrics[~metrics.variant.str.endswith("(untrained)")]
     out = []
     for variant, g in m.groupby("variant", sort=False):
         by = {k: v.value for k, v in g.groupby("metric")}
-        codes = by["collapse"].round().astype(int)
-        majority = int(codes.mode().max())
-        n = len(codes)
+        n = len(by["collapse"])
         out.append({
             "variant": variant,
             "method": g.method.iloc[0],
             "ablation": bool(g.ablation.iloc[0]),
-            "outcome": f"{OUTCOMES[majority]} ({int((codes == majority).sum())}/{n})",
+            "outcome": seed_outcome(by["collapse"]),
             "‖s‖ early": of_values(by["center_norm_early"], "{:.2f}"),
             "‖s‖ final": of_values(by["center_norm"], "{:.2f}"),
             "mean ‖μₓ‖": of_values(by["mean_mu_norm"], "{:.2f}"),
             "E‖μₓ − s‖²": of_values(by["spread"], "{:.3f}"),
             "std ratio": of_values(by["std_ratio"], "{:.2f}"),
-            "eff. rank": of_values(by["effective_rank"], "{:.1f}"),
+            "eff. rank": _rank_text(by["effective_rank"]),
             "encoder R²": of_values(by["r2_linear"], "{:.2f}"),
-            "encoder eff. rank": of_values(by["encoder_effective_rank"], "{:.1f}"),
+            "encoder eff. rank": _rank_text(by["encoder_effective_rank"]),
             "early ‖s‖ predicts": f"{int(by['s_predicts'].sum())}/{n}",
             "final ‖s‖ agrees": f"{int(by['s_agrees'].sum())}/{n}",
         })
@@ -383,9 +410,13 @@ def plot_center_norm(curves: pd.DataFrame, metric: str = "center_norm", axes=Non
                    zip(order, sns.color_palette("tab10", len(order)), strict=True)}
         sns.lineplot(data=part, x="step", y=metric, hue="variant", hue_order=order,
                      palette=palette, errorbar="sd", ax=ax, lw=1.4)
-        ax.set_title(family, fontsize=10)
-        ax.legend(fontsize=7, title=None, loc="best")
-        ax.set(xlabel="training step", ylabel=metric.replace("_", " "))
+        ax.set_title(METHOD_LABELS.get(family, family), fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        names = [variant_label(v).split(": ", 1)[-1] if v != family else "intact"
+                 for v in labels]
+        ax.legend(handles, names, fontsize=7, title=None, loc="best")
+        ax.set(xlabel="training step",
+               ylabel={"center_norm": "‖s‖"}.get(metric, metric.replace("_", " ")))
     for ax in flat[len(families):]:
         ax.set_visible(False)
     plt.tight_layout()
@@ -411,7 +442,7 @@ def plot_prediction(metrics: pd.DataFrame, s_threshold: float = 0.9, ax=None):
     ax.axvline(s_threshold, color="0.4", ls="--", lw=1)
     ax.set(xlabel="‖s‖ early in training", ylabel="final std ratio (1 = isotropic)",
            xlim=(0, 1.02), ylim=(0, None))
-    ax.legend(fontsize=8)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return ax
 
 
@@ -423,16 +454,19 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     wide["ablated"] = wide.variant.map(lambda v: bool(VARIANTS[v][1]))
     wide["code"] = wide.collapse.round().astype(int)
     abl = wide[wide.ablated]
-    by_variant = abl.groupby("variant").code.agg(lambda c: int(c.mode().max()))
-    collapsed = int((by_variant > 0).sum())
+    # Share of seeds in which each ablation collapses (dimensionally or completely): more than
+    # half counts as collapsing, exactly half as split between seeds.
+    share = abl.groupby("variant").code.agg(lambda c: float((c > 0).mean()))
+    collapsed, split = int((share > 0.5).sum()), int((share == 0.5).sum())
     intact = wide[~wide.ablated]
     complete, dimensional = wide[wide.code == 2], wide[wide.code == 1]
     rows = [(
         "Removing one anti-collapse device makes the method collapse",
-        f"{collapsed} of {len(by_variant)} ablations collapse (majority over seeds); "
-        f"{int((intact.code > 0).sum())} of {len(intact)} intact runs do",
-        "supported" if collapsed == len(by_variant) else
-        ("partly supported" if collapsed else "not supported"),
+        f"{collapsed} of {len(share)} ablations collapse in most seeds"
+        + (f", {split} in half of them" if split else "")
+        + f"; {int((intact.code > 0).sum())} of {len(intact)} intact runs collapse",
+        "supported" if collapsed == len(share) else
+        ("partly supported" if collapsed or split else "not supported"),
     )]
     if len(complete):
         lo, hi = complete.center_norm.min(), complete.spread.max()

@@ -189,25 +189,31 @@ COLUMNS = {
 
 def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Final held-out scores per model (each lambda, each full method, the baselines) as
-    'mean ± sd over seeds' strings, in run order."""
+    'mean ± sd over seeds' strings, in run order. An effective rank reads "one point" where
+    every seed's embedding is a single point (recorded as 0 by convention; RankMe itself is at
+    least 1), and "–" where it is not measured (the baselines)."""
     m = metrics[metrics.metric.isin(COLUMNS)]
     agg = m.groupby(["model", "metric"], sort=False).value.agg(["mean", "std"])
     text = of_agg(agg)
+    ranks = m[m.metric.isin(["effective_rank", "encoder_effective_rank"])]
+    point = ranks.groupby(["model", "metric"], sort=False).value.agg(lambda v: (v == 0).all())
+    text[point[point].index] = "one point"
     table = text.unstack("metric").reindex(columns=list(COLUMNS)).fillna("–")
     table = table.reindex(list(dict.fromkeys(m.model)))
     return readable(table.rename(columns=COLUMNS).rename_axis(index=None))
 
 
 def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
-    """Four panels against lambda: encoder R2, kNN accuracy, ||s|| of the embedding the loss
-    sees and the encoder's effective rank; points are means with one-sd error bars over seeds,
-    horizontal lines and bands the full methods and the baselines (mean ± sd)."""
+    """Four panels (2 x 2) against lambda: encoder R2, kNN accuracy, ||s|| of the embedding the
+    loss sees and the encoder's effective rank; points are means with one-sd error bars over
+    seeds, horizontal lines and bands the full methods and the baselines (mean ± sd)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     panels = ["r2_linear", "knn_accuracy", "center_norm", "encoder_effective_rank"]
     if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(14.0, 3.4))
+        _, axes = plt.subplots(2, 2, figsize=(7.6, 6.0))
+    axes = list(getattr(axes, "flat", axes))
     sweep = metrics[metrics.method == STABILITY].copy()
     lambdas = sorted(sweep.lambd.unique())
     sweep["λ"] = pd.Categorical(sweep.lambd.map("{:g}".format),
@@ -217,15 +223,29 @@ def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
                        sns.color_palette("tab10", others.model.nunique()), strict=True))
     for ax, metric in zip(axes, panels, strict=True):
         part = sweep[sweep.metric == metric]
+        if metric.endswith("effective_rank"):  # 0 stands for "a single point": not a rank
+            part = part[part.value > 0]
         sns.pointplot(data=part, x="λ", y="value", errorbar="sd", color="black", ax=ax,
-                      markersize=4, linewidth=1.2)
+                      markersize=4, linewidth=1.2, label="simplified objective")
         for model, g in others[others.metric == metric].groupby("model", sort=False):
             mean, sd = g.value.mean(), (g.value.std() if len(g) > 1 else 0.0)
-            ax.axhline(mean, color=colours[model], lw=1.2, ls="--", label=model)
+            ax.axhline(mean, color=colours[model], lw=1.2, ls="--",
+                       label=METHOD_LABELS.get(model, model))
             ax.axhspan(mean - sd, mean + sd, color=colours[model], alpha=0.12, lw=0)
-        ax.set(xlabel="λ", ylabel="", title=COLUMNS.get(metric, metric))
-    axes[0].legend(fontsize=7, loc="best")
-    plt.tight_layout()
+        ax.set(xlabel="λ", ylabel="")
+        ax.set_title(COLUMNS.get(metric, metric), fontsize=10)
+        ax.tick_params(labelsize=9)
+    # One legend for the figure, below the panels: every line of every panel, once.
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig = plt.gcf()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=3, fontsize=9,
+               frameon=False)
     return axes
 
 
@@ -236,16 +256,65 @@ def plot_center_norm_curves(curves: pd.DataFrame, ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
+    curves = curves.assign(model=curves.model.map(lambda v: METHOD_LABELS.get(v, v)))
     order = list(dict.fromkeys(curves.model))
     sweep = [m for m in order if m.startswith(STABILITY)]
+    # The sweep in a sequential palette with markers (lines that coincide stay visible), the
+    # full methods in colours outside it, dashed.
     palette = dict(zip(sweep, sns.color_palette("viridis", len(sweep)), strict=True))
     rest = [m for m in order if m not in palette]
-    palette.update(zip(rest, sns.color_palette("tab10", len(rest)), strict=True))
-    sns.lineplot(data=curves, x="step", y="center_norm", hue="model", hue_order=order,
-                 palette=palette, errorbar="sd", ax=ax, lw=1.3)
+    warm = ["tab:red", "tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive"]
+    palette.update(zip(rest, (warm * len(rest))[: len(rest)], strict=True))
+    shapes = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    markers = {m: shapes[i % len(shapes)] for i, m in enumerate(sweep)}
+    part = curves[curves.model.isin(sweep)]
+    sns.lineplot(data=part, x="step", y="center_norm", hue="model", hue_order=sweep,
+                 palette=palette, style="model", style_order=sweep, markers=markers,
+                 dashes=False, markersize=5, errorbar="sd", ax=ax, lw=1.3)
+    if rest:
+        sns.lineplot(data=curves[curves.model.isin(rest)], x="step", y="center_norm",
+                     hue="model", hue_order=rest, palette=palette, errorbar="sd", ax=ax,
+                     lw=1.3, ls="--")
     ax.set(xlabel="training step", ylabel="‖s‖ (held-out)", ylim=(0, 1.02))
-    ax.legend(fontsize=7, ncol=2)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None)
     return ax
+
+
+def tied_with_best(metrics: pd.DataFrame, metric: str = "knn_accuracy") -> list[float]:
+    """The lambdas whose mean ``metric`` is within one standard deviation over seeds (the
+    larger of the two) of the best lambda's, the best included, in increasing order."""
+    sweep = metrics[(metrics.method == STABILITY) & (metrics.metric == metric)]
+    agg = sweep.groupby("lambd").value.agg(["mean", "std"]).fillna(0.0).sort_index()
+    best = agg["mean"].idxmax()
+    spread = agg["std"].clip(lower=agg.loc[best, "std"])
+    return [float(v) for v in agg.index
+            if agg.loc[best, "mean"] - agg.loc[v, "mean"] <= spread.loc[v]]
+
+
+def _optimum_claim(metrics, sweep, s_threshold):
+    """The interior-optimum claim, judged against the spread over seeds: supported when the best
+    lambda is interior and no other lambda is within one sd of it; partly supported when the
+    lambdas tied with the best are all interior (an optimum inside the grid, its place not
+    resolved); not supported when an end of the grid is among them."""
+    best = sweep.knn_accuracy.idxmax()
+    tied = tied_with_best(metrics)
+    lo, hi = sweep.index.min(), sweep.index.max()
+    inside = all(lo < v < hi for v in tied)
+    text = (f"kNN accuracy is highest at λ = {best:g} ({sweep.knn_accuracy.max():.3f}; "
+            f"{sweep.knn_accuracy.iloc[0]:.3f} at λ = {lo:g}, "
+            f"{sweep.knn_accuracy.iloc[-1]:.3f} at λ = {hi:g})")
+    others = [v for v in tied if v != best]
+    if others:
+        text += ("; within one standard deviation of it: λ = "
+                 + ", ".join(f"{v:g}" for v in others))
+    alive = sweep.index[sweep.center_norm < s_threshold]
+    if len(alive) and best == alive.min() and best > lo:
+        text += (f"; λ = {best:g} is also the smallest λ without complete collapse "
+                 f"(‖s‖ < {s_threshold:g}), so the rise towards it is the step out of collapse")
+    verdict = ("not supported" if not inside else
+               "partly supported (the optimum's place is within the seed spread)" if others
+               else "supported")
+    return ("Accuracy has an interior optimum in λ (the U/inverted-U shape)", text, verdict)
 
 
 def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFrame:
@@ -273,16 +342,7 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
             ("partly supported" if len(kept) else "not supported"),
         ))
     if len(sweep) >= 3:
-        best = sweep.knn_accuracy.idxmax()
-        interior = sweep.index.min() < best < sweep.index.max()
-        rows.append((
-            "Accuracy has an interior optimum in λ (the U/inverted-U shape)",
-            f"kNN accuracy is highest at λ = {best:g} "
-            f"({sweep.knn_accuracy.max():.3f}; {sweep.knn_accuracy.iloc[0]:.3f} at λ = "
-            f"{sweep.index[0]:g}, {sweep.knn_accuracy.iloc[-1]:.3f} at λ = "
-            f"{sweep.index[-1]:g})",
-            "supported" if interior else "not supported",
-        ))
+        rows.append(_optimum_claim(metrics, sweep, s_threshold))
     if len(full) and len(sweep):
         best_s = sweep.knn_accuracy.max()
         best_full = full.knn_accuracy.max()

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib import losses
-from sithlib.experiments._tables import mean_sd
+from sithlib.experiments._tables import METHOD_LABELS, mean_sd
 from sithlib.experiments.stability_monitor import (
     METHODS,
     ImageSource,
@@ -375,6 +375,7 @@ def plot_decomposition(metrics: pd.DataFrame, state: str = "trained", ax=None):
     m = metrics[(metrics.data == "vector") & (metrics.state == state)
                 & metrics.metric.isin(TERMS)].copy()
     m["term"] = m.metric.map(TERMS)
+    m["method"] = m.method.map(lambda v: METHOD_LABELS.get(v, v))
     sns.barplot(data=m, x="method", y="value", hue="term", errorbar="sd", ax=ax,
                 hue_order=list(TERMS.values()))
     ax.set(xlabel="", ylabel="value", ylim=(0, 1.05))
@@ -397,38 +398,58 @@ def plot_linearisation(metrics: pd.DataFrame, axes=None):
     ratio["ratio"] = ratio.value.to_numpy() / ref.loc[list(zip(ratio.state, ratio.seed,
                                                               strict=True))].to_numpy()
     ratio["estimate"] = ratio.metric.map({"tau_repulsion": "InfoNCE denominator",
-                                          "tau_uniformity": "uniformity"}) + ", " + ratio.state
-    sns.lineplot(data=ratio, x="tau", y="ratio", hue="estimate", errorbar="sd", marker="o",
-                 ax=axes[0])
+                                          "tau_uniformity": "uniformity"})
+    # One colour per state in both panels (blue: untrained, orange: trained); the line style
+    # tells the two estimates apart.
+    names = {"init": "untrained", "trained": "trained"}
+    ratio["state"] = ratio.state.map(names)
+    states = [names[s] for s in names if s in set(m.state)]
+    palette = dict(zip(names.values(), sns.color_palette(n_colors=2), strict=True))
+    sns.lineplot(data=ratio, x="tau", y="ratio", hue="state", hue_order=states,
+                 palette=palette, style="estimate", errorbar="sd", markers=True, ax=axes[0])
     axes[0].axhline(1.0, color="0.4", ls="--", lw=1)
     axes[0].set(xscale="log", xlabel=r"temperature $\tau$",
                 ylabel=r"$\tau \cdot$ repulsion / linearised")
-    cos = m[m.metric == "repulsion_grad_cos"]
-    sns.lineplot(data=cos, x="tau", y="value", hue="state", errorbar="sd", marker="o",
-                 ax=axes[1])
+    cos = m[m.metric == "repulsion_grad_cos"].assign(state=lambda d: d.state.map(names))
+    sns.lineplot(data=cos, x="tau", y="value", hue="state", hue_order=states,
+                 palette=palette, errorbar="sd", marker="o", ax=axes[1])
     axes[1].set(xscale="log", xlabel=r"temperature $\tau$",
                 ylabel=r"cos(grad repulsion, grad $\|s\|^2$)", ylim=(None, 1.02))
     for ax in axes:
-        sns.move_legend(ax, "best", fontsize=7, title=None)
+        sns.move_legend(ax, "best", fontsize=8, title=None)
     plt.gcf().tight_layout()
     return axes
 
 
-def plot_gradient_cosines(metrics: pd.DataFrame, state: str = "trained", ax=None):
-    """Cosine between each loss variant's gradient and the center penalty's gradient."""
+def plot_gradient_cosines(metrics: pd.DataFrame, state: str = "trained", axes=None):
+    """Cosine between each loss variant's gradient and the center penalty's gradient.
+
+    Top: the three variants; bottom: the full loss and the loss without its device alone, on
+    their own scale (the bare invariance term dwarfs them). Bars: mean, ticks: sd over seeds.
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.2, 3.4))
-    m = metrics[(metrics.metric == "grad_center_cos") & (metrics.state == state)]
-    sns.barplot(data=m, x="method", y="value", hue="variant", errorbar="sd", ax=ax,
-                hue_order=[v for v in VARIANTS if v in set(m.variant)])
-    ax.axhline(0.0, color="0.3", lw=0.8)
-    ax.set(xlabel="", ylabel=r"cos($\nabla L$, $\nabla \|s\|^2$)", ylim=(-1.02, 1.02))
-    ax.tick_params(axis="x", labelrotation=20)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title=None, fontsize=8)
-    return ax
+    if axes is None:
+        _, axes = plt.subplots(2, 1, figsize=(7.2, 5.8), sharex=True)
+    m = metrics[(metrics.metric == "grad_center_cos") & (metrics.state == state)].copy()
+    order = [METHOD_LABELS.get(v, v) for v in dict.fromkeys(m.method)]
+    m["method"] = m.method.map(lambda v: METHOD_LABELS.get(v, v))
+    variants = [v for v in VARIANTS if v in set(m.variant)]
+    palette = dict(zip(VARIANTS, sns.color_palette(n_colors=len(VARIANTS)), strict=True))
+    zoom = [v for v in variants if v != "invariance only"]
+    for ax, shown in zip(axes, (variants, zoom), strict=True):
+        part = m[m.variant.isin(shown)]
+        sns.barplot(data=part, x="method", y="value", hue="variant", errorbar="sd", ax=ax,
+                    order=order, hue_order=shown, palette=palette)
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set(xlabel="", ylabel=r"cos($\nabla L$, $\nabla \|s\|^2$)")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title=None, fontsize=8)
+    axes[0].set_title("all variants", fontsize=10)
+    axes[1].set_title("full loss and device removed, own scale", fontsize=10)
+    axes[1].tick_params(axis="x", labelrotation=30)
+    plt.gcf().tight_layout()
+    return axes
 
 
 #: The exact checks: metric, what it measures, tolerance on its absolute value.
@@ -467,20 +488,21 @@ def checks_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 #: Device quantities of the summary table: metric, method, description.
 DEVICE_QUANTITIES = (
-    ("code_center_sq_norm_sinkhorn", "swav", "SwAV: squared norm of the mean Sinkhorn code"),
-    ("code_center_sq_norm_softmax", "swav", "SwAV: the same for softmax codes"),
-    ("code_center_sq_norm_uniform", "swav", "SwAV: its minimum 1/K (uniform mean code)"),
-    ("sinkhorn_marginal_error", "swav", "SwAV: largest relative error of the prototype totals"),
-    ("dino_center_vs_batch_mean", "dino",
-     "DINO: |c - batch mean of teacher logits| / |batch mean|"),
+    ("code_center_sq_norm_sinkhorn", "swav", "SwAV: ‖q̄‖², mean Sinkhorn code"),
+    ("code_center_sq_norm_softmax", "swav", "SwAV: ‖q̄‖², mean softmax code"),
+    ("code_center_sq_norm_uniform", "swav", "SwAV: 1/P, the smallest ‖q̄‖² (uniform q̄)"),
+    ("sinkhorn_marginal_error", "swav",
+     "SwAV: largest relative error of the Sinkhorn prototype totals from N/P"),
+    ("dino_center_vs_batch_mean", "dino", "DINO: ‖c − t̄‖ / ‖t̄‖ (t̄: batch mean of teacher logits)"),
     ("dino_mean_prob_entropy_centered", "dino",
-     "DINO: entropy of the mean teacher probability / log K, centred"),
+     "DINO: entropy of the mean teacher probability / log M, centred"),
     ("dino_mean_prob_entropy_uncentered", "dino", "DINO: the same without centering"),
 )
 
 
 def device_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The devices' quantities at initialisation and after training, 'mean ± sd' over seeds."""
+    """The devices' quantities at initialisation and after training, 'mean ± sd' over seeds,
+    all with four decimals (P: SwAV's prototypes, M: DINO's outputs, N: the batch)."""
     rows = []
     for metric, method, label in DEVICE_QUANTITIES:
         sel = metrics[(metrics.metric == metric) & (metrics.method == method)]
@@ -488,6 +510,9 @@ def device_table(metrics: pd.DataFrame) -> pd.DataFrame:
             continue
         agg = sel.groupby("state").value.agg(["mean", "std"])
         rows.append({"quantity": label, **{
-            state: mean_sd(agg.loc[state, "mean"], agg.loc[state, "std"], "{:.3g}", "{:.2g}")
+            {"init": "untrained", "trained": "trained"}.get(state, state):
+            mean_sd(agg.loc[state, "mean"], agg.loc[state, "std"], "{:.4f}")
             for state in agg.index}})
-    return pd.DataFrame(rows).set_index("quantity")
+    table = pd.DataFrame(rows).set_index("quantity")
+    table.index.name = None
+    return table

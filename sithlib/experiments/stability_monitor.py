@@ -68,6 +68,14 @@ LABELS = {
 }
 
 
+def method_colors() -> dict[str, tuple]:
+    """One fixed colour per method (display name), the same in every figure of the chapter."""
+    import seaborn as sns
+
+    names = [METHOD_LABELS[m] for m in METHODS]
+    return dict(zip(names, sns.color_palette("tab10", len(names)), strict=True))
+
+
 @dataclass(frozen=True)
 class Config:
     datasets: tuple[str, ...] = ("vector", "image")
@@ -426,23 +434,33 @@ def plot_curves(curves: pd.DataFrame, data: str = "vector",
     sub = curves[curves.data == data]
     sub = sub.assign(method=sub.method.replace(METHOD_LABELS))
     metrics = [m for m in metrics if m in sub and sub[m].notna().any()]
+    palette = method_colors()
+    order = [m for m in palette if m in set(sub.method)]
     if axes is None:
-        cols = 3
+        # Two panels a row, so that the figure keeps readable text at the page's width.
+        cols = 2
         rows = math.ceil(len(metrics) / cols)
-        _, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+        _, axes = plt.subplots(rows, cols, figsize=(7.6, 2.7 * rows + 0.6), squeeze=False)
     axes = list(pd.Series(list(axes.flat) if hasattr(axes, "flat") else axes))
     for ax, metric in zip(axes, metrics, strict=False):
-        sns.lineplot(data=sub, x="step", y=metric, hue="method", errorbar="sd", ax=ax,
-                     legend=ax is axes[0], marker="o", markersize=3)
+        sns.lineplot(data=sub, x="step", y=metric, hue="method", hue_order=order,
+                     palette=palette, errorbar="sd", ax=ax, legend=ax is axes[0], marker="o",
+                     markersize=3)
         space = {"rep": " (representation)", "emb": " (loss space)"}.get(metric[:3], "")
-        ax.set(title=LABELS.get(metric.split("_", 1)[1] if space else metric, metric) + space,
-               ylabel="", xlabel="training step")
+        ax.set_title(LABELS.get(metric.split("_", 1)[1] if space else metric, metric) + space,
+                     fontsize=10)
+        ax.set(ylabel="", xlabel="training step")
+        ax.tick_params(labelsize=9)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
+    fig = plt.gcf()
     if metrics and axes[0].get_legend() is not None:
-        sns.move_legend(axes[0], "upper left", bbox_to_anchor=(0, -0.25), ncol=4, fontsize=7,
-                        title=None, frameon=False)
-    plt.gcf().tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    else:
+        fig.tight_layout()
     return axes
 
 
@@ -455,7 +473,20 @@ def final_table(metrics: pd.DataFrame, data: str = "vector", space: str = "emb")
     text = of_agg(agg, fmts={"rank": "{:.2f}"})  # a rank of 24.09 needs no third decimal
     table = text.unstack("metric")
     order = [c for c in (*MONITOR, "knn_acc", "r2_linear") if c in table]
-    table = table[order].rename(columns=LABELS).fillna("–")
+    table = table[order]
+    # The effective rank of both spaces: the loss space (``space``) and the representation,
+    # which downstream tasks and the chapter's figure use.
+    other = "rep" if space == "emb" else "emb"
+    names = {"emb": "loss space", "rep": "representation"}
+    ranks = metrics[(metrics.data == data) & (metrics.space == other) & (metrics.metric == "rank")]
+    if "rank" in table and len(ranks):
+        extra = of_agg(ranks.assign(metric="rank").groupby(["method", "metric"]).value
+                       .agg(["mean", "std"]), fmt="{:.2f}").unstack("metric")["rank"]
+        at = list(table.columns).index("rank") + 1
+        table.insert(at, "other rank", extra.reindex(table.index))
+        table = table.rename(columns={"other rank": f"eff. rank ({names[other]})"})
+    table = table.rename(columns={"rank": f"eff. rank ({names.get(space, space)})"})
+    table = table.rename(columns=LABELS).fillna("–")
     rows = [r for r in (*METHODS, "raw input") if r in table.index]
     return readable(table.loc[rows].rename_axis(index=None))
 
@@ -486,7 +517,11 @@ def plot_gap_vs_score(metrics: pd.DataFrame, data: str = "vector", score: str = 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 3.6))
     wide = final_values(metrics, data).reset_index()
-    sns.scatterplot(data=wide, x="gap", y=score, hue="method", style="method", s=60, ax=ax)
+    wide["method"] = wide.method.map(lambda v: METHOD_LABELS.get(v, v))
+    palette = method_colors()
+    order = [m for m in palette if m in set(wide.method)]
+    sns.scatterplot(data=wide, x="gap", y=score, hue="method", style="method", hue_order=order,
+                    style_order=order, palette=palette, s=60, ax=ax)
     ax.set(xlabel=LABELS["gap"] + " (loss space)", ylabel=LABELS.get(score, score))
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=8, title=None)
     return ax

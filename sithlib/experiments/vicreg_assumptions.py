@@ -359,6 +359,13 @@ def plot_measures(metrics: pd.DataFrame, setting: str = "vector",
         for s in train_strength:
             ax.axvline(s, color="0.5", ls=":", lw=1)
         ax.set(xscale="log", xlabel=_STRENGTH[setting], ylabel="", title=LABELS[name])
+    # The legend of the first panel goes beside the last one, where it covers no data.
+    legend = axes[0].get_legend()
+    if legend is not None:
+        handles, labels = axes[0].get_legend_handles_labels()
+        legend.remove()
+        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1),
+                        fontsize=8, frameon=False)
     return axes
 
 
