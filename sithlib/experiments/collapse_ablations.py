@@ -358,7 +358,7 @@ def _rank_text(values: pd.Series) -> str:
 
 def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per trained variant: measured outcome (the most frequent over seeds with its
-    count, or "split" on a tie, :func:`seed_outcome`), center norms early and final, the
+    count, or "split" on a tie, ``seed_outcome``), center norms early and final, the
     per-sample means, std ratio, effective ranks, encoder :math:`R^2`, and in how many seeds
     the center norm early (final) told the outcome right: above ``s_threshold`` in a run that
     ends in complete collapse, at most ``s_threshold`` in a run that does not."""
