@@ -78,6 +78,15 @@ def test_table_cells_print_mean_and_sd_without_spaces():
     assert of_agg(agg, "{:.1f}", fmts={"b": "{:.3f}"}).to_dict() == {"a": "1.0±0.5", "b": "2.000"}
 
 
+def test_sentence_pieces():
+    from sithlib.experiments import and_join
+
+    assert [and_join(x) for x in (["a"], ["a", "b"], ("a", "b", "c"))] == [
+        "a", "a and b", "a, b and c"]
+    with pytest.raises(ValueError, match="at least one"):
+        and_join([])
+
+
 def test_readable_tables_use_the_display_names():
     import pandas as pd
 

@@ -16,10 +16,12 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-# Display names of methods and scores, for readers' own tables and text.
-from sithlib.experiments._tables import METHOD_LABELS, METRIC_LABELS
+# Display names of methods and scores, and pieces of computed sentences, for readers' own
+# tables and text.
+from sithlib.experiments._tables import METHOD_LABELS, METRIC_LABELS, and_join
 
-__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "get_experiment", "shrink", "trains"]
+__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join",
+           "get_experiment", "shrink", "trains"]
 
 
 def _discover() -> dict[str, ModuleType]:

@@ -1,4 +1,5 @@
-"""Table cells the experiments share: a mean over seeds with its standard deviation.
+"""Table cells and prose pieces the experiments and chapters share: a mean over seeds with its
+standard deviation, display names, and the small helpers of computed sentences.
 
 Every chapter table prints ``mean±sd`` with no spaces around ±, so that the book's narrow
 content column never breaks a cell inside a number (it wraps between cells instead).
@@ -56,3 +57,11 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     out = table.rename(index=METHOD_LABELS, columns=METRIC_LABELS)
     out.columns.name = None
     return out
+
+
+def and_join(items) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``: a list in a sentence."""
+    items = [str(i) for i in items]
+    if not items:
+        raise ValueError("and_join needs at least one item, got none")
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
