@@ -64,14 +64,12 @@ def test_grid_resumes_and_extends(tmp_path, monkeypatch):
     assert calls == [("infonce", 0), ("infonce", 1)], "only the new seed runs"
 
 
-def test_time_to_target_and_onsets_on_a_known_curve():
+def test_time_to_target_on_a_known_curve():
     curves = pd.DataFrame({"method": "m", "init_scale": 1.0, "seed": 0, "step": [10, 20, 30, 40],
                            "r2_linear": [0.2, 0.75, 0.85, 0.88],
                            "eig_0": [0.1, 1.0, 2.0, 2.0], "eig_1": [0.0, 0.1, 0.2, 1.0]})
     hits = dynamics.time_to_target(curves, (0.7, 0.8, 0.9)).set_index("target").step
     assert hits[0.7] == 20 and hits[0.8] == 30 and pd.isna(hits[0.9])
-    onset = dynamics.onsets(curves).set_index("direction").onset
-    assert onset[0] == 20 and onset[1] == 40  # first step at >= half of the final value
 
 
 def test_rise_onsets_measure_half_the_change_from_the_initial_value():
@@ -84,7 +82,6 @@ def test_rise_onsets_measure_half_the_change_from_the_initial_value():
     assert list(rise.index) == [1, 2, 3]  # numbered from 1, as in the figures
     assert rise.onset[1] == 20 and rise.onset[2] == 20
     assert not rise.moves[3] and pd.isna(rise.onset[3]) and rise.moves[1]
-    assert dynamics.onsets(curves, "r2_z").set_index("direction").onset[0] == 0
 
 
 def test_scores_of_an_orthogonal_map_are_perfect():
@@ -111,6 +108,11 @@ def test_tables_and_figures(tiny_result):
     assert set(onset.index) == {"InfoNCE", "VICReg"} and onset.index.name is None
     assert onset["latents that move"].str.endswith(f"of {TINY['dynamics'].dim}").all()
     assert set(dynamics.lowest_latent(m)) <= set(range(1, TINY["dynamics"].dim + 1))
+    # The stored onsets are the chapter's (half-way from initial to final), numbered from 1.
+    stored = m[m.metric == "latent_onset"]
+    assert set(stored["index"]) == set(range(1, TINY["dynamics"].dim + 1))
+    rise = dynamics.rise_onsets(c, "r2_z")
+    assert sorted(stored.value.dropna()) == sorted(rise.onset.dropna())
     assert len(dynamics.plot_scores(c, m)) == 3
     for grid in (dynamics.plot_loss(c), dynamics.plot_spectrum(c), dynamics.plot_latent_r2(c)):
         assert len(grid.axes.flat) == 2

@@ -11,11 +11,10 @@ Every ``eval_every`` steps, on held-out pairs, the engine's evaluate hook record
 of the centred h) and the sorted eigenvalues :math:`\lambda_1 \ge \dots \ge \lambda_d` of
 the covariance of h. Stepwise learning (Simon et al., 2023, "On the Stepwise Nature of
 Self-Supervised Learning") would show as eigenvalues that rise one after the other. The
-stored ``eig_onset`` and ``latent_onset`` metrics (:func:`onsets`) mark the first step at which a
-quantity reaches half its final value; the chapter's table (:func:`onset_table`, through
-:func:`rise_onsets`) uses the first step at which it has covered half of its change from the
-initial to the final value, which does not fire at the first evaluation for quantities (such as
-per-latent R^2) that start well above zero.
+stored ``eig_onset`` and ``latent_onset`` metrics (:func:`rise_onsets`) mark, per direction,
+the first step at which a quantity has covered half of its change from the initial to the
+final value; a threshold at half the final value would fire at the first evaluation for
+quantities (such as per-latent R^2) that start well above zero.
 
 Sweep: one cell per (method, init_scale, seed), run by :func:`sithlib.results.run_grid`, so
 adding a method or seeds reruns nothing that is finished.
@@ -38,7 +37,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "dynamics"
-VERSION = 2  # 2: curves start at step 0
+VERSION = 3  # 2: curves start at step 0; 3: stored onsets are half-way from initial to final
 TITLE = "Direction 1: training dynamics"
 CHAPTER = "chapters/04_directions/01_dynamics"
 
@@ -193,21 +192,6 @@ def time_to_target(curves: pd.DataFrame, targets) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def onsets(curves: pd.DataFrame, prefix: str = "eig_", fraction: float = 0.5) -> pd.DataFrame:
-    """Per run and direction: the first step at which a quantity reaches ``fraction`` of its
-    final value (eigenvalues with ``eig_``, per-latent R^2 with ``r2_z``)."""
-    rows = []
-    columns = [c for c in curves.columns if c.startswith(prefix)]
-    for (method, scale, seed), run in curves.groupby(["method", "init_scale", "seed"]):
-        run = run.sort_values("step")
-        for c in columns:
-            final = run[c].iloc[-1]
-            hit = run.step[run[c] >= fraction * final] if final > 0 else run.step.iloc[-1:]
-            rows.append({"method": method, "init_scale": scale, "seed": seed,
-                         "direction": int(c[len(prefix):]), "onset": float(hit.iloc[0])})
-    return pd.DataFrame(rows)
-
-
 def rise_onsets(curves: pd.DataFrame, prefix: str = "eig_", min_rise: float = 0.1) -> pd.DataFrame:
     """Per run and direction: the first step at which a quantity has covered half of its change
     from its initial value (first evaluation) to its final value (last evaluation), i.e. crossed
@@ -251,7 +235,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         if not math.isnan(row.step):
             extra.append({**keys, "metric": "steps_to_r2", "value": row.step})
     for prefix, metric in (("eig_", "eig_onset"), ("r2_z", "latent_onset")):
-        for row in onsets(curves, prefix).itertuples():
+        for row in rise_onsets(curves, prefix).itertuples():  # NaN: the direction stays put
             extra.append({"method": row.method, "init_scale": row.init_scale, "seed": row.seed,
                           "metric": metric, "value": row.onset, "index": row.direction})
     # Baseline: how much of z a linear map reads from the raw observations x = g(z).
