@@ -197,6 +197,8 @@ def sha256_file(path: Path) -> str:
 # training resumed from a checkpoint). `run_experiment` adds them to the run's own wall time,
 # so that a result's wall time is what it cost, however many calls made it.
 _earlier_s = [0.0]
+# Cached cells of an older sithlib record no time; a run that reuses them cannot say its cost.
+_untimed_cells = [0]
 
 
 class Checkpoint:
@@ -291,7 +293,10 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
         done = folder / "done.json"
         if done.exists():
             record = _read_json(done)
-            _earlier_s[0] += float(record.get("wall_time_s", 0.0))
+            if "wall_time_s" in record:
+                _earlier_s[0] += float(record["wall_time_s"])
+            else:
+                _untimed_cells[0] += 1
         else:
             start, earlier = time.perf_counter(), _earlier_s[0]
             fresh = {k: v for k, v in run_cell(cell).items() if v is not None and len(v)}
@@ -395,7 +400,9 @@ class Result:
         return (
             f"{self.experiment}, profile {self.profile}, config {self.config['config_hash']}, "
             f"commit {short_commit(e.get('git_commit', '?'))}, {e.get('device_name', '?')} "
-            f"({e.get('device', '?')}), {_duration(e.get('wall_time_s'))}, "
+            f"({e.get('device', '?')}), {_duration(e.get('wall_time_s'))}"
+            + (f" and {e['untimed_cells']} cached grid cells of unrecorded cost"
+               if e.get("untimed_cells") else "") + ", "
             f"{e.get('date', '?')[:10]}"
         )
 
@@ -507,12 +514,14 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     check_profile(profile, RUN_PROFILES)
     cfg = resolve_config(module, profile, overrides)
     device = device or default_device()
-    _earlier_s[0] = 0.0
+    _earlier_s[0], _untimed_cells[0] = 0.0, 0
     start = time.perf_counter()
     tables = module.run(cfg, device=device)
     # Work reused from earlier calls counts too: a result's wall time is what it cost.
     env = environment(device, time.perf_counter() - start + _earlier_s[0])
     env["reused_s"] = round(_earlier_s[0], 3)
+    if _untimed_cells[0]:
+        env["untimed_cells"] = _untimed_cells[0]  # the wall time is then a lower bound
     publish = out is None and profile == "paper" and not overrides
     if out is not None:
         folder = Path(out)

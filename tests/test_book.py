@@ -76,3 +76,15 @@ def test_status_table_lists_every_chapter_once_in_reading_order():
     assert "**paper**" not in table  # the quick profile shows quick numbers everywhere
     assert book.chapter_title(ROOT / "chapters/00_foundations/01_vmf.ipynb") \
         == "The von Mises–Fisher conditional"
+
+
+def test_glued_markdown_is_parsed_as_myst():
+    """`{glue:md}` parses commonmark unless told `:myst`, and then shows `$...$` and
+    `{cite}` as raw text: every glued Markdown in the chapters asks for MyST."""
+    import re
+
+    for path in sorted((ROOT / "chapters").glob("*/*.ipynb")):
+        text = "".join("".join(c.source) for c in nbformat.read(path, as_version=4).cells
+                       if c.cell_type == "markdown")
+        plain = [k for k in re.findall(r"\{glue:md\}`([^`]*)`", text) if not k.endswith(":myst")]
+        assert not plain, f"{path.name}: {{glue:md}} without :myst for {plain}"

@@ -127,5 +127,5 @@ def test_chapter_names_every_method_of_both_profiles():
 
     nb = json.loads((Path(__file__).parents[1] / f"{dynamics.CHAPTER}.ipynb").read_text())
     source = "".join("".join(c["source"]) for c in nb["cells"])
-    assert "{glue:md}`dynamics_methods_sentence`" in source
+    assert "{glue:md}`dynamics_methods_sentence:myst`" in source
     assert 'exp.PROFILES["paper"].methods' in source and 'exp.PROFILES["quick"].methods' in source

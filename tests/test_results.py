@@ -335,6 +335,15 @@ def test_wall_time_counts_the_work_of_earlier_calls(store, tmp_path, monkeypatch
     monkeypatch.setattr(vmf_concentration, "run", run)
     result = results.run_experiment("vmf_concentration", "quick", device="cpu")
     assert result.env["reused_s"] >= 0.4 and result.env["wall_time_s"] >= 0.4
+    assert "untimed_cells" not in result.env
+    # A cell cached by an older sithlib has no time: the provenance says the cost is unknown.
+    for done in (store.parent / "cells" / "vmf_concentration").glob("*/done.json"):
+        record = json.loads(done.read_text())
+        del record["wall_time_s"]
+        done.write_text(json.dumps(record))
+    result = results.run_experiment("vmf_concentration", "quick", device="cpu")
+    assert result.env["untimed_cells"] == 2
+    assert "and 2 cached grid cells of unrecorded cost" in result.provenance()
 
 
 def test_git_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path, monkeypatch):
