@@ -224,6 +224,9 @@ def plot_curves(curves: pd.DataFrame, ax=None):
     sns.lineplot(data=c, x="step", y="R²", hue="block", units="unit", estimator=None,
                  lw=0.9, alpha=0.7, ax=ax)
     ax.set(xlabel="training step", ylabel="held-out linear R²")
+    # Outside the axes: the style curves run along the bottom, the content curves along the top.
+    ax.legend(title="block", fontsize=9, title_fontsize=9, loc="upper left",
+              bbox_to_anchor=(1.01, 1))
     return ax
 
 

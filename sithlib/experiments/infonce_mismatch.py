@@ -66,6 +66,12 @@ ROWS = {
     "supervised": Row("supervised regression on z", "sphere", "vmf", "supervised", True),
 }
 RAW = {"sphere": "raw x (sphere data)", "box": "raw x (box data)"}
+#: One colour per row, shared by both figures (tab10 without its grey, which marks raw x).
+ROW_COLORS = {"vmf_matched": "C0", "vmf_tau_high": "C1", "vmf_tau_low": "C5",
+              "laplace_sphere": "C3", "normal_sphere": "C4", "box_laplace_l1": "C9",
+              "box_laplace_l2": "C6", "box_normal_l2": "C8", "supervised": "C2"}
+#: Line style and colour of the raw observations' reference lines.
+RAW_STYLE = {"sphere": ("--", "0.4"), "box": (":", "black")}
 SCORES = ("r2_linear", "r2_nonlinear", "mcc")
 
 
@@ -237,7 +243,7 @@ def _label(row: str) -> str:
 def mismatch_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Zimmermann et al. (2021) Table 1 layout: one line per row (data, model, whether it
     matches the theory) and held-out scores as 'mean ± sd over seeds'. The paper's values are
-    not shown: we could not read its Table 1 from a primary source."""
+    not reproduced; the comparison is with its qualitative claims."""
     m = metrics[metrics.metric.isin(SCORES)]
     agg = m.groupby(["row", "metric"]).value.agg(["mean", "std"])
     text = of_agg(agg)
@@ -268,9 +274,12 @@ _CONDITIONALS = {"vmf": "vMF", "laplace": "Laplace", "normal": "Normal"}
 
 
 def plot_mismatch(metrics: pd.DataFrame, axes=None):
-    """Held-out linear R² and MCC per row: one dot per seed, a bar at the mean; dashed, the raw
-    observations of the sphere (grey) and of the box (brown)."""
+    """Held-out linear R² and MCC per row: one dot per seed, a bar at the mean, in the row's
+    colour (``ROW_COLORS``, as in ``plot_mismatch_curves``); hatched bars, rows whose model
+    does not match the data; dashed grey and dotted black, the raw observations of the sphere
+    and of the box."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     scores = ("r2_linear", "mcc")
     if axes is None:
@@ -280,32 +289,40 @@ def plot_mismatch(metrics: pd.DataFrame, axes=None):
         m = metrics[metrics.metric == metric]
         for i, r in enumerate(order):
             v = m[m.row == r].value
-            color = "C2" if r == "supervised" else ("C0" if ROWS[r].matches else "C3")
-            ax.barh(i, v.mean(), color=color, alpha=0.35)
+            color = ROW_COLORS[r]
+            ax.barh(i, v.mean(), color=color, alpha=0.35, edgecolor=color, lw=0,
+                    hatch=None if ROWS[r].matches else "///")
             ax.plot(v, [i] * len(v), "o", color=color, ms=4)
-        for space, color in (("sphere", "0.4"), ("box", "tab:brown")):
+        for space, (ls, color) in RAW_STYLE.items():
             raw = m[m.row == f"raw_{space}"].value
             if len(raw):
-                ax.axvline(float(raw.iloc[0]), color=color, ls="--", lw=1, label=RAW[space])
+                ax.axvline(float(raw.iloc[0]), color=color, ls=ls, lw=1, label=RAW[space])
         ax.set(xlim=(0, 1.02), xlabel={"r2_linear": "held-out linear R²", "mcc": "MCC"}[metric])
     axes[0].set_yticks(range(len(order)), [ROWS[r].label for r in order])
     axes[0].invert_yaxis()
+    handles, _ = axes[1].get_legend_handles_labels()
+    if any(not ROWS[r].matches for r in order):
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="///",
+                             label="model does not match the data"))
     # Below the right panel: inside, the legend would sit on a bar whatever the corner.
-    axes[1].legend(fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
+    axes[1].legend(handles=handles, fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                   ncol=1)
     return axes
 
 
 def plot_mismatch_curves(curves: pd.DataFrame, metric: str = "r2_linear", ax=None):
-    """Held-out score against training steps per row: mean line and min-max band over seeds."""
+    """Held-out score against training steps per row: mean line and min-max band over seeds, in
+    the row's colour (``ROW_COLORS``); dashed, rows whose model does not match the data."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
-    for i, r in enumerate(r for r in ROWS if r in set(curves.row)):
+    for r in (r for r in ROWS if r in set(curves.row)):
         stats = curves[curves.row == r].groupby("step")[metric].agg(["mean", "min", "max"])
         ls = "-" if ROWS[r].matches else "--"
-        ax.plot(stats.index, stats["mean"], ls, color=f"C{i}", label=ROWS[r].label)
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.2, lw=0)
+        color = ROW_COLORS[r]  # the same colour as in plot_mismatch
+        ax.plot(stats.index, stats["mean"], ls, color=color, label=ROWS[r].label)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
     ax.set(xlabel="training step", ylabel={"r2_linear": "held-out linear R²"}.get(metric, metric),
            ylim=(0, 1.02))
     # Below the axes, in two columns: one entry per row of the table, up to nine.
