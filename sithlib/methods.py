@@ -28,7 +28,7 @@ while they are frozen. The SwAV queue is a per-process buffer: pass ``broadcast_
 so that DDP does not overwrite it with rank 0's queue (the DINO center is identical on every
 process when ``distributed=True``).
 
-Defaults are the official ones (papers.md, section 5); the table lists them with the
+Defaults are the official ones (each method's paper and code); the table lists them with the
 deliberate deviations from the official code and the config switches that remove one
 anti-collapse device each (all off by default).
 
@@ -97,13 +97,14 @@ anti-collapse device each (all off by default).
      - ``vicreg``, coefficients 25 / 25 / 1, gamma 1, eps 1e-4; expander
        8192-8192-8192; ``estimator="logdet"`` or ``"pairwise"`` swaps in
        ``vicreg_entropy``
-     - none for ``"vicreg"``; the entropy variants' coefficients are ours (not retrieved)
+     - none for ``"vicreg"``; the entropy variants' coefficients are our choice (the paper
+       does not state them)
      - ``std_coeff=0``: no variance term
    * - ``diet``
      - ``diet``, bias-free linear head over ``num_instances`` indices,
        inverse temperature 1, no label smoothing, rows not normalised
-     - the original recipe's label smoothing was not retrieved; the inverse temperature is
-       fixed unless ``learn_beta=True``
+     - no label smoothing (the original recipe uses some, but we do not know its value); the
+       inverse temperature is fixed unless ``learn_beta=True``
      - none
    * - ``supervised``
      - ``cross_entropy`` of a linear classifier (with bias) over
@@ -113,7 +114,8 @@ anti-collapse device each (all off by default).
    * - ``stability``
      - ``stability``, lambda 1 (negative cosine invariance plus lambda
        times the squared norm of the batch center vector); no projector
-     - the paper's exact normalisation and lambda were not retrieved; this is our reading
+     - the exact normalisation and lambda could not be confirmed from the paper; this is our
+       reading of it
      - ``lambd=0``: invariance only
 
 The ablations are the switches of the stability paper's induced-collapse experiments (Jha et
@@ -580,8 +582,10 @@ class Method(nn.Module):
 
         Parameters
         ----------
-        x_a, x_b : Tensor
-            Two views of the same n samples (same shape). Single-view methods (``diet``,
+        x_a : Tensor
+            First view of the n samples.
+        x_b : Tensor or None
+            Second view of the same samples, with ``x_a``'s shape. Single-view methods (``diet``,
             ``supervised``) accept ``x_b=None`` and average over the views they are given.
         index : Tensor, shape (n,), optional
             Integer sample indices (required by ``diet``).
@@ -1145,7 +1149,8 @@ def method_config(name: str, config=None, **overrides):
 
     Returns
     -------
-    The frozen config dataclass of the method.
+    config : dataclass instance
+        The frozen config dataclass of the method.
     """
     cls = _method_class(name).config_class
     fields = {f.name for f in dataclasses.fields(cls)}

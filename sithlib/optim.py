@@ -27,16 +27,23 @@ class LARS(torch.optim.Optimizer):
     ``batch_dims`` leading ones) get neither weight decay nor the trust ratio, as in the
     official recipes.
 
-    Args:
-        params: parameters or parameter groups.
-        lr: learning rate (the recipes scale it with the batch size; 0.2 x batch / 256 for
-            Barlow Twins' weights).
-        momentum: :math:`m`.
-        weight_decay: :math:`\\lambda` (Barlow Twins 1.5e-6, SimCLR 1e-6).
-        eta: trust coefficient :math:`\\eta` (0.001 in the paper and the SSL recipes).
-        batch_dims: leading dimensions that index independent models (1 for the stacked
-            parameters of a ``vmap`` seed ensemble): norms are taken per model, so an ensemble
-            takes the same steps as its members trained one by one.
+    Parameters
+    ----------
+    params : iterable
+        Parameters or parameter groups.
+    lr : float
+        Learning rate (the recipes scale it with the batch size; 0.2 x batch / 256 for
+        Barlow Twins' weights).
+    momentum : float
+        Momentum :math:`m`.
+    weight_decay : float
+        Weight decay :math:`\\lambda` (Barlow Twins 1.5e-6, SimCLR 1e-6).
+    eta : float
+        Trust coefficient :math:`\\eta` (0.001 in the paper and the SSL recipes).
+    batch_dims : {0, 1}
+        Leading dimensions that index independent models (1 for the stacked parameters of a
+        ``vmap`` seed ensemble): norms are taken per model, so an ensemble takes the same
+        steps as its members trained one by one.
     """
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,

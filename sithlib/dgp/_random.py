@@ -40,7 +40,8 @@ def standard_gamma(
 
     Returns
     -------
-    Tensor of the given shape with independent Gamma(alpha, 1) entries.
+    Tensor
+        Of the given shape, with independent Gamma(alpha, 1) entries.
     """
     alpha = float(alpha)
     if not math.isfinite(alpha) or alpha <= 0:
@@ -88,7 +89,7 @@ def random_wishart(
 ) -> torch.Tensor:
     """A draw of W / df with W ~ Wishart(df, I_n), so that E[W / df] = I_n (float64, CPU).
 
-    df defaults to n, as in von Kuegelgen et al. (2021); df >= n makes it positive definite
+    df defaults to n, as in von Kügelgen et al. (2021); df >= n makes it positive definite
     almost surely.
     """
     df = n if df is None else df

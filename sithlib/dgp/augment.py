@@ -54,8 +54,12 @@ class AugmentConfig:
         Range of the crop aspect ratio width / height (drawn log-uniformly), 0 < low <= high.
     flip_p : float
         Probability of a horizontal flip.
-    brightness, contrast, saturation : float
-        Jitter strengths b: the factor is uniform on [max(0, 1 - b), 1 + b].
+    brightness : float
+        Brightness jitter strength b: the factor is uniform on [max(0, 1 - b), 1 + b].
+    contrast : float
+        Contrast jitter strength, in the same way.
+    saturation : float
+        Saturation jitter strength, in the same way.
     hue : float
         Hue jitter strength in turns, in [0, 0.5]: the shift is uniform on [-hue, hue].
     jitter_p : float
@@ -244,8 +248,10 @@ def sample_params(
         Number of images.
     config : AugmentConfig, optional
         The distribution (SimCLR's recipe when None).
-    height, width : int
-        Input image size (the crop box depends on the aspect ratio).
+    height : int
+        Input image height (the crop box depends on the aspect ratio).
+    width : int
+        Input image width.
     generator : torch.Generator, optional
         Source of randomness on ``device``.
     device : torch.device or str, optional
@@ -253,15 +259,13 @@ def sample_params(
 
     Returns
     -------
-    dict of tensors, one row per image:
-    ``crop`` (n, 4) box as fractions of the input (top, left, height, width);
-    ``flip`` (n,) bool;
-    ``jitter`` (n, 4) brightness, contrast and saturation factors and hue shift in turns
-    (1, 1, 1, 0 where the jitter is not applied);
-    ``jitter_order`` (n, 4) the order of the four jitter operations (0 brightness,
-    1 contrast, 2 saturation, 3 hue);
-    ``jitter_applied``, ``grayscale``, ``solarize`` (n,) bool;
-    ``blur_sigma`` (n,) in pixels, 0 where no blur is applied.
+    params : dict of Tensor
+        One row per image: ``crop`` (n, 4), the box as fractions of the input (top, left,
+        height, width); ``flip`` (n,) bool; ``jitter`` (n, 4), the brightness, contrast and
+        saturation factors and the hue shift in turns (1, 1, 1, 0 where the jitter is not
+        applied); ``jitter_order`` (n, 4), the order of the four jitter operations
+        (0 brightness, 1 contrast, 2 saturation, 3 hue); ``jitter_applied``, ``grayscale`` and
+        ``solarize`` (n,) bool; ``blur_sigma`` (n,) in pixels, 0 where no blur is applied.
     """
     cfg = AugmentConfig() if config is None else config
     if not isinstance(cfg, AugmentConfig):
@@ -418,7 +422,8 @@ def apply_params(
 
     Returns
     -------
-    Tensor of shape (n, 3, size, size) and ``x``'s dtype, in [0, 1].
+    Tensor, shape (n, 3, size, size)
+        The augmented images, with ``x``'s dtype, in [0, 1].
     """
     cfg = AugmentConfig() if config is None else config
     _check_images(x)
@@ -485,8 +490,9 @@ def augment(
 
     Returns
     -------
-    views : Tensor of shape (n, 3, size, size)
-    params : dict of tensors
+    views : Tensor, shape (n, 3, size, size)
+        The augmented images.
+    params : dict of Tensor
         The parameters of each view (see :func:`sample_params`).
     """
     cfg = recipe(config) if isinstance(config, str) else config

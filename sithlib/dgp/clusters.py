@@ -26,8 +26,13 @@ class ClusterInstance:
         Number of instances N >= 1; instance i belongs to cluster i mod n_clusters.
     conditional : str
         ``"vmf"`` or a noise family re-projected onto the sphere.
-    kappa, scale, p : float
-        Parameters of the conditional (see :func:`sithlib.dgp.conditionals.sample_conditional`).
+    kappa : float
+        vMF concentration of the conditional (see
+        :func:`sithlib.dgp.conditionals.sample_conditional`).
+    scale : float
+        Noise scale of the conditional.
+    p : float
+        Generalized-normal exponent of the conditional.
     """
 
     def __init__(
@@ -126,7 +131,8 @@ def logit_scale(z: torch.Tensor, cluster: torch.Tensor, cluster_vectors: torch.T
 
     Returns
     -------
-    float: :math:`\hat\kappa \ge 0` (0 when the latents carry no information on the cluster).
+    float
+        :math:`\hat\kappa \ge 0` (0 when the latents carry no information on the cluster).
     """
     if z.ndim != 2 or cluster_vectors.ndim != 2 or z.shape[1] != cluster_vectors.shape[1]:
         raise ValueError(f"z (n, d) and cluster_vectors (n_clusters, d) must share d, got "

@@ -45,14 +45,17 @@ def sample_conditional(
         ``"vmf"`` (sphere only), ``"normal"``, ``"laplace"`` or ``"gennormal"``.
     kappa : float
         vMF concentration, kappa >= 0 (``"vmf"`` only).
-    scale, p : float
-        Noise scale and generalized-normal exponent (the noise families only).
+    scale : float
+        Noise scale (the noise families only).
+    p : float
+        Generalized-normal exponent (``"gennormal"`` only).
     generator : torch.Generator, optional
         Source of randomness on ``z``'s device.
 
     Returns
     -------
-    Tensor of ``z``'s shape and dtype, on ``space``.
+    Tensor
+        Of ``z``'s shape and dtype, on ``space``.
     """
     if name not in CONDITIONALS:
         raise ValueError(f"conditional must be one of {list(CONDITIONALS)}, got {name!r}")

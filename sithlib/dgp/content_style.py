@@ -35,8 +35,10 @@ class ContentStyle:
 
     Parameters
     ----------
-    n_content, n_style : int
-        Block sizes, both >= 1.
+    n_content : int
+        Size of the content block, >= 1.
+    n_style : int
+        Size of the style block, >= 1.
     change_prob : float
         Probability that a style coordinate changes in the positive view, in [0, 1]
         (1.0 in the reference code, 0.75 in its README example).
@@ -44,8 +46,11 @@ class ContentStyle:
         Standard deviation of the (independent) marginal, > 0.
     change_scale : float
         Standard deviation of a style change, > 0.
-    statistical_dependence, causal_dependence : bool
-        See the module docstring.
+    statistical_dependence : bool
+        Correlate content and style through a shared random covariance (see the module
+        docstring).
+    causal_dependence : bool
+        Shift the style by a random affine function of the content (see the module docstring).
     generator : torch.Generator, optional
         CPU generator for the objects drawn once (covariances, B, a).
     tensors : dict, optional

@@ -54,22 +54,35 @@ class DGPConfig:
         Latent dimension n (observations have the same dimension).
     space : str
         ``"sphere"``, ``"box"`` or ``"euclidean"``.
-    box_low, box_high : float
-        Box bounds (cl-ica: [0, 1]).
+    box_low : float
+        Lower bound of the box (cl-ica: 0).
+    box_high : float
+        Upper bound of the box (cl-ica: 1).
     marginal : str
         ``"uniform"``, ``"normal"``, ``"laplace"`` or ``"gennormal"`` (of the latents, or of the
         cluster vectors for the cluster kind).
-    marginal_scale, marginal_p : float
-        Scale and generalized-normal exponent of the marginal.
+    marginal_scale : float
+        Scale of the marginal.
+    marginal_p : float
+        Generalized-normal exponent of the marginal (``"gennormal"`` only).
     conditional : str
         ``"vmf"``, ``"normal"``, ``"laplace"`` or ``"gennormal"``.
     kappa : float
         vMF concentration (csi default 10; InfoNCE is matched at tau = 1 / kappa).
-    conditional_scale, conditional_p : float
-        Scale and exponent of a noise conditional (also the style change scale).
-    n_content, style_change_prob, statistical_dependence, causal_dependence
-        Content/style kind only: content block size, per-coordinate style change probability
-        and the dependence options of :mod:`sithlib.dgp.content_style`.
+    conditional_scale : float
+        Scale of a noise conditional (also the style change scale).
+    conditional_p : float
+        Generalized-normal exponent of a noise conditional (``"gennormal"`` only).
+    n_content : int
+        Content/style kind only: content block size.
+    style_change_prob : float
+        Content/style kind only: per-coordinate style change probability, in [0, 1].
+    statistical_dependence : bool
+        Content/style kind only: statistical dependence between content and style (see
+        :mod:`sithlib.dgp.content_style`).
+    causal_dependence : bool
+        Content/style kind only: causal dependence of the style on the content (see
+        :mod:`sithlib.dgp.content_style`).
     n_clusters : int
         Cluster kind only: number of cluster vectors.
     n_samples : int or None
@@ -202,13 +215,13 @@ def _validate(c: DGPConfig) -> None:
 
 PRESETS = {
     # Zimmermann et al. (2021), sphere experiments: uniform marginal, vMF conditional, cl-ica's
-    # 3-layer leaky-ReLU mixing on n = 10. The paper's kappa values are not in our notes; 10 is
-    # a middle value (pair it with tau = 1 / kappa).
+    # 3-layer leaky-ReLU mixing on n = 10. We do not know the paper's kappa values; 10 is a
+    # middle value (our choice; pair it with tau = 1 / kappa).
     "zimmermann_sphere": DGPConfig(),
     # Zimmermann et al. (2021), cl-ica main_mlp.py defaults: box [0, 1]^10, uniform marginal,
     # Normal conditional with c-param 0.05, truncated to the box.
     "zimmermann_box": DGPConfig(space="box", conditional="normal", conditional_scale=0.05),
-    # von Kuegelgen et al. (2021), main_mlp.py defaults: n_c = n_s = 5, N(0, 1) marginal,
+    # von Kügelgen et al. (2021), main_mlp.py defaults: n_c = n_s = 5, N(0, 1) marginal,
     # style changes N(0, 1) with probability 1.0 (0.75 in the README example).
     "kugelgen": DGPConfig(kind="content_style", space="euclidean", marginal="normal",
                           conditional="normal"),

@@ -148,7 +148,8 @@ def shape_sdf(shape: str, q: torch.Tensor) -> torch.Tensor:
 
     Returns
     -------
-    Tensor of shape q.shape[:-1].
+    Tensor, shape q.shape[:-1]
+        The signed distances.
     """
     if shape not in _SDF:
         raise ValueError(f"shape must be one of {list(SHAPES)}, got {shape!r}")
@@ -209,7 +210,8 @@ def sample_latents(
 
     Returns
     -------
-    Tensor of shape (n, 7) in the layout of :data:`LATENTS`.
+    Tensor, shape (n, 7)
+        In the layout of :data:`LATENTS`.
     """
     _check_n(n)
     ids = torch.tensor(_shape_ids(shapes), device=device)
@@ -261,7 +263,8 @@ def render(z: torch.Tensor, size: int = 32, *, edge: float = 1.0) -> torch.Tenso
 
     Returns
     -------
-    Tensor of shape (n, 3, size, size) with values in [0, 1].
+    Tensor, shape (n, 3, size, size)
+        The images, with values in [0, 1].
     """
     ids = _check_latents(z)
     if isinstance(size, bool) or not isinstance(size, int) or size < 4:
@@ -368,7 +371,8 @@ def positive_latents(
 
     Returns
     -------
-    Tensor of ``z``'s shape, dtype and device.
+    Tensor
+        Of ``z``'s shape, dtype and device.
     """
     _check_latents(z)
     idx = _indices(change)
@@ -469,7 +473,8 @@ def augmented_latents(z: torch.Tensor, params: dict) -> torch.Tensor:
 
     Returns
     -------
-    Tensor of shape (n, 7).
+    Tensor, shape (n, 7)
+        The latents of the augmented views.
     """
     _check_latents(z)
     crop = params["crop"].to(z)

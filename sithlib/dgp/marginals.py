@@ -58,12 +58,15 @@ def sample_noise(
         Exponent of ``"gennormal"`` (ignored otherwise), p > 0.
     generator : torch.Generator, optional
         Source of randomness on ``device``.
-    device, dtype
-        Where and in which floating dtype to draw.
+    device : torch.device or str, optional
+        Where to draw.
+    dtype : torch.dtype
+        Floating dtype of the draws.
 
     Returns
     -------
-    Tensor of the given shape.
+    Tensor
+        Of the given shape.
     """
     _check_scale_p(scale, p)
     if name == "normal":
@@ -136,16 +139,21 @@ def sample_marginal(
         elsewhere (truncated in the box).
     n : int
         Number of draws.
-    scale, p : float
-        Noise scale and generalized-normal exponent (see :func:`sample_noise`).
+    scale : float
+        Noise scale (see :func:`sample_noise`).
+    p : float
+        Generalized-normal exponent (see :func:`sample_noise`).
     generator : torch.Generator, optional
         Source of randomness on ``device``.
-    device, dtype
-        Where and in which floating dtype to draw.
+    device : torch.device or str, optional
+        Where to draw.
+    dtype : torch.dtype
+        Floating dtype of the draws.
 
     Returns
     -------
-    Tensor of shape (n, space.dim).
+    Tensor, shape (n, space.dim)
+        The samples.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")

@@ -37,7 +37,8 @@ def negative_indices(
 
     Returns
     -------
-    Tensor of int64, shape (n, m); row i never contains ``anchor[i]``.
+    Tensor, shape (n, m), int64
+        Row i never contains ``anchor[i]``.
     """
     if not isinstance(anchor, torch.Tensor) or anchor.ndim != 1 or anchor.is_floating_point():
         raise ValueError("anchor must be a 1-D integer tensor")

@@ -57,8 +57,10 @@ class Box:
     ----------
     dim : int
         Dimension d >= 1.
-    low, high : float
-        Bounds with low < high, both finite; cl-ica uses [0, 1].
+    low : float
+        Lower bound, finite; cl-ica uses 0.
+    high : float
+        Upper bound, finite and > ``low``; cl-ica uses 1.
     """
 
     dim: int

@@ -66,8 +66,8 @@ def sinkhorn(
 
     Returns
     -------
-    Tensor of shape (n, K), no gradient, the codes Q with rows summing to 1; float32 (float64 for
-    float64 scores).
+    Q : Tensor, shape (n, K)
+        The codes, with rows summing to 1 and no gradient; float32 (float64 for float64 scores).
     """
     scores = C.tensor("scores", scores, shape="(n, K)")
     eps = C.positive("epsilon", epsilon)
@@ -104,22 +104,29 @@ def swav(
 
     Parameters
     ----------
-    scores_a, scores_b : Tensor, shape (n, K)
-        :math:`z C^\top` for the two views, z and the prototype rows C L2-normalised.
+    scores_a : Tensor, shape (n, K)
+        :math:`z C^\top` for the first view, z and the prototype rows C L2-normalised.
+    scores_b : Tensor, shape (n, K)
+        The same for the second view.
     temperature : float
         :math:`\tau > 0` of the prediction softmax (0.1).
-    epsilon, iterations :
-        Sinkhorn parameters (0.05, 3), see :func:`sinkhorn`.
-    queue_a, queue_b : Tensor, shape (m, K), optional
-        Scores of queued embeddings of each view against the current prototypes; as in the
+    epsilon : float
+        Sinkhorn entropy weight, 0.05 by default (see :func:`sinkhorn`).
+    iterations : int
+        Number of Sinkhorn iterations, 3 by default.
+    queue_a : Tensor, shape (m, K), optional
+        Scores of queued embeddings of the first view against the current prototypes; as in the
         official code they are prepended for the Sinkhorn step only, and the codes of the n
         current samples are kept.
+    queue_b : Tensor, shape (m, K), optional
+        The same for the second view.
     distributed : bool
         Sinkhorn over the global batch; the prediction terms stay local.
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     scores_a = C.tensor("scores_a", scores_a, shape="(n, K)")
     scores_b = C.tensor("scores_b", scores_b, shape="(n, K)")
@@ -205,7 +212,8 @@ def dino(
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     s_crops = _crops("student_out", student_out)
     t_crops = _crops("teacher_out", teacher_out)
@@ -258,8 +266,9 @@ def dino_center_update(
 
     Returns
     -------
-    Tensor, the new center, with ``center``'s shape and dtype and no gradient (the input is not
-    modified).
+    center : Tensor
+        The new center, with ``center``'s shape and dtype and no gradient (the input is not
+        modified).
     """
     if isinstance(teacher_out, torch.Tensor) and teacher_out.ndim == 2:
         teacher_out = teacher_out.unsqueeze(0)
@@ -297,8 +306,10 @@ def dino_teacher_temp(
         Current step (or epoch), >= 0.
     warmup_steps : int
         Length W of the warm-up, >= 0.
-    start, end : float
-        Temperatures (> 0) at the start and after the warm-up.
+    start : float
+        Temperature (> 0) at the start of the warm-up.
+    end : float
+        Temperature (> 0) after the warm-up.
 
     Returns
     -------

@@ -34,8 +34,10 @@ def nt_xent(z_a, z_b, *, temperature: float = 0.1, distributed: bool = False) ->
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Projections of the two views, n >= 2 (not necessarily normalised).
+    z_a : Tensor, shape (n, d)
+        Projections of the first view, n >= 2 (not necessarily normalised).
+    z_b : Tensor, shape (n, d)
+        Projections of the second view.
     temperature : float
         :math:`\tau > 0`; 0.1 is SimCLR's ImageNet default (0.5 in its CIFAR-10 example).
     distributed : bool
@@ -45,7 +47,8 @@ def nt_xent(z_a, z_b, *, temperature: float = 0.1, distributed: bool = False) ->
 
     Returns
     -------
-    Tensor, a scalar (float32, or float64 for float64 inputs).
+    loss : Tensor
+        A scalar (float32, or float64 for float64 inputs).
     """
     z_a = C.tensor("z_a", z_a, min_rows=2)
     z_b = C.tensor("z_b", z_b, min_rows=2)
@@ -125,8 +128,10 @@ def info_nce(
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Anchors :math:`f(x)` and positives :math:`f(\tilde x)`.
+    z_a : Tensor, shape (n, d)
+        Anchors :math:`f(x)`.
+    z_b : Tensor, shape (n, d)
+        Positives :math:`f(\tilde x)`.
     temperature : float
         :math:`\tau > 0`; the cl-ica default is 1.
     similarity : {"dot", "lp"}
@@ -144,7 +149,8 @@ def info_nce(
 
     Returns
     -------
-    Tensor, a scalar, the mean over the n anchors.
+    loss : Tensor
+        A scalar, the mean over the n anchors.
     """
     z_a = C.tensor("z_a", z_a)
     z_b = C.tensor("z_b", z_b)
@@ -209,14 +215,17 @@ def alignment(z_a, z_b, *, alpha: float = 2) -> torch.Tensor:
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Features of the positive pairs.
+    z_a : Tensor, shape (n, d)
+        Features of the first member of each positive pair.
+    z_b : Tensor, shape (n, d)
+        Features of the second member.
     alpha : float
         Exponent :math:`\alpha > 0` (paper default 2).
 
     Returns
     -------
-    Tensor, a scalar, the mean over the n pairs.
+    loss : Tensor
+        A scalar, the mean over the n pairs.
     """
     z_a = C.tensor("z_a", z_a)
     z_b = C.tensor("z_b", z_b)
@@ -253,7 +262,8 @@ def uniformity(z, *, t: float = 2) -> torch.Tensor:
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     z = C.tensor("z", z, min_rows=2)
     t = C.positive("t", t)

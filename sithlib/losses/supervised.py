@@ -70,7 +70,8 @@ def cross_entropy(logits, y, *, label_smoothing: float = 0.0) -> torch.Tensor:
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     return _classification(logits, y, label_smoothing, "y")
 
@@ -89,7 +90,7 @@ def diet(logits, index, *, label_smoothing: float = 0.0) -> torch.Tensor:
 
     (Reizinger et al. 2024, eq. 1). The head and the inverse temperature :math:`\beta` live in
     the method; this function takes the logits :math:`\beta W f(x)`. The original DIET recipe
-    adds label smoothing (its value was not retrieved; 0 by default).
+    adds label smoothing; we do not know its value, so the default here is 0 (our choice).
 
     Parameters
     ----------
@@ -102,6 +103,7 @@ def diet(logits, index, *, label_smoothing: float = 0.0) -> torch.Tensor:
 
     Returns
     -------
-    Tensor, a scalar.
+    loss : Tensor
+        A scalar.
     """
     return _classification(logits, index, label_smoothing, "index")

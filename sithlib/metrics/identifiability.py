@@ -7,7 +7,7 @@ tests one class:
 * ``r2_linear``: affine maps (Zimmermann et al. 2021; Reizinger et al. 2024),
 * ``procrustes_r2`` and ``orthogonality_score``: orthogonal maps up to scale,
 * ``mcc``: permutation, sign and scale of each coordinate (Pearson) or monotone maps (Spearman),
-* ``r2_nonlinear`` and ``block_r2``: any invertible map of a block (von Kuegelgen et al. 2021).
+* ``r2_nonlinear`` and ``block_r2``: any invertible map of a block (von Kügelgen et al. 2021).
 
 Regression scores are computed on held-out samples by default: the reference code scores
 in-sample, which overstates identifiability when the regressor can overfit. In-sample scoring
@@ -141,7 +141,9 @@ def r2_linear(
 
     Returns
     -------
-    float, or a float64 Tensor of shape (d_z,) on z's device for ``multioutput="raw_values"``.
+    r2 : float or Tensor
+        The held-out :math:`R^2`; a float64 Tensor of shape (d_z,) on z's device for
+        ``multioutput="raw_values"``.
     """
     h, z = _pair(h, z)
     _checks.choice("multioutput", multioutput, _MULTIOUTPUT)
@@ -165,8 +167,10 @@ def fit_linear_map(h, z, *, fit_intercept: bool = True) -> tuple[torch.Tensor, t
 
     Returns
     -------
-    (W, b): float64 Tensors of shapes (d_h, d_z) and (d_z,). W is the minimum-norm solution
-    when h is rank deficient.
+    W : Tensor, shape (d_h, d_z)
+        The weights (float64); the minimum-norm solution when h is rank deficient.
+    b : Tensor, shape (d_z,)
+        The offset (float64); zero when ``fit_intercept=False``.
     """
     h, z = _pair(h, z)
     return _fit_affine(h, z, fit_intercept)
@@ -197,7 +201,8 @@ def orthogonality_score(h, z, *, fit_intercept: bool = True, normalize_scale: bo
 
     Returns
     -------
-    float, >= 0.
+    float
+        The score, >= 0.
     """
     w, _ = fit_linear_map(h, z, fit_intercept=fit_intercept)
     s = torch.linalg.svdvals(w)
@@ -245,7 +250,9 @@ def procrustes_r2(
 
     Returns
     -------
-    float, or a float64 Tensor of shape (d_z,) for ``multioutput="raw_values"``.
+    r2 : float or Tensor
+        The held-out :math:`R^2`; a float64 Tensor of shape (d_z,) for
+        ``multioutput="raw_values"``.
     """
     h, z = _pair(h, z)
     _checks.choice("multioutput", multioutput, _MULTIOUTPUT)
@@ -367,7 +374,7 @@ def r2_nonlinear(
     r"""Held-out :math:`R^2` of a nonlinear regression from h to z.
 
     Tests identifiability up to an arbitrary invertible map (block identifiability, von
-    Kuegelgen et al. 2021, "Self-Supervised Learning with Data Augmentations Provably Isolates
+    Kügelgen et al. 2021, "Self-Supervised Learning with Data Augmentations Provably Isolates
     Content from Style"). h is standardised and z centred with the train split's statistics.
     ``method="kernel_ridge"`` fits RBF kernel ridge :math:`k(a, b) = \exp(-\gamma\|a - b\|^2)`
     with (alpha, gamma) chosen by ``cv_folds``-fold cross-validation on the mean :math:`R^2`
@@ -387,16 +394,22 @@ def r2_nonlinear(
         Fraction held out for scoring, in (0, 1).
     in_sample : bool
         Fit and score on all samples (overstates the score; off by default).
-    alphas, gammas : sequences of float
-        The kernel-ridge grid (ridge strengths and RBF inverse widths), all > 0.
+    alphas : sequence of float
+        Ridge strengths of the kernel-ridge grid, all > 0.
+    gammas : sequence of float
+        RBF inverse widths :math:`\gamma` of the kernel-ridge grid, all > 0.
     cv_folds : int
         Folds of the contiguous cross-validation, >= 2.
     kernel_max_train : int
         Largest training split fitted by kernel ridge (memory n^2, time n^3).
     mlp_hidden : sequence of int
         Hidden widths of the MLP probe.
-    mlp_steps, mlp_lr, mlp_batch_size : int, float, int
-        Adam steps (cosine-decayed learning rate), peak learning rate and minibatch size.
+    mlp_steps : int
+        Adam steps of the MLP probe (with a cosine-decayed learning rate).
+    mlp_lr : float
+        Peak learning rate of the MLP probe.
+    mlp_batch_size : int
+        Minibatch size of the MLP probe.
     multioutput : {"uniform_average", "raw_values", "variance_weighted"}
         How to combine the per-dimension scores.
     generator : torch.Generator, optional
@@ -405,7 +418,9 @@ def r2_nonlinear(
 
     Returns
     -------
-    float, or a float64 Tensor of shape (d_z,) for ``multioutput="raw_values"``.
+    r2 : float or Tensor
+        The held-out :math:`R^2`; a float64 Tensor of shape (d_z,) for
+        ``multioutput="raw_values"``.
     """
     h, z = _pair(h, z)
     _checks.choice("method", method, ("auto", "kernel_ridge", "mlp"))
@@ -455,7 +470,7 @@ def block_r2(
 ) -> dict[str, float]:
     r"""Held-out :math:`R^2` of each block of latents (e.g. content and style) from h.
 
-    Block identifiability (von Kuegelgen et al. 2021): the content block c is recovered up to an
+    Block identifiability (von Kügelgen et al. 2021): the content block c is recovered up to an
     invertible map, so its nonlinear :math:`R^2` is close to 1, while a style block s is only as
     predictable as its dependence on c allows.
 
@@ -476,7 +491,8 @@ def block_r2(
 
     Returns
     -------
-    dict from block name to float.
+    dict
+        From block name to its :math:`R^2` (a float).
     """
     h, z = _pair(h, z)
     if not isinstance(blocks, Mapping) or not blocks:
@@ -547,8 +563,10 @@ def mcc(h, z, *, method: str = "pearson", multioutput: str = "uniform_average"):
 
     Returns
     -------
-    float, or a float64 Tensor of shape (m,): the matched |correlation| of each matched latent,
-    in increasing latent index (all latents when d_h >= d_z).
+    float or Tensor
+        The MCC; with ``multioutput="raw_values"``, a float64 Tensor of shape (m,): the matched
+        absolute correlation of each matched latent, in increasing latent index (all latents when
+        d_h >= d_z).
     """
     h, z = _pair(h, z)
     _checks.choice("method", method, ("pearson", "spearman"))

@@ -61,7 +61,8 @@ def gaussian_entropy(z) -> float:
 
     Returns
     -------
-    float in nats; -inf when :math:`\hat\Sigma` is singular (e.g. n <= d or collapsed z).
+    float
+        The entropy in nats; -inf when :math:`\hat\Sigma` is singular (e.g. n <= d or collapsed z).
     """
     z = _samples(z)
     d = z.shape[1]
@@ -92,7 +93,8 @@ def logdet_entropy(z, *, beta: float = 1.0) -> float:
 
     Returns
     -------
-    float, >= 0.
+    float
+        The estimate, >= 0.
     """
     z = _samples(z)
     beta = _checks.positive("beta", beta)
@@ -235,7 +237,8 @@ def mixture_entropy_pairwise(
 
     Returns
     -------
-    float in nats.
+    float
+        The estimate in nats.
     """
     _checks.choice("divergence", divergence, ("kl", "bhattacharyya"))
     mix = _mixture(means, covariances, weights)
@@ -299,7 +302,11 @@ def mixture_entropy_mc(
 
     Returns
     -------
-    float in nats, or (estimate, standard error) when ``return_stderr``.
+    entropy : float
+        The estimate in nats.
+    stderr : float
+        Its Monte-Carlo standard error; returned (as the second item of a tuple) only when
+        ``return_stderr``.
     """
     n_samples = _checks.integer("n_samples", n_samples, low=2)
     _checks.generator_or_none("generator", generator)
@@ -377,7 +384,8 @@ def activation_pattern(net: nn.Module, x, *, batch_size: int = 1024) -> torch.Te
 
     Returns
     -------
-    Bool Tensor of shape (n, u): True where a unit's input is > 0, u units in total.
+    Tensor, shape (n, u), bool
+        True where a unit's input is > 0, u units in total.
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
@@ -425,7 +433,8 @@ def same_region_fraction(net: nn.Module, x, x_perturbed, *, batch_size: int = 10
 
     Returns
     -------
-    float in [0, 1], the fraction over all K x n perturbed inputs.
+    float
+        The fraction over all K x n perturbed inputs, in [0, 1].
     """
     x = _inputs("x", x)
     x_perturbed = _inputs("x_perturbed", x_perturbed)
@@ -482,9 +491,10 @@ def mardia_test(z, *, batch_size: int = 4096) -> dict[str, float]:
 
     Returns
     -------
-    dict of floats: ``"skewness"`` (:math:`b_1`), ``"skewness_statistic"``,
-    ``"skewness_pvalue"``, ``"kurtosis"`` (:math:`b_2`), ``"kurtosis_statistic"``,
-    ``"kurtosis_pvalue"`` (two-sided).
+    dict of float
+        ``"skewness"`` (:math:`b_1`), ``"skewness_statistic"``, ``"skewness_pvalue"``,
+        ``"kurtosis"`` (:math:`b_2`), ``"kurtosis_statistic"`` and ``"kurtosis_pvalue"``
+        (two-sided).
     """
     z = _samples(z, min_rows=3)
     batch_size = _checks.integer("batch_size", batch_size, low=1)

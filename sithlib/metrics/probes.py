@@ -92,7 +92,8 @@ def knn_accuracies(
 
     Returns
     -------
-    dict from k to accuracy in [0, 1].
+    dict
+        From k to the accuracy in [0, 1].
     """
     tr, y_tr, te, y_te, c = _probe_inputs(
         train_features, train_labels, test_features, test_labels, num_classes
@@ -152,7 +153,8 @@ def knn_accuracy(
 
     Returns
     -------
-    float, the accuracy in [0, 1].
+    float
+        The accuracy in [0, 1].
     """
     return knn_accuracies(
         train_features,
@@ -205,7 +207,8 @@ def linear_probe(
 
     Returns
     -------
-    float, the test accuracy in [0, 1].
+    float
+        The test accuracy in [0, 1].
     """
     tr, y_tr, te, y_te, c = _probe_inputs(
         train_features, train_labels, test_features, test_labels, num_classes

@@ -117,8 +117,9 @@ def cka_linear(x, y, *, unbiased: bool = False) -> float:
 
     Returns
     -------
-    float in [0, 1] (biased); the unbiased value can be slightly negative, and is NaN if an
-    unbiased self-HSIC is <= 0.
+    float
+        The CKA, in [0, 1] (biased); the unbiased value can be slightly negative, and is NaN if an
+        unbiased self-HSIC is <= 0.
     """
     x, y = _pair(x, y, ("x", "y"), min_rows=4 if unbiased else 2)
     _not_constant("x", x)
@@ -154,7 +155,8 @@ def cka_rbf(x, y, *, sigma: float | None = None, unbiased: bool = False) -> floa
 
     Returns
     -------
-    float (NaN if an unbiased self-HSIC is <= 0).
+    float
+        The CKA; NaN if an unbiased self-HSIC is <= 0.
     """
     x, y = _pair(x, y, ("x", "y"), min_rows=4 if unbiased else 2)
     _not_constant("x", x)
@@ -179,7 +181,7 @@ def cka_rbf(x, y, *, sigma: float | None = None, unbiased: bool = False) -> floa
 
 # --------------------------------------------------------------------------- kNN family
 def _prepare(x: torch.Tensor, normalize: bool, clamp_quantile: float | None) -> torch.Tensor:
-    """The Platonic preprocessing: clamp |values| at their q-quantile, then L2-normalise rows."""
+    """The Platonic preprocessing: clamp magnitudes at their q-quantile, L2-normalise rows."""
     if clamp_quantile is not None:
         flat = x.abs().flatten()
         # The exact order statistic (as platonic-rep's exact mode), one threshold per tensor.
@@ -286,7 +288,8 @@ def mutual_knn(
 
     Returns
     -------
-    float in [0, 1].
+    float
+        The score, in [0, 1].
     """
     a, b, k, batch_size = _knn_inputs(a, b, k, normalize, clamp_quantile, batch_size)
     knn_a = _sorted_neighbours(a, k, batch_size)
@@ -333,7 +336,8 @@ def cycle_knn(
 
     Returns
     -------
-    float in [0, 1].
+    float
+        The score, in [0, 1].
     """
     a, b, k, batch_size = _knn_inputs(a, b, k, normalize, clamp_quantile, batch_size)
     knn_a = _sorted_neighbours(a, k, batch_size)
@@ -383,7 +387,8 @@ def cknna(
 
     Returns
     -------
-    float (NaN when a self-similarity term is <= 0).
+    float
+        The score; NaN when a self-similarity term is <= 0.
     """
     a, b = _pair(a, b, min_rows=4 if unbiased else 2)
     n = a.shape[0]

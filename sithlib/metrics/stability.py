@@ -49,7 +49,8 @@ def center_vector(z, *, normalize: bool = True) -> torch.Tensor:
 
     Returns
     -------
-    float64 Tensor of shape (d,) on z's device.
+    Tensor, shape (d,)
+        The center vector, float64, on z's device.
     """
     z = _embeddings("z", z, normalize)
     return z.reshape(-1, z.shape[-1]).mean(0)
@@ -70,7 +71,8 @@ def center_vector_norm(z, *, normalize: bool = True) -> float:
 
     Returns
     -------
-    float.
+    float
+        The norm of the center vector.
     """
     return float(center_vector(z, normalize=normalize).norm())
 
@@ -90,7 +92,8 @@ def sample_mean_norm(views, *, normalize: bool = True) -> float:
 
     Returns
     -------
-    float.
+    float
+        The mean norm.
     """
     z = _embeddings("views", views, normalize, shapes=(3,))
     return float(z.mean(0).norm(dim=1).mean())
@@ -111,11 +114,12 @@ def mean_norm_decomposition(views, *, normalize: bool = True) -> dict[str, float
 
     Returns
     -------
-    dict with float values: ``"mean_sq_norm"`` :math:`E_x\|\mu_x\|^2`, ``"center_sq_norm"``
-    :math:`\|s\|^2`, ``"spread"`` :math:`E_x\|\mu_x - s\|^2`, and ``"view_alignment"``, the
-    mean inner product between distinct views of a sample,
-    :math:`E_x \frac{1}{K(K-1)} \sum_{k \ne k'} \langle z_k, z_{k'} \rangle`, which is the
-    unbiased estimate of :math:`E_x \|\mu_x\|^2` under independent views (NaN when K = 1).
+    dict of float
+        ``"mean_sq_norm"`` :math:`E_x\|\mu_x\|^2`, ``"center_sq_norm"`` :math:`\|s\|^2`,
+        ``"spread"`` :math:`E_x\|\mu_x - s\|^2`, and ``"view_alignment"``, the mean inner product
+        between distinct views of a sample,
+        :math:`E_x \frac{1}{K(K-1)} \sum_{k \ne k'} \langle z_k, z_{k'} \rangle`, which is the
+        unbiased estimate of :math:`E_x \|\mu_x\|^2` under independent views (NaN when K = 1).
     """
     z = _embeddings("views", views, normalize, shapes=(3,))
     k = z.shape[0]
@@ -150,7 +154,8 @@ def embedding_std(z, *, normalize: bool = True) -> float:
 
     Returns
     -------
-    float (unbiased per-dimension std, averaged over the d dimensions).
+    float
+        The unbiased per-dimension standard deviation, averaged over the d dimensions.
     """
     z = _embeddings("z", z, normalize, shapes=(2,))
     if z.shape[0] < 2:
@@ -178,7 +183,8 @@ def effective_rank(z, *, eps: float = 1e-7, center: bool = False) -> float:
 
     Returns
     -------
-    float.
+    float
+        The effective rank.
     """
     z = _embeddings("z", z, False, shapes=(2,))
     eps = _checks.positive("eps", eps, allow_zero=True)

@@ -38,8 +38,10 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
         Current step t (0-based).
     total_steps : int
         Number of steps T >= 1.
-    start, end : float
-        Values at the first and the last step.
+    start : float
+        Value at the first step.
+    end : float
+        Value at the last step.
 
     Returns
     -------
@@ -86,7 +88,7 @@ def ema_momentum(step: int, total_steps: int, tau0: float = 0.996, tau_end: floa
 
 
 def _move(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
-    """``t <- tau t + (1 - tau) s`` for each pair, with the arithmetic of mul_ then add_."""
+    """``t <- tau t + (1 - tau) s`` for each pair, with the arithmetic of ``mul_`` then ``add_``."""
     if targets:
         torch._foreach_mul_(targets, tau)
         torch._foreach_add_(targets, sources, alpha=1.0 - tau)
@@ -102,8 +104,10 @@ class EMATeacher(nn.Module):
     ----------
     student : nn.Module
         The online network to follow.
-    tau0, tau_end : float
-        Start and end of the cosine momentum schedule (see :func:`ema_momentum`).
+    tau0 : float
+        Start of the cosine momentum schedule (see :func:`ema_momentum`).
+    tau_end : float
+        End of the cosine momentum schedule.
     buffers : str
         What happens to buffers (BatchNorm running statistics) at each update.
         ``"copy"`` (default): the teacher's buffers are set to the student's, so in eval mode

@@ -273,8 +273,10 @@ class DINOHead(nn.Module):
         Backbone feature dimension.
     out_dim : int
         Number of output dimensions K (65536 in the paper).
-    hidden_dim, bottleneck_dim : int
-        2048 and 256 in the paper.
+    hidden_dim : int
+        Width of the hidden layers, 2048 in the paper.
+    bottleneck_dim : int
+        Width of the bottleneck before the last layer, 256 in the paper.
     num_layers : int
         Linear layers before the bottleneck normalisation (3 in the paper).
     use_bn : bool

@@ -84,8 +84,10 @@ class MLP(nn.Module):
 
     Attributes
     ----------
-    in_dim, out_dim : int
-        Input and output dimensions (``out_dim`` is read by heads and methods).
+    in_dim : int
+        Input dimension.
+    out_dim : int
+        Output dimension (read by heads and methods).
     """
 
     def __init__(
@@ -155,7 +157,7 @@ def cl_ica_encoder(
     n : int
         Input (observation) dimension, equal to the latent dimension in cl-ica.
     out_dim : int, optional
-        Output dimension, default ``n`` (von Kuegelgen et al. use the content dimension).
+        Output dimension, default ``n`` (von Kügelgen et al. use the content dimension).
     output_norm : str or None
         ``"sphere"`` for the dot-product InfoNCE setting (cl-ica's ``fixed_sphere``), else None.
     norm : str or None
