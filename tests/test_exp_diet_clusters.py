@@ -116,7 +116,7 @@ def test_singular_value_table_sets_ours_beside_both_reference_scales():
     # csi compares Laplace(b = 1) with 1 / (10 b); the cross-entropy's scale is 1 / kappa_eff.
     assert lap["csi's 1/κ"] == "0.100" and lap["1/κ_eff"] == "0.500"
     assert lap["ours: mean singular value"] == "0.510±0.010"
-    assert lap["published MAE"] == "0.01±0"
+    assert lap["published MAE"] == "0.01±0.00"
     check = dc.published_mae_w_check(pd.DataFrame(records))
     assert check.loc["Laplace, b = 1", "ours: MAE s.v. w"] == "0.040±0.010"
     assert check.loc["κ = 50", "ours: MAE s.v. w"] == "–"
@@ -233,7 +233,7 @@ def test_setting_labels_name_what_a_row_changes():
     assert len(set(labels)) == len(labels) and labels[0] == "baseline"
     assert dc.setting_label("kappa50") == "κ = 50" and dc.setting_label("c10") == "|C| = 10"
     assert dc.setting_label("laplace") == "Laplace, b = 1"
-    assert dc.setting_label("n1e5") == "N = 100\u202f000"
+    assert dc.setting_label("n1e5") == "N = 100,000"
 
 
 def test_summary_table_sets_ours_beside_the_paper_per_row_and_head():
@@ -246,6 +246,7 @@ def test_summary_table_sets_ours_beside_the_paper_per_row_and_head():
     assert base[("R² of z", "ours")] == "90.5±0.7"
     assert base[("R² of z", "paper")] == "98.6" and base[("R² of z", "Δ")] == "\u22128.1"
     assert base[("R² of w→v", "Δ")] == "\u221249.4"
+    assert t.loc[("baseline", "unnormalized"), ("R² of z", "paper")] == "99.0"  # one decimal
     assert t.loc[("κ = 50", "normalized"), ("R² of z", "Δ")] == "+45.5"
     assert list(t.columns.get_level_values(1)) == ["ours", "paper", "Δ"] * 2
 
