@@ -95,6 +95,7 @@ def test_run_tables_and_figures(tmp_path, monkeypatch):
     assert list(latents.columns) == ["untrained", "latent_content_style", "augment"]
     assert list(latents.index)[-2:] == ["content block: mean linear R²",
                                         "style block: mean linear R²"]
+    assert "R² background hue" in latents.index and not latents.index.str.contains("_").any()
     ib.plot_mlp_sweeps(m, dataclasses.asdict(TINY["inductive_biases"]))
     ib.plot_projector(m)
     ib.plot_latents(m)

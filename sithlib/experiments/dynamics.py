@@ -300,8 +300,13 @@ def plot_spectrum(curves: pd.DataFrame, relative: bool = True):
     """Sorted eigenvalues of the covariance of h over steps, one panel per method.
 
     With ``relative`` each eigenvalue is divided by the trace at that step, so the panels
-    compare shapes of the spectrum. Lines: mean over seeds; bands: sd over seeds.
+    compare shapes of the spectrum. The y-axis is logarithmic, so lines are geometric means
+    over seeds and bands one geometric standard deviation (mean ± sd of the logarithm): an
+    arithmetic band would reach zero, the bottom of the axis, wherever the seeds disagree by
+    more than their mean. Zero eigenvalues (collapsed directions) count as the smallest
+    positive value in the figure.
     """
+    import numpy as np
     import seaborn as sns
 
     cols = sorted((c for c in curves.columns if c.startswith("eig_")), key=lambda c: int(c[4:]))
@@ -312,8 +317,22 @@ def plot_spectrum(curves: pd.DataFrame, relative: bool = True):
     if relative:
         total = long.groupby(["run", "seed", "step"]).eigenvalue.transform("sum")
         long["eigenvalue"] = long.eigenvalue / total
+    positive = long.eigenvalue[long.eigenvalue > 0]
+    floor = float(positive.min()) if len(positive) else 1e-12
+    long = long.dropna(subset=["eigenvalue"]).assign(eigenvalue=lambda d: d.eigenvalue.clip(
+        lower=floor))
+
+    def geometric_mean(values):
+        return float(np.exp(np.mean(np.log(values))))
+
+    def geometric_sd_band(values):
+        logs = np.log(values)
+        sd = float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
+        return float(np.exp(logs.mean() - sd)), float(np.exp(logs.mean() + sd))
+
     grid = sns.relplot(data=long, x="step", y="eigenvalue", hue="k", col="run", kind="line",
-                       errorbar="sd", palette="viridis", col_wrap=min(4, data.run.nunique()),
+                       estimator=geometric_mean, errorbar=geometric_sd_band, palette="viridis",
+                       col_wrap=min(4, data.run.nunique()),
                        height=2.6, aspect=1.2, facet_kws={"sharey": False}, legend="full")
     grid.legend.set_title("rank $k$")
     grid.set(yscale="log")

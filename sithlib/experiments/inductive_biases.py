@@ -458,6 +458,16 @@ def plot_projector(metrics: pd.DataFrame, config: dict | None = None, ax=None):
 
 
 _IMAGE_METRICS = [f"r2_{n}" for n in CONTINUOUS] + ["shape_accuracy"]
+#: Display names of the latents in tables and figures (the others keep their own name).
+_LATENT_LABELS = {"x": "position x", "y": "position y", "bg_hue": "background hue"}
+
+
+def _latent_label(metric: str) -> str:
+    """'r2_bg_hue' -> 'background hue'; 'shape_accuracy' -> 'shape (acc.)'."""
+    if metric == "shape_accuracy":
+        return "shape (acc.)"
+    name = metric.removeprefix("r2_")
+    return _LATENT_LABELS.get(name, name)
 
 
 def latent_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -470,9 +480,9 @@ def latent_table(metrics: pd.DataFrame) -> pd.DataFrame:
     agg = image.groupby(["pairs", "metric"], sort=False).value.agg(["mean", "std"])
     text = of_agg(agg, "{:.2f}")
     table = text.unstack("metric")[columns]
-    table.columns = [c.replace("r2_", "R² ").replace("shape_accuracy", "shape acc.")
-                     .replace("block_content", "content block: mean linear R²")
-                     .replace("block_style", "style block: mean linear R²") for c in columns]
+    blocks = {"block_content": "content block: mean linear R²",
+              "block_style": "style block: mean linear R²", "shape_accuracy": "shape accuracy"}
+    table.columns = [blocks.get(c) or "R² " + _latent_label(c) for c in columns]
     order = [k for k in ("untrained", *PAIRS) if k in table.index]
     return table.loc[order].T.rename_axis(index=None, columns=None)
 
@@ -485,14 +495,16 @@ def plot_latents(metrics: pd.DataFrame, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.6))
     image = metrics[(metrics.part == "image") & metrics.metric.isin(_IMAGE_METRICS)]
-    image = image.assign(latent=image.metric.str.replace("r2_", "").str.replace(
-        "shape_accuracy", "shape (acc.)"))
+    # Two-line tick labels: "background hue" and "shape (acc.)" would run into each other.
+    image = image.assign(latent=image.metric.map(lambda m: _latent_label(m).replace(" ", "\n")))
     order = [k for k in ("untrained", *PAIRS) if k in set(image.pairs)]
     sns.barplot(data=image, x="latent", y="value", hue="pairs", hue_order=order, errorbar="sd",
                 capsize=0.05, ax=ax)
     ax.axhline(0, color="0.3", lw=0.8)
+    content = {_latent_label(f"r2_{n}" if n in CONTINUOUS else "shape_accuracy").replace(" ", "\n")
+               for n in CONTENT}
     for i, name in enumerate(dict.fromkeys(image.latent)):
-        if name.split(" ")[0] in CONTENT:
+        if name in content:
             ax.get_xticklabels()[i].set_fontweight("bold")
     ax.set(xlabel="latent (bold: content of latent_content_style)",
            ylabel="held-out $R^2$ / accuracy", ylim=(min(-0.2, image.value.min()), 1.0))
