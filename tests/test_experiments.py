@@ -79,12 +79,13 @@ def test_table_cells_print_mean_and_sd_without_spaces():
 
 
 def test_sentence_pieces():
-    from sithlib.experiments import and_join
+    from sithlib.experiments import and_join, number
 
     assert [and_join(x) for x in (["a"], ["a", "b"], ("a", "b", "c"))] == [
         "a", "a and b", "a, b and c"]
     with pytest.raises(ValueError, match="at least one"):
         and_join([])
+    assert number(-0.0634, 2) == "\u22120.06" and number(3.5, 1) == "3.5"
 
 
 def test_readable_tables_use_the_display_names():

@@ -18,9 +18,9 @@ from types import ModuleType
 
 # Display names of methods and scores, and pieces of computed sentences, for readers' own
 # tables and text.
-from sithlib.experiments._tables import METHOD_LABELS, METRIC_LABELS, and_join
+from sithlib.experiments._tables import METHOD_LABELS, METRIC_LABELS, and_join, number
 
-__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join",
+__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join", "number",
            "get_experiment", "shrink", "trains"]
 
 

@@ -65,3 +65,8 @@ def and_join(items) -> str:
     if not items:
         raise ValueError("and_join needs at least one item, got none")
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def number(x: float, digits: int = 3) -> str:
+    """A number for the prose with ``digits`` decimals and a true minus sign (U+2212)."""
+    return f"{float(x):.{digits}f}".replace("-", "\u2212")
