@@ -110,9 +110,9 @@ def test_tables_and_figures(tiny_result):
     assert set(dynamics.lowest_latent(m)) <= set(range(1, TINY["dynamics"].dim + 1))
     # The stored onsets are the chapter's (half-way from initial to final), numbered from 1.
     stored = m[m.metric == "latent_onset"]
-    assert set(stored["index"]) == set(range(1, TINY["dynamics"].dim + 1))
+    assert set(stored["index"]) <= set(range(1, TINY["dynamics"].dim + 1))
     rise = dynamics.rise_onsets(c, "r2_z")
-    assert sorted(stored.value.dropna()) == sorted(rise.onset.dropna())
+    assert sorted(stored.value) == sorted(rise.onset.dropna())  # directions that move
     assert len(dynamics.plot_scores(c, m)) == 3
     for grid in (dynamics.plot_loss(c), dynamics.plot_spectrum(c), dynamics.plot_latent_r2(c)):
         assert len(grid.axes.flat) == 2

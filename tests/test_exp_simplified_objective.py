@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from sithlib.experiments import simplified_objective as exp
-from sithlib.experiments._tables import METHOD_LABELS
 
 TINY = {
     "simplified_objective": dataclasses.replace(
@@ -74,7 +73,8 @@ def test_table_and_baselines(small_run):
     m = tables["metrics"]
     table = exp.comparison_table(m)
     expected = [f"stability λ={v:g}" for v in cfg.lambdas] + list(cfg.methods)
-    shown = [METHOD_LABELS.get(k, k) for k in expected]
+    shown = [exp.model_label(k) for k in expected]
+    assert shown[0] == f"simplified, λ = {cfg.lambdas[0]:g}" and "SimCLR" in shown
     assert list(table.index) == shown + ["raw x", "untrained encoder"]
     assert table.loc["raw x", "‖s‖"] == "–"
     assert 0 < _final(m, "raw x", "knn_accuracy").item() <= 1

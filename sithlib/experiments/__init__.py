@@ -18,10 +18,17 @@ from types import ModuleType
 
 # Display names of methods and scores, and pieces of computed sentences, for readers' own
 # tables and text.
-from sithlib.experiments._tables import METHOD_LABELS, METRIC_LABELS, and_join, number
+from sithlib.experiments._tables import (
+    METHOD_LABELS,
+    METRIC_LABELS,
+    and_join,
+    count_of,
+    number,
+    number_word,
+)
 
-__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join", "number",
-           "get_experiment", "shrink", "trains"]
+__all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join", "count_of", "number",
+           "number_word", "get_experiment", "shrink", "trains"]
 
 
 def _discover() -> dict[str, ModuleType]:

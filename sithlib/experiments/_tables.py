@@ -70,3 +70,26 @@ def and_join(items) -> str:
 def number(x: float, digits: int = 3) -> str:
     """A number for the prose with ``digits`` decimals and a true minus sign (U+2212)."""
     return f"{float(x):.{digits}f}".replace("-", "\u2212")
+
+
+_NUMBER_WORDS = ("none", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                 "nine", "ten")
+
+
+def number_word(n: int) -> str:
+    """``n`` for a sentence: ``"none"``, ``"one"``, ... ``"ten"``, then digits (``"12"``)."""
+    return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else f"{n:,}"
+
+
+def count_of(k: int, n: int, noun: str, verbs: tuple[str, str]) -> str:
+    """``k`` of ``n`` things doing something, in words: ``"none of the 12 intact runs
+    collapses"``, ``"neither run ends"``, ``"both runs end"``, ``"three of the ten ablations
+    collapse"``. ``verbs`` is the verb for one and for several (``("ends", "end")``)."""
+    one, many = verbs
+    if n == 1:
+        return f"the {noun} {one}" if k else f"the {noun} does not {many}"
+    if k == 0:
+        return f"neither {noun} {one}" if n == 2 else f"none of the {number_word(n)} {noun}s {one}"
+    if k == n:
+        return f"both {noun}s {many}" if n == 2 else f"all {number_word(n)} {noun}s {many}"
+    return f"{number_word(k)} of the {number_word(n)} {noun}s {one if k == 1 else many}"

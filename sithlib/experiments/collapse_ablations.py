@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import METHOD_LABELS, of_values
+from sithlib.experiments._tables import METHOD_LABELS, count_of, number_word, of_values
 from sithlib.methods import build_method
 from sithlib.metrics import (
     center_vector_norm,
@@ -188,9 +188,10 @@ def monitors(method, z: torch.Tensor, x: torch.Tensor, x_views: torch.Tensor) ->
 
     Returns
     -------
-    dict of floats: ``center_norm``, ``mean_mu_norm``, ``spread``, ``std_ratio``,
-    ``effective_rank`` (of the embedding the loss sees), ``encoder_center_norm``,
-    ``encoder_effective_rank`` and ``r2_linear`` (of the encoder output).
+    scores : dict of str to float
+        ``center_norm``, ``mean_mu_norm``, ``spread``, ``std_ratio`` and ``effective_rank``
+        of the embedding the loss sees; ``encoder_center_norm``, ``encoder_effective_rank``
+        and ``r2_linear`` of the encoder output.
     """
     k, n, dim = x_views.shape
     flat = x_views.reshape(k * n, dim)
@@ -392,34 +393,44 @@ def _families(curves: pd.DataFrame) -> list[str]:
 
 def plot_center_norm(curves: pd.DataFrame, metric: str = "center_norm", axes=None):
     """One panel per method: ``metric`` over training for the intact method (black) and each
-    ablation, mean over seeds with a band of one standard deviation."""
+    ablation, mean over seeds with a band of one standard deviation. An ablation has the same
+    colour in every panel (e.g. "no predictor"), and one legend below the panels names them."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     families = _families(curves)
     if axes is None:
         cols = min(3, len(families))
         rows = math.ceil(len(families) / cols)
-        _, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows), sharex=True,
-                               sharey=True, squeeze=False)
+        _, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows + 0.8), sharex=True,
+                               sharey=True, squeeze=False, layout="constrained")
     flat = list(getattr(axes, "flat", axes))
+    # Short names ("no predictor"), and one colour per name across the panels.
+    names = {}
+    for family in families:
+        for v in dict.fromkeys(curves[curves.method == family].variant):
+            names[v] = "intact" if v == family else variant_label(v).split(": ", 1)[-1]
+    kinds = list(dict.fromkeys(n for n in names.values() if n != "intact"))
+    colours = [c for i, c in enumerate(sns.color_palette("tab10", 10)) if i != 7]  # no grey
+    colours += sns.color_palette("husl", max(0, len(kinds) - len(colours)))
+    colour = {"intact": "black", **dict(zip(kinds, colours, strict=False))}
     for ax, family in zip(flat, families, strict=False):
         part = curves[curves.method == family]
         order = list(dict.fromkeys(part.variant))
-        palette = {v: ("black" if v == family else c) for v, c in
-                   zip(order, sns.color_palette("tab10", len(order)), strict=True)}
         sns.lineplot(data=part, x="step", y=metric, hue="variant", hue_order=order,
-                     palette=palette, errorbar="sd", ax=ax, lw=1.4)
+                     palette={v: colour[names[v]] for v in order}, errorbar="sd", ax=ax,
+                     lw=1.4, legend=False)
         ax.set_title(METHOD_LABELS.get(family, family), fontsize=10)
-        handles, labels = ax.get_legend_handles_labels()
-        names = [variant_label(v).split(": ", 1)[-1] if v != family else "intact"
-                 for v in labels]
-        ax.legend(handles, names, fontsize=7, title=None, loc="best")
         ax.set(xlabel="training step",
                ylabel={"center_norm": "‖s‖"}.get(metric, metric.replace("_", " ")))
     for ax in flat[len(families):]:
         ax.set_visible(False)
-    plt.tight_layout()
+    handles = [Line2D([], [], color=colour[n], lw=1.6, label=n) for n in ("intact", *kinds)]
+    figure = flat[0].figure
+    figure.legend(handles=handles, loc="outside lower center" if figure.get_layout_engine()
+                  else "lower center", ncol=min(5, len(handles)), fontsize=9, frameon=False,
+                  columnspacing=1.2, handlelength=1.6)
     return axes
 
 
@@ -446,6 +457,13 @@ def plot_prediction(metrics: pd.DataFrame, s_threshold: float = 0.9, ax=None):
     return ax
 
 
+def runs_text(n: int, verbs: tuple[str, str]) -> str:
+    """``"no run ends"``, ``"one run ends"``, ``"three runs end"``."""
+    if n == 0:
+        return f"no run {verbs[0]}"
+    return f"{number_word(n)} run{'' if n == 1 else 's'} {verbs[0] if n == 1 else verbs[1]}"
+
+
 def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFrame:
     """The paper's claims about induced collapse, each with what we measured and a verdict
     decided by a fixed rule from the measurement (per run: one variant and one seed)."""
@@ -462,9 +480,10 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     complete, dimensional = wide[wide.code == 2], wide[wide.code == 1]
     rows = [(
         "Removing one anti-collapse device makes the method collapse",
-        f"{collapsed} of {len(share)} ablations collapse in most seeds"
-        + (f", {split} in half of them" if split else "")
-        + f"; {int((intact.code > 0).sum())} of {len(intact)} intact runs collapse",
+        count_of(collapsed, len(share), "ablation", ("collapses", "collapse")) + " in most seeds"
+        + (f", {number_word(split)} in half of them" if split else "")
+        + "; " + count_of(int((intact.code > 0).sum()), len(intact), "intact run",
+                          ("collapses", "collapse")),
         "supported" if collapsed == len(share) else
         ("partly supported" if collapsed or split else "not supported"),
     )]
@@ -472,7 +491,8 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         lo, hi = complete.center_norm.min(), complete.spread.max()
         rows.append((
             "Complete collapse is ‖s‖ → 1 with μₓ → s",
-            f"{len(complete)} runs collapse completely; their final ‖s‖ ≥ {lo:.3f} and "
+            f"{runs_text(len(complete), ('collapses', 'collapse'))} completely; "
+            f"{'its' if len(complete) == 1 else 'their'} final ‖s‖ ≥ {lo:.3f} and "
             f"E‖μₓ − s‖² ≤ {hi:.4f}",
             "supported" if lo > s_threshold else "not supported",
         ))
@@ -489,8 +509,8 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     high = wide[(wide.center_norm > s_threshold) & (wide.code < 2)]
     rows.append((
         f"A final ‖s‖ above {s_threshold:g} means complete collapse",
-        f"{len(high)} runs end above it without complete collapse; the final value agrees "
-        f"with the outcome in {int(wide.s_agrees.sum())} of {len(wide)} runs",
+        f"{runs_text(len(high), ('ends', 'end'))} above it without complete collapse; the "
+        f"final value agrees with the outcome in {int(wide.s_agrees.sum())} of {len(wide)} runs",
         "supported" if wide.s_agrees.all() else "partly supported" if wide.s_agrees.mean()
         >= 0.75 else "not supported",
     ))
@@ -498,9 +518,11 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         seen = int((dimensional.center_norm > s_threshold).sum())
         rows.append((
             "Dimensional collapse shows in ‖s‖",
-            f"{len(dimensional)} runs collapse dimensionally; {seen} of them end with ‖s‖ "
-            f"above {s_threshold:g} (final ‖s‖ {dimensional.center_norm.min():.2f} to "
-            f"{dimensional.center_norm.max():.2f})",
+            f"{runs_text(len(dimensional), ('collapses', 'collapse'))} dimensionally; "
+            + count_of(seen, len(dimensional), "run", ("ends", "end"))
+            + f" with ‖s‖ above {s_threshold:g} (final ‖s‖ "
+            + (f"{dimensional.center_norm.min():.2f} to {dimensional.center_norm.max():.2f})"
+               if len(dimensional) > 1 else f"{dimensional.center_norm.iloc[0]:.2f})"),
             "supported" if seen == len(dimensional) else "not supported",
         ))
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])

@@ -235,7 +235,9 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         if not math.isnan(row.step):
             extra.append({**keys, "metric": "steps_to_r2", "value": row.step})
     for prefix, metric in (("eig_", "eig_onset"), ("r2_z", "latent_onset")):
-        for row in rise_onsets(curves, prefix).itertuples():  # NaN: the direction stays put
+        for row in rise_onsets(curves, prefix).itertuples():
+            if math.isnan(row.onset):  # the direction stays put: it has no onset
+                continue
             extra.append({"method": row.method, "init_scale": row.init_scale, "seed": row.seed,
                           "metric": metric, "value": row.onset, "index": row.direction})
     # Baseline: how much of z a linear map reads from the raw observations x = g(z).

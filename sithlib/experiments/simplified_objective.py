@@ -25,13 +25,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
-from sithlib.experiments.collapse_ablations import (
-    held_out,
-    make_dgp,
-    model_factory,
-    monitors,
-)
+from sithlib.experiments._tables import METHOD_LABELS, number_word, of_agg, readable
+from sithlib.experiments.collapse_ablations import held_out, make_dgp, model_factory, monitors
 from sithlib.metrics import knn_accuracy, r2_linear
 from sithlib.train import TrainConfig, train
 
@@ -187,6 +182,15 @@ COLUMNS = {
 }
 
 
+def model_label(model: str) -> str:
+    """A model's display name: ``"stability λ=0.3"`` -> ``"simplified, λ = 0.3"``, ``"simclr"``
+    -> ``"SimCLR"``; baselines keep their names."""
+    prefix = f"{STABILITY} λ="
+    if model.startswith(prefix):
+        return f"simplified, λ = {model[len(prefix):]}"
+    return METHOD_LABELS.get(model, model)
+
+
 def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Final held-out scores per model (each lambda, each full method, the baselines) as
     'mean ± sd over seeds' strings, in run order. An effective rank reads "one point" where
@@ -200,7 +204,7 @@ def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
     text[point[point].index] = "one point"
     table = text.unstack("metric").reindex(columns=list(COLUMNS)).fillna("–")
     table = table.reindex(list(dict.fromkeys(m.model)))
-    return readable(table.rename(columns=COLUMNS).rename_axis(index=None))
+    return readable(table.rename(index=model_label, columns=COLUMNS).rename_axis(index=None))
 
 
 def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
@@ -256,9 +260,10 @@ def plot_center_norm_curves(curves: pd.DataFrame, ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
-    curves = curves.assign(model=curves.model.map(lambda v: METHOD_LABELS.get(v, v)))
+    sweep_names = {model_label(v) for v in curves[curves.method == STABILITY].model}
+    curves = curves.assign(model=curves.model.map(model_label))
     order = list(dict.fromkeys(curves.model))
-    sweep = [m for m in order if m.startswith(STABILITY)]
+    sweep = [m for m in order if m in sweep_names]
     # The sweep in a sequential palette with markers (lines that coincide stay visible), the
     # full methods in colours outside it, dashed.
     palette = dict(zip(sweep, sns.color_palette("viridis", len(sweep)), strict=True))
@@ -302,18 +307,21 @@ def _optimum_claim(metrics, sweep, s_threshold):
     inside = all(lo < v < hi for v in tied)
     text = (f"kNN accuracy is highest at λ = {best:g} ({sweep.knn_accuracy.max():.3f}; "
             f"{sweep.knn_accuracy.iloc[0]:.3f} at λ = {lo:g}, "
-            f"{sweep.knn_accuracy.iloc[-1]:.3f} at λ = {hi:g})")
+            f"{sweep.knn_accuracy.iloc[-1]:.3f} at λ = {hi:g}).")
     others = [v for v in tied if v != best]
     if others:
-        text += ("; within one standard deviation of it: λ = "
-                 + ", ".join(f"{v:g}" for v in others))
+        listed = ", ".join(f"{v:g}" for v in others[:-1]) + (" and " if len(others) > 1 else "")
+        text += (f" The mean at λ = {listed}{others[-1]:g} is within one standard deviation "
+                 "over seeds of it." if len(others) == 1 else
+                 f" The means at λ = {listed}{others[-1]:g} are within one standard deviation "
+                 "over seeds of it.")
     alive = sweep.index[sweep.center_norm < s_threshold]
     if len(alive) and best == alive.min() and best > lo:
-        text += (f"; λ = {best:g} is also the smallest λ without complete collapse "
-                 f"(‖s‖ < {s_threshold:g}), so the rise towards it is the step out of collapse")
+        text += (" The best λ is also the smallest without complete collapse "
+                 f"(‖s‖ < {s_threshold:g}), so the rise towards it is the step out of collapse.")
     verdict = ("not supported" if not inside else
-               "partly supported (the optimum's place is within the seed spread)" if others
-               else "supported")
+               "partly supported (the spread over seeds does not resolve where the optimum "
+               "lies)" if others else "supported")
     return ("Accuracy has an interior optimum in λ (the U/inverted-U shape)", text, verdict)
 
 
@@ -336,8 +344,9 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         kept = positive[positive.center_norm < s_threshold]
         rows.append((
             "The center penalty prevents complete collapse",
-            f"‖s‖ < {s_threshold:g} for {len(kept)} of {len(positive)} values λ > 0 "
-            + (f"(from λ = {kept.index.min():g})" if len(kept) else ""),
+            f"‖s‖ < {s_threshold:g} for {number_word(len(kept))} of the "
+            f"{number_word(len(positive))} values λ > 0"
+            + (f" (from λ = {kept.index.min():g})" if len(kept) else ""),
             "supported" if len(kept) == len(positive) else
             ("partly supported" if len(kept) else "not supported"),
         ))

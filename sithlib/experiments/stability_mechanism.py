@@ -454,12 +454,13 @@ def plot_gradient_cosines(metrics: pd.DataFrame, state: str = "trained", axes=No
 
 #: The exact checks: metric, what it measures, tolerance on its absolute value.
 CHECKS = (
-    ("identity_residual", r"E|mu|^2 - |s|^2 - E|mu - s|^2", 1e-12),
-    ("finite_k_residual", "|mu_K|^2 - 1/K - (K-1)/K x view alignment", 1e-12),
-    ("pair_gap", "pair mean - (N|s|^2 - 1)/(N - 1)", 1e-12),
-    ("dino_center_ema_error", "DINO center - EMA of teacher batch means", 1e-5),
-    ("standardised_mean_abs", "batch mean after standardisation (Barlow, VICReg)", 1e-9),
-    ("grad_shift_norm", "batch-summed gradient / gradient (Barlow, VICReg)", 1e-4),
+    ("identity_residual", "E‖μₓ‖² − ‖s‖² − E‖μₓ − s‖²", 1e-12),
+    ("finite_k_residual", "‖μₓ‖² − 1/K − (K − 1)/K × mean ⟨uₖ, uₖ′⟩ over k ≠ k′ (K views)",
+     1e-12),
+    ("pair_gap", "mean ⟨uᵢ, uⱼ⟩ over i ≠ j − (N‖s‖² − 1)/(N − 1)", 1e-12),
+    ("dino_center_ema_error", "DINO center − EMA of the teacher batch means", 1e-5),
+    ("standardised_mean_abs", "batch mean after standardisation (Barlow Twins, VICReg)", 1e-9),
+    ("grad_shift_norm", "‖batch-summed gradient‖ / ‖gradient‖ (Barlow Twins, VICReg)", 1e-4),
 )
 
 

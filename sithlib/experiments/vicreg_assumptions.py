@@ -331,6 +331,9 @@ LABELS = {
     "rms_distance": "RMS distance ‖x − x*‖",
 }
 _STRENGTH = {"vector": "augmentation strength 1/κ", "image": "augmentation strength s"}
+# Legend entries: seaborn's group titles and values, in words.
+_LEGEND = {"family": "views", "augmentation": "augmentations", "gaussian": "Gaussian noise",
+           "state": "network", "init": "untrained", "trained": "VICReg-trained"}
 
 
 def plot_measures(metrics: pd.DataFrame, setting: str = "vector",
@@ -339,7 +342,8 @@ def plot_measures(metrics: pd.DataFrame, setting: str = "vector",
 
     Colour: the kind of views; line style: untrained (init) or VICReg-trained network; mean
     over seeds with a band of one standard deviation; the dotted line marks the strength used
-    in training.
+    in training. Two measures sit side by side with the legend below them; more go two per
+    row, the legend in a spare cell of the grid or below it.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -347,10 +351,16 @@ def plot_measures(metrics: pd.DataFrame, setting: str = "vector",
     data = metrics[(metrics.setting == setting) & metrics.metric.isin(measures)]
     if data.empty:
         raise ValueError(f"no rows for setting {setting!r} and measures {measures!r}")
+    spare = []
     if axes is None:
-        _, axes = plt.subplots(1, len(measures), figsize=(4.0 * len(measures), 3.4),
+        n = len(measures)
+        nrows, ncols = (1, n) if n <= 2 else (math.ceil(n / 2), 2)
+        _, grid = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows + 0.4),
                                constrained_layout=True, squeeze=False)
-        axes = axes[0]
+        flat = list(grid.ravel())
+        axes, spare = flat[:n], flat[n:]
+        for ax in spare:
+            ax.axis("off")
     train_strength = data[data.training].strength.unique()
     for ax, name in zip(axes, measures, strict=True):
         sns.lineplot(data=data[data.metric == name], x="strength", y="value", hue="family",
@@ -359,13 +369,18 @@ def plot_measures(metrics: pd.DataFrame, setting: str = "vector",
         for s in train_strength:
             ax.axvline(s, color="0.5", ls=":", lw=1)
         ax.set(xscale="log", xlabel=_STRENGTH[setting], ylabel="", title=LABELS[name])
-    # The legend of the first panel goes beside the last one, where it covers no data.
+    # One legend for all panels, where it covers no data: in a spare cell, else below.
     legend = axes[0].get_legend()
     if legend is not None:
         handles, labels = axes[0].get_legend_handles_labels()
+        labels = [_LEGEND.get(label, label) for label in labels]
         legend.remove()
-        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1),
-                        fontsize=8, frameon=False)
+        if spare:
+            spare[0].legend(handles, labels, loc="center", fontsize=10, frameon=False)
+        else:
+            axes[0].figure.legend(handles, labels, loc="outside lower center",
+                                  ncol=len(handles), fontsize=9, frameon=False,
+                                  columnspacing=1.2, handletextpad=0.4)
     return axes
 
 
