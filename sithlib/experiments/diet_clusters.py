@@ -64,7 +64,7 @@ def _pub(r2o_z, r2o_w, maeo_z, maeo_w, r2a_z, r2a_w) -> dict:
             "mae_w normalized": maeo_w, "r2_z unnormalized": r2a_z, "r2_w unnormalized": r2a_w}
 
 
-# Reizinger et al. (2024), Table 2, read from the full text (papers.md 7.1): mean +- sd over 5
+# Reizinger et al. (2024), Table 2 (arXiv 2410.21869), read from the full text: mean +- sd over 5
 # seeds. R^2 in %; the sds look like they are on the 0-1 scale (see the chapter).
 TABLE2 = {
     "baseline": Row(1000, 5, 100, "vmf", 10.0, _pub(

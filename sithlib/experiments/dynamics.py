@@ -69,7 +69,7 @@ class Config:
 
 PROFILES = {
     "quick": Config(),
-    # cl-ica's encoder widths (papers.md 4.1), heads 512 wide, a small initial scale too;
+    # cl-ica's encoder widths (Zimmermann et al. 2021), heads 512 wide, a small initial scale too;
     # 30 sequential runs of 5000 steps fit the 8-minute budget (see the chapter).
     "paper": Config(methods=("infonce", "vicreg", "barlow_twins", "byol", "simsiam"),
                     init_scales=(1.0, 0.1), hidden=(100, 500, 500, 500, 500, 100),

@@ -102,9 +102,9 @@ PROFILES = {
     # Small encoder, a thousand steps: the code path and the ordering of the rows, not the
     # paper's numbers.
     "quick": Config(),
-    # cl-ica's encoder (n -> 10n -> 50n x4 -> 10n -> n, papers.md 4.1); its batch 6144 and 300k
-    # steps do not fit 8 GPU minutes for nine rows, so: a third of the batch, 1/30 of the steps,
-    # a larger learning rate, TF32 matmuls.
+    # cl-ica's encoder (n -> 10n -> 50n x4 -> 10n -> n; Zimmermann et al. 2021); its batch
+    # 6144 and 300k steps do not fit 8 GPU minutes for nine rows, so: a third of the batch,
+    # 1/30 of the steps, a larger learning rate, TF32 matmuls.
     "paper": Config(rows=tuple(ROWS), hidden=(100, 500, 500, 500, 500, 100), steps=10_000,
                     batch_size=2048, lr=3e-4, seeds=3, eval_every=1000, n_eval=10_000,
                     n_nonlinear=4000, precision="tf32", cache_cells=True),

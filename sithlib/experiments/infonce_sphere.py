@@ -48,9 +48,9 @@ class Config:
 
 PROFILES = {
     "quick": Config(),
-    # cl-ica's encoder widths, batch and optimiser (papers.md 4.1) with a third of its steps;
-    # TF32 matmuls: in full fp32 its 33 PFLOP of training (bench_cost) would run without the
-    # tensor cores.
+    # cl-ica's encoder widths, batch and optimiser (Zimmermann et al. 2021) with a third of
+    # its steps; TF32 matmuls: in full fp32 its 33 PFLOP of training (bench_cost) would run
+    # without the tensor cores.
     "paper": Config(hidden=(100, 500, 500, 500, 500, 100), steps=100_000, batch_size=6144,
                     lr=1e-4, seeds=5, eval_every=2500, n_eval=20_000, checkpoint_every=10_000,
                     precision="tf32"),

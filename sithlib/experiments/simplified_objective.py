@@ -72,7 +72,7 @@ class Config:
 
 PROFILES = {
     "quick": Config(),
-    # The sweep of papers.md E3.3 on wider networks, a larger batch, three seeds, 3x the steps
+    # The quick profile's lambda sweep on wider networks, a larger batch, three seeds, 3x the steps
     # and two more full methods: 33 runs one after the other, about 6 minutes on one H100
     # (launch-bound small networks, 2.5 ms a step without heads, 5 ms with).
     "paper": Config(methods=("simclr", "byol", "vicreg", "simsiam", "barlow_twins"),

@@ -60,7 +60,7 @@ class Config:
     methods: tuple[str, ...] = tuple(METHODS)
     seeds: int = 2
     # Shared loss coefficients: VICReg's official 25 / 25 / 1; the entropy variants keep the
-    # invariance weight and put weight 1 on the entropy (their coefficients were not retrieved).
+    # invariance weight and put weight 1 on the entropy (the follow-up states no coefficients).
     sim_coeff: float = 25.0
     entropy_coeff: float = 1.0
     sigma: float = 1.0  # bandwidth of the pairwise estimator
@@ -102,7 +102,7 @@ PROFILES = {
     "quick": Config(seeds=2, dgps=("vector", "image"), img_steps=40, img_eval_every=20),
     # Vector: cl-ica-sized batch, 3 seeds. Image: the standard ResNet-18 (width 64) on 32 x 32
     # renders with a 2048-wide expander (solo-learn's CIFAR VICReg), sized to fit the 8-minute
-    # budget on one H100 (about 2 CIFAR epochs' worth of images; papers.md section 2.4 asks for
+    # budget on one H100 (about 2 CIFAR epochs' worth of images; the paper's protocol trains
     # 20-50 epochs, which this budget does not allow).
     "paper": Config(seeds=3, hidden=(512, 512, 512), feature_dim=64,
                     vec_proj_dims=(256, 256, 256), vec_steps=2500, vec_batch_size=2048,
