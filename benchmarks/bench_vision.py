@@ -27,7 +27,8 @@ from sithlib.results import benchmark_main, best_seconds
 
 def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
     """Throughput table with columns case, metric, value (metrics: images_per_s,
-    ms_per_batch); the batch size, device name and repeats are in ``df.attrs``."""
+    ms_per_batch); the device name is in ``df.attrs``, the batch size and repeats in
+    ``df.attrs["config"]``, which is stored with the table."""
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -53,7 +54,7 @@ def run(device: str = "cpu", quick: bool = False) -> pd.DataFrame:
             t = best_seconds(lambda x=x, name=name: augment(x, name, generator=gen), repeats, sync)
             add(f"augment {size}px ({name})", t, batch)
     df = pd.DataFrame(rows, columns=["case", "metric", "value"])
-    df.attrs.update(batch=batch, repeats=repeats, device=(
+    df.attrs.update(device=(
         torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine()),
         threads=torch.get_num_threads(), torch=torch.__version__,
         config={"batch": batch, "repeats": repeats})  # stored with the table
