@@ -46,9 +46,34 @@ def _run(args) -> int:
     return _run_all(args)
 
 
+def import_plugins(items) -> None:
+    """Import each module name or ``.py`` file (``--import``), for the methods it registers."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    for item in items or ():
+        path = Path(item)
+        if item.endswith(".py"):
+            if not path.is_file():
+                raise ValueError(f"--import {item}: no such file")
+            name = f"sithlib_plugin_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # inspect.getsource finds a class through its module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(item)
+            except ModuleNotFoundError as err:
+                raise ValueError(f"--import {item}: no module or .py file of that name "
+                                 f"({err})") from None
+
+
 def _run_all(args) -> int:
     if args.all == bool(args.experiment):
         raise ValueError("name one EXPERIMENT or pass --all")
+    import_plugins(args.imports)
     overrides = results.parse_overrides(args.set)
     if args.all:
         names = [n for n in EXPERIMENTS
@@ -123,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     run.add_argument("--out", default=None, help="write here instead of the default folder")
+    run.add_argument("--import", dest="imports", action="append", metavar="MODULE_OR_FILE",
+                     help="import a module or .py file first, e.g. one that registers a method "
+                          "with sithlib.methods.register_method")
     run.set_defaults(func=_run)
     bench = sub.add_parser("bench", help="run benchmarks/bench_*.py and store their tables")
     bench.add_argument("names", nargs="*", help="benchmark names (default: all)")

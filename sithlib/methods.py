@@ -125,8 +125,12 @@ al., 2024): each removes one anti-collapse device and leaves everything else as 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import math
 import numbers
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -541,7 +545,7 @@ class Method(nn.Module):
     """Base class: an encoder f, heads, a loss and state.
 
     Subclasses set ``name``, ``config_class``, ``needs`` (``None``, ``"index"`` or ``"y"``)
-    and ``two_views``, and implement ``_loss``.
+    and ``two_views``, and implement ``_loss``; :func:`register_method` adds one of your own.
 
     Attributes
     ----------
@@ -556,6 +560,7 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # display name in tables and legends (default: ``name``)
     config_class: ClassVar[type] = object
     needs: ClassVar[str | None] = None
     two_views: ClassVar[bool] = True
@@ -1124,9 +1129,89 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
+# The methods above; register_method adds a reader's own after them.
+BUILTIN_METHODS: tuple[str, ...] = tuple(METHODS)
+
+
 def available_methods() -> tuple[str, ...]:
-    """Names accepted by :func:`build_method`, in a fixed order."""
+    """Names accepted by :func:`build_method`, in a fixed order (registered ones last)."""
     return tuple(METHODS)
+
+
+def register_method(cls: type[Method] | None = None, *, replace: bool = False):
+    """Make a new method known to :func:`build_method` and to the experiments that take
+    method names (``platonic``); usable as a class decorator.
+
+    The class subclasses :class:`Method`, sets ``name`` and ``config_class`` (a frozen
+    dataclass whose fields all have defaults, or only the fields that :func:`method_config`
+    is given), and implements ``_loss(x_a, x_b, *, index, y) -> (loss, logs)`` with a
+    ``"center_norm"`` entry in ``logs``. Its ``__init__`` takes
+    ``(encoder, config, feature_dim, generator=None)``. The results store keys cached results
+    by a hash of the class's source code as well as the config, so editing the class reruns
+    the experiments that name it.
+
+    Parameters
+    ----------
+    cls : type
+        The method class.
+    replace : bool
+        Replace an earlier registration of the same name (never a built-in method).
+
+    Returns
+    -------
+    type
+        ``cls`` itself (or a decorator when ``cls`` is omitted).
+    """
+    if cls is None:
+        return lambda c: register_method(c, replace=replace)
+    if not (isinstance(cls, type) and issubclass(cls, Method)) or cls is Method:
+        raise TypeError(f"register_method needs a subclass of sithlib.methods.Method, got {cls!r}")
+    name = cls.__dict__.get("name", "")
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise ValueError(f"{cls.__name__}.name must be a lower-case identifier such as "
+                         f"'my_method', got {name!r}")
+    if not (dataclasses.is_dataclass(cls.config_class)
+            and cls.config_class.__dataclass_params__.frozen):
+        raise TypeError(f"{cls.__name__}.config_class must be a frozen dataclass, got "
+                        f"{cls.config_class!r}")
+    if cls.needs not in (None, "index", "y"):
+        raise ValueError(f"{cls.__name__}.needs must be None, 'index' or 'y', got {cls.needs!r}")
+    if name in BUILTIN_METHODS:
+        raise ValueError(f"{name!r} is a built-in method; pick another name")
+    if name in METHODS and not replace and METHODS[name] is not cls:
+        raise ValueError(f"a method named {name!r} is already registered; pass replace=True")
+    METHODS[name] = cls
+    return cls
+
+
+def unregister_method(name: str) -> None:
+    """Forget a method added by :func:`register_method` (built-in methods stay)."""
+    if name in BUILTIN_METHODS:
+        raise ValueError(f"{name!r} is a built-in method and cannot be unregistered")
+    if name not in METHODS:
+        raise ValueError(f"no registered method {name!r}; registered: "
+                         f"{[m for m in METHODS if m not in BUILTIN_METHODS]}")
+    del METHODS[name]
+
+
+def method_fingerprint(name: str) -> str:
+    """A hash of a registered method's code ("" for built-ins, which ``VERSION`` covers).
+
+    The source of the class and of its config class when Python can find it (a module or a
+    notebook cell); otherwise a token unique to this process, so that results of code that
+    cannot be read are never reused by a later process.
+    """
+    cls = _method_class(name)
+    if name in BUILTIN_METHODS:
+        return ""
+    try:
+        text = inspect.getsource(cls) + inspect.getsource(cls.config_class)
+    except (OSError, TypeError):
+        text = f"{cls.__module__}.{cls.__qualname__}:{id(cls)}:{os.getpid()}:{_PROCESS_TOKEN}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_PROCESS_TOKEN = secrets.token_hex(8)
 
 
 def _method_class(name: str) -> type[Method]:
@@ -1196,7 +1281,8 @@ def build_method(
     ----------
     name : str
         One of ``simclr``, ``infonce``, ``byol``, ``simsiam``, ``swav``, ``dino``,
-        ``barlow_twins``, ``vicreg``, ``diet``, ``supervised``, ``stability``.
+        ``barlow_twins``, ``vicreg``, ``diet``, ``supervised``, ``stability``, or a name added
+        with :func:`register_method`.
     encoder : nn.Module
         The backbone f, mapping a batch of inputs to (n, feature_dim) features.
     config : dataclass instance, mapping or None

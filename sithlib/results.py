@@ -98,10 +98,28 @@ def check_profile(profile: str, allowed: tuple[str, ...] = PROFILES) -> str:
 
 
 def config_hash(experiment: str, version: int, config) -> str:
-    """sha256 of the canonical JSON of (experiment, VERSION, config): the staleness key."""
+    """sha256 of the canonical JSON of (experiment, VERSION, config): the staleness key.
+
+    A config that names a method added with ``sithlib.methods.register_method`` also hashes
+    that method's code, which no ``VERSION`` tracks.
+    """
     body = {"experiment": experiment, "version": version, "config": _as_dict(config)}
+    code = _registered_code(body["config"])
+    if code:  # only then, so that every other hash stays what it was
+        body["registered_methods"] = code
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _registered_code(config: dict) -> dict[str, str]:
+    from sithlib.methods import BUILTIN_METHODS, METHODS, method_fingerprint
+
+    names = set()
+    for value in config.values():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, str) and item in METHODS and item not in BUILTIN_METHODS:
+                names.add(item)
+    return {name: method_fingerprint(name) for name in sorted(names)}
 
 
 def _as_dict(config) -> dict:

@@ -58,11 +58,13 @@ def test_learning_rates_and_bad_configs():
     assert set(lrs) == set(exp.METHODS)
     assert lrs["diet"] == 1e-2 and lrs["infonce"] == cfg.lr
     with pytest.raises(ValueError, match="method:lr"):
-        exp.method_lrs(dataclasses.replace(cfg, lrs=("simclr:1e-3",)))
+        exp.method_lrs(dataclasses.replace(cfg, lrs=("supervised:1e-3",)))
     with pytest.raises(ValueError, match="> 0"):
         exp.method_lrs(dataclasses.replace(cfg, lrs=("dino:-1",)))
-    with pytest.raises(ValueError, match="methods"):
-        exp.run(dataclasses.replace(cfg, methods=("simclr",)))
+    for methods in (("supervised",), ("mocov3",), (), ("byol", "byol")):  # labels, unknown, ...
+        with pytest.raises(ValueError, match="register_method"):
+            exp.run(dataclasses.replace(cfg, methods=methods))
+    assert exp.method_config(cfg, "simclr") == {}  # outside the chapter's eight: its defaults
     with pytest.raises(ValueError, match="method must be one of"):
         exp.method_config(cfg, "supervised")
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from sithlib.dgp import DGP, DGPConfig
 from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
+from sithlib.methods import METHODS as REGISTRY
 from sithlib.methods import build_method
 from sithlib.metrics import (
     cka_linear,
@@ -52,6 +53,27 @@ METHODS = ("infonce", "diet", "vicreg", "barlow_twins", "byol", "simsiam", "swav
 # Reference representations compared with every trained encoder.
 REFERENCES = ("latent z", "raw x")
 LABELS = {**{m: METHOD_LABELS[m] for m in METHODS}, **{r: r for r in REFERENCES}}
+
+
+def allowed_methods() -> tuple[str, ...]:
+    """Every method ``build_method`` knows, a reader's registered ones included, except those
+    that need class labels (the DGP has none)."""
+    return tuple(m for m, cls in REGISTRY.items() if cls.needs != "y")
+
+
+def label(model: str) -> str:
+    """Display name of a method or reference (a registered method shows its own name)."""
+    cls = REGISTRY.get(model)
+    return LABELS.get(model) or METHOD_LABELS.get(model) or getattr(cls, "label", "") or model
+
+
+def _ordered(models, references=()) -> list[str]:
+    """The methods in ``models``: the chapter's eight in their order, then any others as they
+    come, then the ``references``."""
+    models = list(dict.fromkeys(models))
+    return ([m for m in METHODS if m in models]
+            + [m for m in models if m not in METHODS and m not in REFERENCES]
+            + [r for r in references if r in models])
 SCORES = ("r2_linear", "r2_nonlinear", "mcc", "procrustes_r2", "orthogonality", "effective_rank",
           "knn_to_z")
 
@@ -98,10 +120,11 @@ PROFILES = {
 def method_lrs(cfg: Config) -> dict[str, float]:
     """The learning rate of every method: ``cfg.lr`` unless ``cfg.lrs`` names the method."""
     out = {m: cfg.lr for m in cfg.methods}
+    allowed = allowed_methods()
     for item in cfg.lrs:
         name, sep, value = str(item).partition(":")
-        if not sep or name not in METHODS:
-            raise ValueError(f"lrs entries must be 'method:lr' with method in {METHODS}, "
+        if not sep or name not in allowed:
+            raise ValueError(f"lrs entries must be 'method:lr' with method in {allowed}, "
                              f"got {item!r}")
         if float(value) <= 0:
             raise ValueError(f"learning rate of {name} must be > 0, got {value}")
@@ -111,7 +134,10 @@ def method_lrs(cfg: Config) -> dict[str, float]:
 
 
 def method_config(cfg: Config, name: str) -> dict:
-    """Heads sized for a 10-dimensional vector DGP; losses keep their papers' defaults."""
+    """Heads sized for a 10-dimensional vector DGP; losses keep their papers' defaults.
+
+    Any other allowed method (SimCLR, the stability objective, a registered one) gets its
+    config's defaults."""
     w, p = cfg.head_width, cfg.proj_dim
     configs = {
         "infonce": {"temperature": 1.0 / cfg.kappa},  # matched to the vMF conditional
@@ -127,15 +153,17 @@ def method_config(cfg: Config, name: str) -> dict:
         "dino": {"out_dim": cfg.dino_out_dim, "hidden_dim": w, "bottleneck_dim": p,
                  "tau0": cfg.ema_tau0},
     }
-    if name not in configs:
-        raise ValueError(f"method must be one of {METHODS}, got {name!r}")
-    return configs[name]
+    if name not in allowed_methods():
+        raise ValueError(f"method must be one of {allowed_methods()}, got {name!r}")
+    return configs.get(name, {})
 
 
 def _check(cfg: Config) -> None:
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown or not cfg.methods:
-        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {cfg.methods}")
+    allowed = allowed_methods()
+    unknown = [m for m in cfg.methods if m not in allowed]
+    if unknown or not cfg.methods or len(set(cfg.methods)) < len(cfg.methods):
+        raise ValueError(f"methods must be distinct names from {allowed} (add your own with "
+                         f"sithlib.methods.register_method), got {cfg.methods}")
     if cfg.n_nonlinear > cfg.n_eval or cfg.knn_k >= cfg.n_eval:
         raise ValueError("n_nonlinear must be <= n_eval and knn_k < n_eval")
 
@@ -269,14 +297,14 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Held-out scores of the encoder output per method, 'mean ± sd over seeds'."""
-    scores = metrics[metrics.metric.isin(SCORES) & metrics.model.isin(METHODS + ("raw x",))]
+    scores = metrics[metrics.metric.isin(SCORES) & (metrics.model != "latent z")]
     agg = scores.groupby(["model", "metric"], sort=False).value.agg(["mean", "std"])
     # An effective rank of 9.13 needs no third decimal; the scores in [0, 1] do.
     table = of_agg(agg, fmts={"effective_rank": "{:.2f}"}).unstack("metric")
     table = table[[s for s in SCORES if s in table.columns]]
     table["seeds"] = scores.groupby("model", sort=False).seed.nunique()
-    order = [m for m in METHODS + ("raw x",) if m in table.index]
-    return readable(table.loc[order].rename_axis(index=None))
+    order = _ordered(table.index, ("raw x",))
+    return readable(table.loc[order].rename(index=label).rename_axis(index=None))
 
 
 def method_means(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -303,7 +331,7 @@ def similarity_matrix(metrics: pd.DataFrame, metric: str = "mutual_knn",
         columns={"model": "model_b", "model_b": "model", "seed": "seed_b", "seed_b": "seed"})
     both = pd.concat([pairs, mirror])
     mat = both.groupby(["model", "model_b"]).value.agg(reduce).unstack("model_b")
-    order = [m for m in METHODS + REFERENCES if m in mat.index or m in mat.columns]
+    order = _ordered([*mat.index, *mat.columns], REFERENCES)
     return mat.reindex(index=order, columns=order)
 
 
@@ -315,8 +343,7 @@ def pair_table(metrics: pd.DataFrame, score: str = "procrustes_r2") -> pd.DataFr
     for metric in ("mutual_knn", "cka_linear"):
         mean = similarity_matrix(metrics, metric, "mean")
         sd = similarity_matrix(metrics, metric, "std")
-        for a, b in itertools.combinations_with_replacement([m for m in METHODS
-                                                             if m in mean.index], 2):
+        for a, b in itertools.combinations_with_replacement(_ordered(mean.index), 2):
             if pd.isna(mean.loc[a, b]):
                 continue
             out.append({"a": a, "b": b, "metric": metric, "mean": mean.loc[a, b],
@@ -346,7 +373,7 @@ def plot_curves(curves: pd.DataFrame, metrics: pd.DataFrame, ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7.6, 4.0), constrained_layout=True)
-    data = curves.assign(method=curves.model.map(LABELS))
+    data = curves.assign(method=curves.model.map(label))
     sns.lineplot(data=data, x="step", y="r2_linear", hue="method", errorbar=("sd", 1),
                  marker="o", ax=ax)
     raw = metrics[(metrics.model == "raw x") & (metrics.metric == "r2_linear")].value
@@ -366,7 +393,7 @@ def plot_similarity(metrics: pd.DataFrame, axes=None):
     for ax, metric, title in zip(axes, ("mutual_knn", "cka_linear"),
                                  ("mutual kNN (k = 10)", "linear CKA"), strict=True):
         mat = similarity_matrix(metrics, metric)
-        labels = [LABELS[m] for m in mat.index]
+        labels = [label(m) for m in mat.index]
         sns.heatmap(mat.to_numpy(dtype=float), annot=True, fmt=".2f", vmin=0, vmax=1,
                     cmap="viridis", xticklabels=labels, yticklabels=labels, square=True,
                     cbar=False, annot_kws={"fontsize": 7}, ax=ax)
