@@ -256,6 +256,21 @@ _NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
                    else {"broadcast_buffers": False})
 
 
+def _state(model: nn.Module) -> tuple[list, dict]:
+    """Copies of the buffers and of the Python-side extra state (SwAV's queue fill count)."""
+    extra = {name: copy.deepcopy(mod.get_extra_state()) for name, mod in model.named_modules()
+             if type(mod).get_extra_state is not nn.Module.get_extra_state}
+    return [b.clone() for b in model.buffers()], extra
+
+
+def _restore(model: nn.Module, state: tuple[list, dict]) -> None:
+    buffers, extra = state
+    for b, v in zip(model.buffers(), buffers, strict=True):
+        b.copy_(v)
+    for name, value in extra.items():
+        model.get_submodule(name).set_extra_state(value)
+
+
 class _Step(nn.Module):
     """``loss_fn(model, batch)`` as a module, for DistributedDataParallel to wrap whole."""
 
@@ -423,12 +438,11 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         # as without the extra evaluation.
         first = next_batches()
         pending.appendleft(first)  # step 1 trains on it
-        buffers = [[b.clone() for b in m.buffers()] for m in models]
+        saved = [_state(m) for m in models]
         with torch.no_grad(), torch.autocast(**amp):
             record(0, *step_losses(first))
-            for m, saved in zip(models, buffers, strict=True):
-                for b, v in zip(m.buffers(), saved, strict=True):
-                    b.copy_(v)
+            for m, state in zip(models, saved, strict=True):
+                _restore(m, state)
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):

@@ -384,6 +384,34 @@ def test_eval_at_start_leaves_batch_norm_statistics_alone():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_eval_at_start_leaves_the_swav_queue_alone():
+    """The queue fill count is Python-side state: restored with the queue it counts."""
+    from sithlib.methods import build_method
+
+    def make_swav(seed):
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # nn.Linear's init draws from the global generator
+        encoder = nn.Linear(D, 8)
+        encoder.out_dim = 8
+        return build_method("swav", encoder, {"proj_hidden_dim": 8, "proj_dim": 4,
+                                              "num_prototypes": 5, "queue_length": 96,
+                                              "freeze_prototypes_steps": 0}, generator=gen)
+
+    def swav_loss(method, batch):
+        x, _ = batch
+        loss, logs = method(x, x + 0.05 * x.roll(1, dims=1))  # no global RNG draw
+        return loss, method.embed(x), {"queue_used": logs["queue_used"]}
+
+    cfg = dataclasses.replace(CFG, seeds=1, steps=4, eval_every=1, batch_size=32)
+    plain = train(make_swav, sample, swav_loss, cfg)
+    with_zero = train(make_swav, sample, swav_loss, dataclasses.replace(cfg, eval_at_start=True))
+    # 96 rows fill after three batches of 32: the queue joins at the fourth step, not earlier.
+    used = [row["queue_used"] for row in with_zero.curves if row["step"] > 0]
+    assert used == [row["queue_used"] for row in plain.curves] == [0.0, 0.0, 0.0, 1.0]
+    assert with_zero.models[0].queue_filled == plain.models[0].queue_filled == 96
+    torch.testing.assert_close(_params(plain)[0], _params(with_zero)[0], rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_cpu_memory_is_reused_without_page_faults():
     import resource  # POSIX only
