@@ -166,9 +166,30 @@ def test_procrustes_r2_separates_orthogonal_from_linear_maps():
     mixed = z @ invertible(4, 14, 0.2, 5.0)
     assert r2_linear(mixed, z) == pytest.approx(1.0, abs=1e-9)
     assert procrustes_r2(mixed, z) < 0.9
-    # Unequal dimensions: the map has orthonormal columns.
+    # Unequal dimensions: the map has orthonormal columns and drops the extra directions.
     wide = torch.cat([rotated, randn(400, 2, seed=15)], 1)
-    assert procrustes_r2(wide, z) > 0.8
+    assert procrustes_r2(wide, z) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("extra", [1, 5, 40])
+def test_procrustes_r2_wider_h_matches_padded_scipy_with_least_squares_scale(extra):
+    """d_h > d_z: scipy's square Procrustes against z padded with zero columns, then the scale
+    that minimises the squared error of that map (not the ratio for a square map)."""
+    z = randn(400, 4, seed=16)
+    h = torch.cat([3.0 * z @ orthogonal(4, 17), randn(400, extra, seed=18)], 1) + 1.0
+    h = h + 0.1 * randn(400, 4 + extra, seed=19)
+    n_train = 200
+    a, b = h[:n_train].numpy(), z[:n_train].numpy()
+    a_mean, b_mean = a.mean(0), b.mean(0)
+    padded = np.hstack([b - b_mean, np.zeros((n_train, extra))])
+    r, _ = scipy.linalg.orthogonal_procrustes(a - a_mean, padded)
+    mapped = (a - a_mean) @ r[:, :4]
+    c = (mapped * (b - b_mean)).sum() / (mapped**2).sum()
+    pred = c * (h[n_train:].numpy() - a_mean) @ r[:, :4] + b_mean
+    want = r2_score(z[n_train:].numpy(), pred)
+    assert procrustes_r2(h, z) == pytest.approx(want, abs=TOL)
+    # h holds a noisy orthogonal copy of z: the extra columns must not shrink its prediction.
+    assert want > 0.9
 
 
 # --------------------------------------------------------------------------- nonlinear R^2

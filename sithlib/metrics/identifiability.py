@@ -226,7 +226,7 @@ def procrustes_r2(
 
     On the train split, with centred :math:`H_c, Z_c` and the SVD
     :math:`H_c^\top Z_c = U S V^\top`, the map is :math:`Q = U V^\top` (orthonormal columns or
-    rows when :math:`d_h \ne d_z`) and the scale :math:`s = \mathrm{tr}\, S / \|H_c\|_F^2`;
+    rows when :math:`d_h \ne d_z`) and the least-squares scale :math:`s = \mathrm{tr}\, S / \|H_c Q\|_F^2`;
     the prediction :math:`\hat z = s (h - \bar h) Q + \bar z` is scored on held-out data.
     It equals ``r2_linear`` when h is an orthogonal map of z up to scale and offset, and is lower
     for a general linear map, which separates the two identifiability classes.
@@ -261,7 +261,9 @@ def procrustes_r2(
     hc, zc = h[tr] - h_mean, z[tr] - z_mean
     u, s, vh = torch.linalg.svd(hc.T @ zc, full_matrices=False)
     q = u @ vh
-    c = s.sum() / hc.pow(2).sum() if scale else 1.0
+    # The least-squares scale for this Q; ||H_c Q|| < ||H_c|| when d_h > d_z (the directions
+    # Q drops would otherwise shrink the prediction).
+    c = s.sum() / (hc @ q).pow(2).sum() if scale else 1.0
     r2, ss_tot = _r2_per_dim(z[te], c * (h[te] - h_mean) @ q + z_mean)
     return _reduce_r2(r2, ss_tot, multioutput)
 
