@@ -358,6 +358,15 @@ def test_normal_and_laplace_steps_have_the_stated_scale():
         assert stats.kstest(step.numpy(), ref.cdf).pvalue > 1e-3
 
 
+def test_laplace_step_stays_finite_when_rand_returns_zero(monkeypatch):
+    """torch.rand returns exactly 0 once in 2^24 float32 draws; its Laplace step is log(0)."""
+    z = centred(0).repeat(8, 1)
+    rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros_like(rand(*a, **k)))
+    zp = I.positive_latents(z, "x", conditional="laplace", scale=0.03, generator=gen(2))
+    assert torch.isfinite(zp).all() and (zp[:, 0] >= 0).all() and (zp[:, 0] <= 1).all()
+
+
 def test_vmf_step_is_von_mises_in_turns():
     n, kappa = 4000, 50.0
     z = centred(0).repeat(n, 1)

@@ -394,7 +394,9 @@ def positive_latents(
         step = (torch.atan2(w[:, 1], w[:, 0]) / (2 * math.pi)).to(dt).view(n, k)
     elif conditional == "laplace":
         u = torch.rand(n, k, generator=g, device=dev, dtype=dt) - 0.5
-        step = -scale * torch.sign(u) * torch.log1p(-2 * u.abs())
+        # rand returns exactly 0 once in 2^24 draws (float32): clamp its log(0) to a finite step.
+        floor = -1 + torch.finfo(dt).eps
+        step = -scale * torch.sign(u) * torch.log1p((-2 * u.abs()).clamp_min(floor))
     elif conditional == "normal":
         step = scale * torch.randn(n, k, generator=g, device=dev, dtype=dt)
     else:
