@@ -142,7 +142,8 @@ class TrainConfig:
 
 
 class TrainingFailure(RuntimeError):
-    """A loss that became NaN / Inf; the message names the step, the seed and the config."""
+    """Every seed's loss became NaN / Inf; the message names the first failure's evaluation
+    step, seed, method and config."""
 
 
 def _optimizer(params, cfg: TrainConfig, stacked: bool = False) -> torch.optim.Optimizer:
@@ -212,12 +213,24 @@ def _progress(total: int, desc: str):
 
 @dataclass
 class TrainResult:
-    """Trained models (one per seed), curves and the failures the guards recorded."""
+    """Trained models (one per seed), curves and the failures the guards recorded.
+
+    The guards run at evaluation steps (every ``eval_every``): a failure's ``step`` is the first
+    evaluation step that saw it, and each seed has at most one failure of each kind. A seed whose
+    loss became non-finite stopped learning there; its weights may be NaN, so
+    :meth:`finished` leaves it out of anything scored.
+    """
 
     models: list[nn.Module]
     curves: list[dict]
     failures: list[dict]
     steps_done: int
+    alive: list[bool] | None = None  # per seed; None: every seed
+
+    def finished(self) -> list[tuple[int, nn.Module]]:
+        """``(i, model)`` for every seed i (0-based) whose loss stayed finite."""
+        alive = self.alive if self.alive is not None else [True] * len(self.models)
+        return [(i, m) for i, (m, ok) in enumerate(zip(self.models, alive, strict=True)) if ok]
 
 
 class _Ensemble:
@@ -229,7 +242,9 @@ class _Ensemble:
         if buffers:
             raise ValueError("vmap ensembles need models without buffers (e.g. no BatchNorm); "
                              "pass ensemble=False")
-        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        # A parameter the model froze stays frozen, as it would in S separate runs.
+        frozen = {k for k, p in self.base.named_parameters() if not p.requires_grad}
+        self.params = {k: v.detach().requires_grad_(k not in frozen) for k, v in params.items()}
         # Untying names costs a walk over the modules at every call: only where weights are tied.
         self.tied = (sum(1 for _ in self.base.named_parameters(remove_duplicate=False))
                      != len(params))
@@ -362,10 +377,17 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
 
     def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
+        # Outside autocast: held-out evaluations keep the run's fp32 / tf32 precision, also at
+        # step 0, whose forward ran under autocast like every training step.
+        with torch.autocast(amp["device_type"], enabled=False):
+            _record(step, losses, embeddings, logs)
+
+    def _record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
         losses = losses.detach().float()
         if world > 1:  # the logged loss is the mean over processes, like the global-batch loss
             losses = dist.all_reduce_sum(losses) / world
         losses = losses.cpu()  # the only host sync, every eval_every steps
+        seen = {(f["seed"], f["kind"]) for f in failures}
         # Unstacking copies every ensemble member: only worth it when they are evaluated.
         evaluated = current_models() if evaluate is not None else [None] * len(seeds)
         for i, (s, model) in enumerate(zip(seeds, evaluated, strict=True)):
@@ -381,14 +403,18 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
                 mask[i] = 0
                 failures.append({"step": step, "seed": s, "kind": "non-finite loss",
                                  "method": name, "config": asdict(cfg)})
-            elif row["embedding_std"] < cfg.collapse_std:
+            elif row["embedding_std"] < cfg.collapse_std and (s, "collapse") not in seen:
                 failures.append({"step": step, "seed": s, "kind": "collapse",
                                  "method": name, "config": asdict(cfg)})
             if evaluate is not None and alive[i]:
+                modes = [(m, m.training) for m in model.modules()]
                 model.eval()
                 with torch.no_grad():
-                    row.update(evaluate(model, s))
-                model.train()
+                    values = evaluate(model, s)
+                for m, training in modes:  # a submodule left in eval mode stays there
+                    m.train(training)
+                # Plain floats: a NumPy scalar would make the checkpoint unreadable.
+                row.update({k: float(v) for k, v in values.items()})
             curves.append(row)
 
     def step_losses(batches):
@@ -439,8 +465,10 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         first = next_batches()
         pending.appendleft(first)  # step 1 trains on it
         saved = [_state(m) for m in models]
-        with torch.no_grad(), torch.autocast(**amp):
-            record(0, *step_losses(first))
+        with torch.no_grad():
+            with torch.autocast(**amp):
+                out = step_losses(first)
+            record(0, *out)
             for m, state in zip(models, saved, strict=True):
                 _restore(m, state)
     bar = _progress(cfg.steps, name)
@@ -471,4 +499,4 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
                 "generators": [g.get_state() for g in gens],
             })
     bar.close()
-    return TrainResult(current_models(), curves, failures, cfg.steps)
+    return TrainResult(current_models(), curves, failures, cfg.steps, list(alive))

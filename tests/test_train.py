@@ -248,17 +248,57 @@ def test_one_diverging_seed_is_recorded_and_the_others_finish(ensemble):
     assert [(f["seed"], f["kind"], f["step"]) for f in result.failures] == [
         (1, "non-finite loss", 10)]
     assert {r["seed"] for r in result.curves if r["step"] == 30} == {0, 2}
+    # Only the finite seeds are handed on to be scored; the dead one's weights are not finite.
+    assert result.alive == [True, False, True]
+    assert [i for i, _ in result.finished()] == [0, 2]
+    assert not all(torch.isfinite(p).all() for p in result.models[1].parameters())
 
 
-def test_collapse_is_detected():
+def test_collapse_is_detected_once_at_the_first_evaluation_that_sees_it():
     def collapsed(model, batch):
         z, x = batch
         out = model(x) * 0  # every sample maps to the same point
         return ((out - z) ** 2).mean(), out
 
-    result = train(make_model, sample, collapsed, dataclasses.replace(CFG, seeds=1, steps=10))
-    assert result.failures and result.failures[0]["kind"] == "collapse"
-    assert result.failures[0]["step"] == 10
+    result = train(make_model, sample, collapsed, dataclasses.replace(CFG, seeds=1, steps=30))
+    assert [(f["kind"], f["step"]) for f in result.failures] == [("collapse", 10)]
+    assert result.alive == [True]  # a collapsed network is finite: it is still scored
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_frozen_parameters_stay_frozen(ensemble):
+    def make(seed):
+        model = make_model(seed)
+        model[0].bias.requires_grad_(False)
+        return model
+
+    result = train(make, sample, regression, dataclasses.replace(CFG, ensemble=ensemble))
+    for seed, model in result.finished():
+        torch.testing.assert_close(model[0].bias, make(seed)[0].bias, rtol=0, atol=0)
+        assert not torch.equal(model[0].weight, make(seed)[0].weight)
+
+
+def test_evaluation_keeps_precision_modes_and_plain_floats(tmp_path):
+    """Evaluations run outside autocast (step 0 too), leave a submodule's eval mode alone and
+    store plain floats, so a NumPy value does not make the checkpoint unreadable."""
+    import numpy as np
+
+    def make(seed):
+        model = make_model(seed)
+        model[1].eval()  # say, a frozen normalisation layer
+        return model
+
+    def evaluate(model, seed):
+        return {"autocast": np.float64(torch.is_autocast_enabled("cpu"))}
+
+    cfg = dataclasses.replace(CFG, seeds=1, steps=20, precision="bf16", eval_at_start=True,
+                              checkpoint_every=10)
+    result = train(make, sample, regression, cfg, evaluate=evaluate,
+                   checkpoint=Checkpoint(tmp_path / "ckpt.pt"))
+    assert [r["autocast"] for r in result.curves] == [0.0, 0.0, 0.0]
+    assert all(type(r["autocast"]) is float for r in result.curves)
+    assert result.models[0].training and not result.models[0][1].training
+    assert Checkpoint(tmp_path / "ckpt.pt").load()["curves"] == result.curves
 
 
 def test_evaluate_hook_adds_columns():

@@ -287,7 +287,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         curve.insert(1, "method", method)
         curves.append(curve)
         keys = {"variant": variant, "method": method, "ablation": ablated}
-        for seed, model in enumerate(result.models):
+        for seed, model in result.finished():
             values = monitors(model.eval(), *test)
             mine = curve[curve.seed == seed]
             early = mine[mine.step <= early_step].sort_values("step")

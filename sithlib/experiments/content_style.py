@@ -148,7 +148,7 @@ def run_setting(cfg: Config, change_prob: float, dependence: str,
                    name=f"{NAME}:p={change_prob:g}:{dependence}")
     rows = []
     with torch.no_grad():
-        for seed, f in enumerate(result.models):
+        for seed, f in result.finished():
             values = _block_scores(f.eval()(x_test), z_test, cfg.n_content)
             rows += _rows(values, model="encoder", seed=seed, **labels)
         # Reference: the observations themselves hold all of z (g is invertible).

@@ -391,7 +391,7 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
                    device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}")
     rows = []
     with torch.no_grad():
-        for m, model in enumerate(result.models):
+        for m, model in result.finished():
             model.eval()
             head, name, seed = members[m]
             rows += [{"row": name, "head": head, "seed": seed, "metric": k, "value": val}

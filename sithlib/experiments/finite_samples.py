@@ -198,7 +198,7 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
             "clusters": cell["clusters"], "dataset": cell["dataset"]}
     rows = []
     with torch.no_grad():
-        for seed, f in enumerate(result.models):
+        for seed, f in result.finished():
             f.eval()
             values = {"r2_linear": r2_linear(f(x_held_out), held_out),
                       "r2_uniform": r2_linear(f(x_uniform), uniform)}

@@ -229,7 +229,7 @@ def run_mlp_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
                                                    "projector")}}
     rows = []
     with torch.no_grad():
-        for seed, model in enumerate(result.models):
+        for seed, model in result.finished():
             for metric, value in evaluate(model.eval(), seed).items():
                 rows.append({**keys, "seed": seed, "metric": metric, "value": value})
     for failure in result.failures:
@@ -335,6 +335,12 @@ def run_image_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
                        device=device, name=f"{NAME}-{cell['pairs']}")
         model = result.models[0]
         curves = pd.DataFrame(result.curves).assign(part="image", pairs=cell["pairs"])
+        if not result.finished():  # its loss went non-finite: a failure row, no scores
+            failure = result.failures[0]
+            return {"metrics": pd.DataFrame([{
+                "part": "image", "pairs": cell["pairs"], "seed": seed, "metric": "failure_step",
+                "value": float(failure["step"]), "failure": failure["kind"]}]),
+                "curves": curves}
     values = image_scores(features(model), held_out)
     rows = [{"part": "image", "pairs": cell["pairs"], "seed": seed, "metric": k, "value": v}
             for k, v in values.items()]

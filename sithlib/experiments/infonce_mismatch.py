@@ -188,7 +188,7 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
                    device=device, evaluate=evaluate, name=f"{NAME}:{name}")
     rows = []
     with torch.no_grad():
-        for seed, f in enumerate(result.models):
+        for seed, f in result.finished():
             values = _scores(f.eval()(test.x), test.z, cfg.n_nonlinear)
             rows += [{"seed": seed, "metric": k, "value": v} for k, v in values.items()]
     for failure in result.failures:

@@ -92,7 +92,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
                    device=device, evaluate=evaluate, checkpoint=checkpoint, name=NAME)
     rows = []
     with torch.no_grad():
-        for seed, f in enumerate(result.models):
+        for seed, f in result.finished():
             h = f.eval()(test.x)
             values = {**_scores(h, test.z), "orthogonality": orthogonality_score(h, test.z)}
             rows += [{"model": "infonce", "seed": seed, "metric": k, "value": v, "index": -1}

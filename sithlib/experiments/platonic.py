@@ -259,7 +259,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         for failure in result.failures:
             rows.append({"model": name, "seed": failure["seed"], "metric": "failure_step",
                          "value": float(failure["step"]), "failure": failure["kind"]})
-        for seed, method in enumerate(result.models):
+        for seed, method in result.finished():
             with torch.no_grad():
                 h = method.eval().embed(test.x).double()
             reps[(name, seed)] = h

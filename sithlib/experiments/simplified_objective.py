@@ -144,7 +144,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
             curve.insert(i, k, v)
         curves.append(curve)
         with torch.no_grad():
-            for seed, model in enumerate(result.models):
+            for seed, model in result.finished():
                 rows += [{**keys, "seed": seed, "metric": k, "value": float(v)}
                          for k, v in scores(model.eval()).items()]
         for failure in result.failures:

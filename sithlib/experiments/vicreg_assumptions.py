@@ -298,7 +298,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     for name in cfg.settings:
         setting = _Setting(name, cfg, device)
         result = _train(setting, cfg, device)
-        for seed, method in enumerate(result.models):
+        for seed, method in result.finished():
             # make_model draws the encoder first, so this is the trained encoder's init.
             init = setting.encoder(torch.Generator().manual_seed(seed)).to(device)
             nets = {"init": init, "trained": method.encoder}

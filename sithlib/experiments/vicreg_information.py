@@ -275,7 +275,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
             frame.insert(0, "method", METHODS[method_name])
             frame.insert(0, "dgp", dgp)
             curves.append(frame)
-            for seed, method in enumerate(result.models):
+            for seed, method in result.finished():
                 method.eval()
                 with torch.no_grad():
                     values, z_a, _ = task.scores(method)
