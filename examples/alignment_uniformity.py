@@ -21,7 +21,7 @@ or, in Python started from the repository root::
     result = load_or_run("platonic", {"methods": ("infonce", "align_uniform")}, profile="quick")
     platonic.summary_table(result.metrics)
 
-The results store hashes this file's class source with the config, so an edited method is
+The results store hashes this file (as imported) with the config, so an edited method is
 rerun, never read back from an older cache.
 """
 

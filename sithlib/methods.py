@@ -133,6 +133,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -1147,8 +1148,9 @@ def register_method(cls: type[Method] | None = None, *, replace: bool = False):
     is given), and implements ``_loss(x_a, x_b, *, index, y) -> (loss, logs)`` with a
     ``"center_norm"`` entry in ``logs``. Its ``__init__`` takes
     ``(encoder, config, feature_dim, generator=None)``. The results store keys cached results
-    by a hash of the class's source code as well as the config, so editing the class reruns
-    the experiments that name it.
+    by the config and by a hash of the files that define the class (read here, see
+    :func:`method_fingerprint`), so an edited file, imported again, reruns the experiments
+    that name the method.
 
     Parameters
     ----------
@@ -1181,6 +1183,8 @@ def register_method(cls: type[Method] | None = None, *, replace: bool = False):
     if name in METHODS and not replace and METHODS[name] is not cls:
         raise ValueError(f"a method named {name!r} is already registered; pass replace=True")
     METHODS[name] = cls
+    # Read now, when the files on disk are the code just imported (a later edit is not).
+    _FINGERPRINTS[name] = _code_hash(cls)
     return cls
 
 
@@ -1192,26 +1196,44 @@ def unregister_method(name: str) -> None:
         raise ValueError(f"no registered method {name!r}; registered: "
                          f"{[m for m in METHODS if m not in BUILTIN_METHODS]}")
     del METHODS[name]
+    _FINGERPRINTS.pop(name, None)
 
 
 def method_fingerprint(name: str) -> str:
-    """A hash of a registered method's code ("" for built-ins, which ``VERSION`` covers).
+    """A hash of a registered method's code ("" for built-ins, which ``VERSION`` covers), read
+    when it was registered.
 
-    The source of the class and of its config class when Python can find it (a module or a
-    notebook cell); otherwise a token unique to this process, so that results of code that
-    cannot be read are never reused by a later process.
+    The source files that define the class, its base classes and its config class, except
+    sithlib's own (``VERSION`` covers those), so that an edited helper in the same file counts
+    too; code they import from other modules of yours is not covered. A class whose file Python
+    cannot read (one defined in a notebook cell) contributes its own source where ``inspect``
+    finds it, and otherwise a token unique to this process, so that a later process never
+    reuses results of code it cannot read.
     """
-    cls = _method_class(name)
-    if name in BUILTIN_METHODS:
-        return ""
-    try:
-        text = inspect.getsource(cls) + inspect.getsource(cls.config_class)
-    except (OSError, TypeError):
-        text = f"{cls.__module__}.{cls.__qualname__}:{id(cls)}:{os.getpid()}:{_PROCESS_TOKEN}"
+    _method_class(name)
+    return "" if name in BUILTIN_METHODS else _FINGERPRINTS[name]
+
+
+def _code_hash(cls: type) -> str:
+    parts = []
+    for c in (*cls.__mro__, cls.config_class):
+        module = inspect.getmodule(c)
+        if c is object or module is None or module.__name__.partition(".")[0] in (
+                "sithlib", "torch", "builtins"):
+            continue
+        try:
+            path = inspect.getsourcefile(c)
+            text = Path(path).read_text() if path and Path(path).is_file() else None
+            parts.append(text if text is not None else inspect.getsource(c))
+        except (OSError, TypeError):
+            parts.append(f"{c.__module__}.{c.__qualname__}:{id(c)}:{os.getpid()}:"
+                         f"{_PROCESS_TOKEN}")
+    text = "\n".join(dict.fromkeys(parts))  # one copy of a file several classes share
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _PROCESS_TOKEN = secrets.token_hex(8)
+_FINGERPRINTS: dict[str, str] = {}
 
 
 def _method_class(name: str) -> type[Method]:

@@ -96,7 +96,7 @@ def test_example_loss_matches_the_equation(align_uniform):
         return math.log(sum(terms) / len(terms))
 
     uniform = (log_potential(u_a) + log_potential(u_b)) / 2
-    assert float(loss) == pytest.approx(align + 0.7 * uniform, rel=1e-10)
+    assert float(loss.detach()) == pytest.approx(align + 0.7 * uniform, rel=1e-10)
     assert float(logs["uniformity"]) == pytest.approx(uniform, rel=1e-10)
     s = torch.cat([u_a, u_b]).mean(0).norm()
     assert float(logs["center_norm"]) == pytest.approx(float(s), rel=1e-6)
@@ -113,13 +113,30 @@ def test_hash_covers_registered_code_and_nothing_else(align_uniform):
     assert config_hash("platonic", platonic.VERSION, cfg) == old.hexdigest()[:16]
     assert method_fingerprint("byol") == ""
     ours = dataclasses.replace(cfg, methods=("infonce", "align_uniform"))
-    before = config_hash("platonic", platonic.VERSION, ours)
+    assert config_hash("platonic", platonic.VERSION, ours) != config_hash(
+        "platonic", platonic.VERSION, dataclasses.replace(ours, methods=("infonce", "byol")))
     assert len(method_fingerprint("align_uniform")) == 16
-    # The same name for edited code (a new class body) is a different result.
-    edited = type("AlignUniform", (align_uniform,), {"name": "align_uniform",
-                                                     "__module__": "nowhere"})
-    register_method(edited, replace=True)
-    assert config_hash("platonic", platonic.VERSION, ours) != before
+
+
+def test_hash_follows_an_edited_helper_in_the_methods_file(tmp_path):
+    """The fingerprint covers the whole file of the class, read when it is registered."""
+    source = EXAMPLE.read_text().replace(
+        "from sithlib.metrics import center_vector",
+        "from sithlib.metrics import center_vector\n\nWEIGHT = 1.0")
+    cfg = dataclasses.replace(platonic.PROFILES["quick"], methods=("infonce", "align_uniform"))
+    hashes = []
+    try:
+        for weight in ("1.0", "2.0", "1.0"):
+            plugin = tmp_path / f"edit_{len(hashes)}.py"
+            plugin.write_text(source.replace("WEIGHT = 1.0", f"WEIGHT = {weight}").replace(
+                "@register_method\n", "@register_method(replace=True)\n"))
+            cli.import_plugins([str(plugin)])
+            hashes.append(config_hash("platonic", platonic.VERSION, cfg))
+            plugin.write_text("# edited after registration: not the code that runs\n")
+            assert config_hash("platonic", platonic.VERSION, cfg) == hashes[-1]
+    finally:
+        unregister_method("align_uniform")
+    assert hashes[0] != hashes[1] and hashes[0] == hashes[2]
 
 
 def test_platonic_trains_a_registered_method(align_uniform):
