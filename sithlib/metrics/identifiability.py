@@ -226,8 +226,9 @@ def procrustes_r2(
 
     On the train split, with centred :math:`H_c, Z_c` and the SVD
     :math:`H_c^\top Z_c = U S V^\top`, the map is :math:`Q = U V^\top` (orthonormal columns or
-    rows when :math:`d_h \ne d_z`) and the least-squares scale :math:`s = \mathrm{tr}\, S / \|H_c Q\|_F^2`;
-    the prediction :math:`\hat z = s (h - \bar h) Q + \bar z` is scored on held-out data.
+    rows when :math:`d_h \ne d_z`) and the least-squares scale
+    :math:`s = \mathrm{tr}\, S / \|H_c Q\|_F^2`; the prediction
+    :math:`\hat z = s (h - \bar h) Q + \bar z` is scored on held-out data.
     It equals ``r2_linear`` when h is an orthogonal map of z up to scale and offset, and is lower
     for a general linear map, which separates the two identifiability classes.
 
