@@ -10,8 +10,8 @@ A result lives in one folder::
 
 Paper-profile results are committed under ``results/<experiment>/`` and listed in
 ``results/MANIFEST.json`` with their sha256. Quick-profile results are cached by config hash
-under ``.cache/results/`` (git-ignored). A result whose config hash differs from the hash of the
-current code's config is stale: it is never shown as current.
+and device type under ``.cache/results/`` (git-ignored). A result whose config hash differs
+from the hash of the current code's config is stale: it is never shown as current.
 
 Profiles (DESIGN.md section 3): ``auto`` (paper results when fresh, else quick with a visible
 banner), ``cached`` (paper results only, anything else is an error), ``quick`` (small CPU run)
@@ -20,6 +20,7 @@ and ``paper`` (the committed paper result, or a paper-scale run).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -203,6 +204,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames and removals in ``folder`` durable, in the order they were made."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _json_text(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
@@ -252,9 +262,20 @@ class Checkpoint:
         except Exception as err:  # torch raises several types for a truncated or foreign file
             raise CorruptResultError(f"{self.path}: unreadable checkpoint ({err}); delete it to "
                                      "start the run afresh") from None
-        if saved.get("key") != self.key:
+        # torch.load reads any tensor file; one that `save` did not write is no checkpoint.
+        if not isinstance(saved, dict) or not {"key", "state"} <= saved.keys():
+            found = (f"keys {', '.join(map(str, saved)) or 'none'}" if isinstance(saved, dict)
+                     else f"a {type(saved).__name__}")
+            raise CorruptResultError(f"{self.path}: not a sithlib checkpoint (expected a dict "
+                                     f"with keys key, state, spent_s; found {found}); delete "
+                                     "it to start the run afresh")
+        if saved["key"] != self.key:
             return None
-        self._loaded_s = float(saved.get("spent_s", 0.0))
+        spent = saved.get("spent_s", 0.0)  # absent in checkpoints of an older sithlib
+        if isinstance(spent, bool) or not isinstance(spent, (int, float)):
+            raise CorruptResultError(f"{self.path}: spent_s is {spent!r}, expected a number of "
+                                     "seconds; delete it to start the run afresh")
+        self._loaded_s = float(spent)
         _earlier_s[0] += self._loaded_s
         return saved["state"]
 
@@ -262,12 +283,53 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
+# The device of the run in progress. Experiments call run_grid and checkpoint_for without it,
+# so run_experiment sets it here (see `running_on`) for the caches to be keyed by it.
+_run_device: list[str | None] = [None]
+
+
+@contextlib.contextmanager
+def running_on(device: str):
+    """Key the grid cells and checkpoints made inside the block by ``device`` (see
+    ``device_key``); ``run_experiment`` wraps the experiment's ``run`` in it."""
+    previous, _run_device[0] = _run_device[0], str(device)
+    try:
+        yield
+    finally:
+        _run_device[0] = previous
+
+
+def current_device() -> str:
+    """The device of the run in progress; outside ``running_on``, the one ``run_experiment``
+    picks by default."""
+    return _run_device[0] or default_device()
+
+
+def device_key(key: str, device: str | None = None) -> str:
+    """A cache key (a config hash) for work done on ``device`` (default: ``current_device()``).
+
+    A CPU and a GPU run of one config give different numbers (prefetch depth, TF32 and bf16 act
+    only on a GPU), so they never share cells, checkpoints or cached results. The device type
+    is enough: cuda:0 and cuda:1 compute alike. The CPU keeps the bare hash, so caches made
+    before devices were keyed stay found by CPU runs (the book build). ``config_hash``, the
+    staleness key of committed results, is unchanged.
+    """
+    import torch
+
+    try:
+        kind = torch.device(device or current_device()).type
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N") from None
+    return key if kind == "cpu" else f"{key}-{kind}"
+
+
 def checkpoint_for(experiment: str, cfg, part: str = "run") -> Checkpoint:
-    """The checkpoint of one training run of an experiment, keyed by the config hash."""
+    """The checkpoint of one training run of an experiment, keyed by the config hash and the
+    type of the device of the run in progress (``device_key``)."""
     from sithlib.experiments import get_experiment
 
     module = get_experiment(experiment)
-    key = config_hash(module.NAME, module.VERSION, cfg)
+    key = device_key(config_hash(module.NAME, module.VERSION, cfg))
     path = cache_dir().parent / "checkpoints" / module.NAME / f"{key}-{part}.pt"
     return Checkpoint(path, key)
 
@@ -296,8 +358,10 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
 
     Notes
     -----
-    Each finished cell is written atomically to ``.cache/cells/<experiment>/<hash>/`` with a
+    Each finished cell is written atomically to ``.cache/cells/<experiment>/<key>/`` with a
     ``done.json`` written last, so an interrupted sweep resumes at the first unfinished cell.
+    The key is the cell's hash and the type of the device of the run in progress
+    (``device_key``): a GPU run never reuses a cell a CPU run made, nor the reverse.
     ``done.json`` also records the seconds the cell cost; a cell read back from the cache adds
     them to the run's wall time (see ``run_experiment``).
     """
@@ -307,7 +371,7 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
     root = cache_dir().parent / "cells" / module.NAME
     tables: dict[str, list[pd.DataFrame]] = {"metrics": [], "curves": []}
     for cell in cells:
-        folder = root / config_hash(module.NAME, module.VERSION, cell)
+        folder = root / device_key(config_hash(module.NAME, module.VERSION, cell))
         done = folder / "done.json"
         if done.exists():
             record = _read_json(done)
@@ -322,7 +386,8 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
                 atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
             # What the cell cost, including training resumed from an earlier call's checkpoint.
             spent = time.perf_counter() - start + _earlier_s[0] - earlier
-            record = {"cell": cell, "tables": sorted(fresh), "wall_time_s": round(spent, 3)}
+            record = {"cell": cell, "tables": sorted(fresh), "wall_time_s": round(spent, 3),
+                      "device": current_device()}
             atomic_write_text(done, _json_text(record))
         # Always read back from disk, so a fresh sweep and a resumed one give identical frames.
         names = record.get("tables")
@@ -477,6 +542,11 @@ def read_result(folder: Path) -> Result:
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingResultError(f"{folder}: no result folder")
+    if not (folder / "config.json").exists():
+        # write_result removes config.json first and writes it last: its absence means a write
+        # never finished, and the other files may mix two runs.
+        raise CorruptResultError(f"{folder / 'config.json'}: missing, so the result is "
+                                 "incomplete (an interrupted write); rerun the experiment")
     config = _read_json(folder / "config.json")
     for key in ("experiment", "version", "profile", "config", "config_hash"):
         if key not in config:
@@ -490,12 +560,19 @@ def read_result(folder: Path) -> Result:
 
 def write_result(folder: Path, experiment: str, version: int, profile: str, config,
                  tables: dict[str, pd.DataFrame], env: dict) -> Result:
-    """Write one result folder; each file atomically, config.json last (it marks completion)."""
+    """Write one result folder; each file atomically, config.json last (it marks completion).
+
+    A rewrite first removes the old config.json, so a write that dies half-way leaves a folder
+    that reads as incomplete, never one that mixes the new files with the old.
+    """
     folder = Path(folder)
     metrics = tables["metrics"]
     missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
     if missing:
         raise ValueError(f"metrics table lacks column(s) {', '.join(missing)} (tidy format)")
+    if (folder / "config.json").exists():
+        (folder / "config.json").unlink()
+        _fsync_dir(folder)  # the removal must reach the disk before any new file does
     atomic_write_text(folder / "metrics.csv", metrics.to_csv(index=False))
     curves = tables.get("curves")
     if curves is not None:
@@ -534,7 +611,8 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     device = device or default_device()
     _earlier_s[0], _untimed_cells[0] = 0.0, 0
     start = time.perf_counter()
-    tables = module.run(cfg, device=device)
+    with running_on(device):
+        tables = module.run(cfg, device=device)
     # Work reused from earlier calls counts too: a result's wall time is what it cost.
     env = environment(device, time.perf_counter() - start + _earlier_s[0])
     env["reused_s"] = round(_earlier_s[0], 3)
@@ -544,16 +622,18 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     if out is not None:
         folder = Path(out)
     else:
-        folder = results_dir() / module.NAME if publish else cache_folder(module, cfg)
+        folder = results_dir() / module.NAME if publish else cache_folder(module, cfg, device)
     result = write_result(folder, module.NAME, module.VERSION, profile, cfg, tables, env)
     if publish:
         update_manifest()
     return result
 
 
-def cache_folder(module, cfg) -> Path:
-    """Where unpublished results (quick, or any config with overrides) are cached, by hash."""
-    return cache_dir() / module.NAME / config_hash(module.NAME, module.VERSION, cfg)
+def cache_folder(module, cfg, device: str | None = None) -> Path:
+    """Where unpublished results (quick, or any config with overrides) are cached: by config
+    hash and device type (``device_key``; ``device`` defaults to ``current_device()``)."""
+    return cache_dir() / module.NAME / device_key(config_hash(module.NAME, module.VERSION, cfg),
+                                                  device)
 
 
 def regenerate_command(experiment: str) -> str:
@@ -585,7 +665,7 @@ def load_or_run(experiment: str, config: dict | None = None, profile: str = "aut
     ``config`` holds overrides on top of the profile's config (a custom study). ``auto``
     returns the committed paper result when it is fresh, otherwise runs (or reuses) the quick
     profile and attaches a banner saying so and how to regenerate. ``cached`` raises unless
-    a fresh paper result is committed. Quick results are cached by config hash.
+    a fresh paper result is committed. Quick results are cached by config hash and device type.
     """
     from sithlib.experiments import get_experiment
 
@@ -605,7 +685,8 @@ def load_or_run(experiment: str, config: dict | None = None, profile: str = "aut
             f"the committed paper result is stale ({why})")
     run_profile = "paper" if profile == "paper" else "quick"
     cfg = resolve_config(module, run_profile, config)
-    folder = cache_folder(module, cfg) if (run_profile == "quick" or config) else None
+    device = device or default_device()
+    folder = cache_folder(module, cfg, device) if (run_profile == "quick" or config) else None
     result = None
     if folder is not None and (folder / "config.json").exists():
         try:

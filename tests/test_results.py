@@ -208,6 +208,84 @@ def test_write_result_rejects_untidy_metrics(tmp_path):
                              {"metrics": pd.DataFrame({"x": [1]})}, {})
 
 
+def test_interrupted_rewrite_reads_as_incomplete_and_is_recomputed(store, monkeypatch):
+    """A rewrite that dies after metrics.csv leaves no config.json (the completion mark), so the
+    folder never reads back as new metrics with the old curves and env.json."""
+    first = results.load_or_run("vmf_concentration", profile="quick", device="cpu")
+    old_metrics = (first.path / "metrics.csv").read_text()
+    real = results.atomic_write_text
+
+    def dies_on_env(path, text):
+        if path.name == "env.json":
+            raise KeyboardInterrupt("killed")
+        real(path, text)
+
+    monkeypatch.setattr(results, "atomic_write_text", dies_on_env)
+    with pytest.raises(KeyboardInterrupt):
+        results.run_experiment("vmf_concentration", "quick", {"n": 500}, "cpu", out=first.path)
+    assert (first.path / "metrics.csv").read_text() != old_metrics  # the new one is written
+    with pytest.raises(results.CorruptResultError, match="config.json: missing.*incomplete"):
+        results.read_result(first.path)
+    monkeypatch.setattr(results, "atomic_write_text", real)
+    again = results.load_or_run("vmf_concentration", profile="quick", device="cpu")
+    assert again.path == first.path
+    pd.testing.assert_frame_equal(first.metrics, again.metrics)
+
+
+@pytest.mark.parametrize(
+    ("saved", "message"),
+    [
+        ([1, 2, 3], "not a sithlib checkpoint .*found a list"),
+        ({"weights": torch.zeros(2)}, "not a sithlib checkpoint .*found keys weights"),
+        ({"key": "k", "state": {}, "spent_s": "soon"}, "spent_s is 'soon'"),
+    ],
+)
+def test_checkpoint_of_another_shape_is_corrupt(tmp_path, saved, message):
+    torch.save(saved, tmp_path / "c.pt")
+    with pytest.raises(results.CorruptResultError, match=message) as err:
+        results.Checkpoint(tmp_path / "c.pt", key="k").load()
+    assert "c.pt" in str(err.value) and "delete it" in str(err.value)
+
+
+def test_device_key_names_the_device_type_and_keeps_cpu_keys():
+    assert results.device_key("abc", "cpu") == "abc"  # caches made before stay found
+    assert results.device_key("abc", "cuda") == results.device_key("abc", "cuda:1") == "abc-cuda"
+    with pytest.raises(ValueError, match="unknown device 'gpu'; allowed: cpu, cuda"):
+        results.device_key("abc", "gpu")
+
+
+def test_work_done_on_cpu_is_not_reused_on_gpu(store, monkeypatch):
+    """Grid cells, checkpoints and quick results are keyed by device type: a GPU run (faked
+    here, no CUDA needed) reruns what a CPU run left, and reuses what another GPU made."""
+    ran, checkpoints = [], []
+
+    def run(cfg, device="cpu"):
+        checkpoints.append(results.checkpoint_for("vmf_concentration", cfg).path.name)
+
+        def run_cell(cell):
+            ran.append(device)
+            return {"metrics": pd.DataFrame({"metric": ["m"], "value": [1.0], "seed": [0]})}
+
+        return results.run_grid("vmf_concentration", _grid_cells([1]), run_cell)
+
+    monkeypatch.setattr(vmf_concentration, "run", run)
+    cpu = results.load_or_run("vmf_concentration", profile="quick", device="cpu")
+    gpu = results.load_or_run("vmf_concentration", profile="quick", device="cuda")
+    assert ran == ["cpu", "cuda"] and gpu.env["device"] == "cuda" and gpu.path != cpu.path
+    h = results.config_hash("vmf_concentration", vmf_concentration.VERSION, TINY)
+    assert cpu.path == store.parent / "cache" / "vmf_concentration" / h  # as before device keys
+    assert checkpoints == [f"{h}-run.pt", f"{h}-cuda-run.pt"]
+    cells = store.parent / "cells" / "vmf_concentration"
+    assert len(list(cells.glob("*/done.json"))) == 2
+    # The cells alone: the second GPU and a later CPU run reuse them and run nothing.
+    for device in ("cuda:1", "cpu"):
+        with results.running_on(device):
+            run(TINY, device)
+    assert ran == ["cpu", "cuda"]
+    assert results.load_or_run("vmf_concentration", profile="quick", device="cpu").path == cpu.path
+    assert results._run_device[0] is None  # run_experiment leaves no device behind
+
+
 def test_status_rows(store):
     rows = {r["experiment"]: r for r in results.status_rows()}
     assert rows["vmf_concentration"]["grade"] == "quick"
@@ -311,6 +389,8 @@ def test_wall_time_counts_the_work_of_earlier_calls(store, tmp_path, monkeypatch
         time.sleep(0.2)
         return {"metrics": pd.DataFrame({"metric": ["m"], "value": [1.0], "seed": [0]})}
 
+    # The direct run_grid calls below run on default_device(); the run_experiment call on cpu.
+    monkeypatch.setattr(results, "default_device", lambda: "cpu")
     results._earlier_s[0] = 0.0
     results.run_grid("vmf_concentration", _grid_cells([1, 2]), slow)
     assert results._earlier_s[0] == 0.0  # computed now, not reused
