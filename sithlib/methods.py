@@ -424,7 +424,7 @@ class VICRegConfig:
     cov_coeff: float = 1.0
     estimator: str = "vicreg"
     entropy_coeff: float = 1.0
-    sigma: float = 1.0
+    sigma: float | None = None  # pairwise bandwidth; None: sqrt(expander width)
     kind: str = "kl"
     distributed: bool = True  # gather across processes under torch.distributed
 
@@ -433,7 +433,8 @@ class VICRegConfig:
         for name in ("sim_coeff", "std_coeff", "cov_coeff", "entropy_coeff"):
             _nonneg(name, getattr(self, name))
         _choice("estimator", self.estimator, ("vicreg", "logdet", "pairwise"))
-        _pos("sigma", self.sigma)
+        if self.sigma is not None:
+            _pos("sigma", self.sigma)
         _choice("kind", self.kind, ("kl", "bhattacharyya"))
         _bool("distributed", self.distributed)
 

@@ -126,6 +126,24 @@ def test_pairwise_entropy_limits(kind):
     assert abs(h - (component + math.log(6))) < 1e-9  # disjoint components: log N more
 
 
+def test_pairwise_default_bandwidth_is_sqrt_d_and_keeps_a_gradient_in_wide_embeddings():
+    z = rand(9, 4, seed=5)
+    assert pairwise_entropy(z).item() == pytest.approx(ref_pairwise(z, 2.0, "kl"), abs=TOL)
+    assert vicreg_entropy(z, z, estimator="pairwise").item() == pytest.approx(
+        -ref_pairwise(z, 2.0, "kl"), abs=TOL)
+    # Unit variance per dimension in d = 2048 (a VICReg expander): sigma = 1 saturates the
+    # bound (every off-diagonal term underflows, no gradient); sigma = sqrt(d) does not.
+    gen = torch.Generator().manual_seed(6)
+    wide = torch.randn(128, 2048, generator=gen).requires_grad_(True)
+    grads = {}
+    for sigma in (1.0, None):
+        (grad,) = torch.autograd.grad(pairwise_entropy(wide, sigma=sigma), wide)
+        grads[sigma] = grad.abs().max().item()
+    assert grads[1.0] == 0.0 and grads[None] > 1e-6
+    ceiling = 0.5 * 2048 * math.log(2 * math.pi * math.e) + math.log(128)
+    assert pairwise_entropy(wide, sigma=1.0).item() == pytest.approx(ceiling, rel=1e-6)
+
+
 def test_pairwise_bounds_sandwich_monte_carlo_entropy():
     """Bhattacharyya <= H(mixture) <= KL for an equal-weight isotropic Gaussian mixture."""
     rng = np.random.default_rng(0)
@@ -179,6 +197,8 @@ def test_information_bad_input():
         logdet_entropy(z[:1])
     with pytest.raises(ValueError, match="sigma"):
         pairwise_entropy(z, sigma=-1)
+    with pytest.raises(ValueError, match="sigma"):
+        vicreg_entropy(z, z, estimator="pairwise", sigma=0)
     with pytest.raises(ValueError, match="kind"):
         pairwise_entropy(z, kind="renyi")
     with pytest.raises(ValueError, match="estimator"):

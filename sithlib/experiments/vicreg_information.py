@@ -26,6 +26,7 @@ compared on two data-generating processes with ground truth:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -43,7 +44,7 @@ from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_information"
-VERSION = 1
+VERSION = 2  # 2: pairwise bandwidth sqrt(d) instead of 1
 TITLE = "VICReg as information maximization in training"
 CHAPTER = "chapters/02_vicreg/03_information_training"
 
@@ -63,7 +64,9 @@ class Config:
     # invariance weight and put weight 1 on the entropy (the follow-up states no coefficients).
     sim_coeff: float = 25.0
     entropy_coeff: float = 1.0
-    sigma: float = 1.0  # bandwidth of the pairwise estimator
+    # Bandwidth of the pairwise estimator in units of sqrt(d), d the expander width (at unit
+    # variance per dimension its KL distances are then about 1; see losses.pairwise_entropy).
+    sigma_scale: float = 1.0
     knn_k: int = 20
     # vector DGP: cl-ica's sphere (n = 10, kappa = 10, 3-layer mixing)
     dim: int = 10
@@ -96,6 +99,8 @@ class Config:
             if bad or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty subset of {allowed}, got "
                                  f"{getattr(self, name)!r}")
+        if not self.sigma_scale > 0:
+            raise ValueError(f"sigma_scale must be > 0, got {self.sigma_scale!r}")
 
 
 PROFILES = {
@@ -223,13 +228,18 @@ def _probes(h: torch.Tensor, ev: _EvalSet, k: int) -> dict[str, float]:
     return {"knn": knn, "r2_linear": float(r2)}
 
 
+def bandwidth(cfg: Config, d: int) -> float:
+    """The pairwise estimator's sigma for d-dimensional embeddings: ``sigma_scale`` sqrt(d)."""
+    return cfg.sigma_scale * math.sqrt(d)
+
+
 def _objective(method_name: str, cfg: Config):
     if method_name == "vicreg":
         return lambda z_a, z_b: vicreg(z_a, z_b, sim_coeff=cfg.sim_coeff, distributed=True)
     return lambda z_a, z_b: vicreg_entropy(z_a, z_b, estimator=method_name,
                                            sim_coeff=cfg.sim_coeff,
-                                           entropy_coeff=cfg.entropy_coeff, sigma=cfg.sigma,
-                                           distributed=True)
+                                           entropy_coeff=cfg.entropy_coeff,
+                                           sigma=bandwidth(cfg, z_a.shape[1]), distributed=True)
 
 
 def _train(task: _Task, method_name: str, cfg: Config, device: str):
@@ -237,7 +247,8 @@ def _train(task: _Task, method_name: str, cfg: Config, device: str):
 
     objective = _objective(method_name, cfg)
     vcfg = VICRegConfig(proj_dims=task.proj_dims, sim_coeff=cfg.sim_coeff,
-                        estimator=method_name, entropy_coeff=cfg.entropy_coeff, sigma=cfg.sigma)
+                        estimator=method_name, entropy_coeff=cfg.entropy_coeff,
+                        sigma=bandwidth(cfg, task.proj_dims[-1]))
 
     def make_model(seed: int):
         gen = torch.Generator().manual_seed(seed)
@@ -281,7 +292,8 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
                     values, z_a, _ = task.scores(method)
                     h_bank = method.embed(task.eval.x)
                     values["linear_probe"] = _linear_probe(h_bank, task.eval)
-                    values["entropy_pairwise"] = float(pairwise_entropy(z_a, sigma=cfg.sigma))
+                    values["entropy_pairwise"] = float(pairwise_entropy(
+                        z_a, sigma=bandwidth(cfg, z_a.shape[1])))
                     values["embedding_std"] = float(z_a.std(0).mean())
                     # Scale-free: the share of the embedding variance that differs between views.
                     values["invariance_relative"] = values["invariance"] / float(

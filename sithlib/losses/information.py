@@ -97,9 +97,15 @@ def logdet_entropy(z, *, eps: float = 1e-4, distributed: bool = False) -> torch.
     return _logdet_entropy(z, eps, distributed)
 
 
-def _pairwise_entropy(z: torch.Tensor, sigma: float, kind: str, distributed: bool) -> torch.Tensor:
+def _bandwidth(sigma, d: int) -> float:
+    """``sigma``, or sqrt(d) for None (see :func:`pairwise_entropy`)."""
+    return math.sqrt(d) if sigma is None else C.positive("sigma", sigma)
+
+
+def _pairwise_entropy(z: torch.Tensor, sigma, kind: str, distributed: bool) -> torch.Tensor:
     columns = gather(z, distributed)
     n_global, d = columns.shape
+    sigma = _bandwidth(sigma, d)
     # KL and Bhattacharyya distances between N(z_i, sigma^2 I) and N(z_j, sigma^2 I).
     scale = 2 * sigma**2 if kind == "kl" else 8 * sigma**2
     dist = C.lp_distance_pow(z, columns, 2) / scale
@@ -109,7 +115,7 @@ def _pairwise_entropy(z: torch.Tensor, sigma: float, kind: str, distributed: boo
 
 @C.fp32
 def pairwise_entropy(
-    z, *, sigma: float = 1.0, kind: str = "kl", distributed: bool = False
+    z, *, sigma: float | None = None, kind: str = "kl", distributed: bool = False
 ) -> torch.Tensor:
     r"""Pairwise-distance bounds on the entropy of a Gaussian mixture (Kolchinsky & Tracey, 2017).
 
@@ -132,10 +138,15 @@ def pairwise_entropy(
     ----------
     z : Tensor, shape (n, d)
         Mixture means (the embeddings).
-    sigma : float
-        Component standard deviation :math:`\sigma > 0`, the estimator's bandwidth. The paper
-        does not state its value; ours is 1 (our choice, matching VICReg's unit-variance target
-        per dimension).
+    sigma : float, optional
+        Component standard deviation :math:`\sigma > 0`, the estimator's bandwidth; None (the
+        default) takes :math:`\sqrt d`. The paper does not state its value. Ours follows from
+        VICReg's unit-variance target: at unit variance per dimension,
+        :math:`\|z_i - z_j\|^2 \approx 2d`, so :math:`\sigma^2 = d` puts the KL distances near
+        1, where the bound responds to the spread. A fixed :math:`\sigma = 1` puts them near d:
+        beyond a few dozen dimensions every :math:`e^{-D}` with :math:`j \ne i` underflows, the
+        estimate sits at its ceiling :math:`\tfrac d2 \log(2\pi e\sigma^2) + \log N` and its
+        gradient is zero.
     kind : {"kl", "bhattacharyya"}
         Upper (KL) or lower (Bhattacharyya) bound.
     distributed : bool
@@ -148,7 +159,7 @@ def pairwise_entropy(
         A scalar, in nats.
     """
     z = C.tensor("z", z)
-    sigma = C.positive("sigma", sigma)
+    _bandwidth(sigma, z.shape[1])
     C.choice("kind", kind, _KINDS)
     C.flag("distributed", distributed)
     return _pairwise_entropy(z, sigma, kind, distributed)
@@ -163,7 +174,7 @@ def vicreg_entropy(
     sim_coeff: float = 25.0,
     entropy_coeff: float = 1.0,
     eps: float = 1e-4,
-    sigma: float = 1.0,
+    sigma: float | None = None,
     kind: str = "kl",
     distributed: bool = False,
 ) -> torch.Tensor:
@@ -193,8 +204,9 @@ def vicreg_entropy(
         Entropy weight :math:`\lambda_H \ge 0`.
     eps : float
         Ridge of the log-det estimator.
-    sigma : float
-        Bandwidth of the pairwise estimator.
+    sigma : float, optional
+        Bandwidth of the pairwise estimator (None: :math:`\sqrt d`, see
+        :func:`pairwise_entropy`).
     kind : {"kl", "bhattacharyya"}
         Bound of the pairwise estimator.
     distributed : bool
@@ -212,7 +224,7 @@ def vicreg_entropy(
     sim_coeff = C.nonnegative("sim_coeff", sim_coeff)
     entropy_coeff = C.nonnegative("entropy_coeff", entropy_coeff)
     eps = C.positive("eps", eps)
-    sigma = C.positive("sigma", sigma)
+    _bandwidth(sigma, z_a.shape[1])
     C.choice("kind", kind, _KINDS)
     C.flag("distributed", distributed)
     z_a, z_b = C.promote(z_a, z_b)
