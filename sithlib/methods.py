@@ -57,10 +57,13 @@ anti-collapse device each (all off by default).
      - none
    * - ``byol``
      - ``byol`` summed over both directions; projector and predictor
-       Linear-BN-ReLU-Linear 4096 -> 256; EMA 0.996 -> 1, cosine per step; teacher buffers
-       copied from the student
+       Linear-BN-ReLU-Linear 4096 -> 256, the last Linear without bias; EMA 0.996 -> 1,
+       cosine per step
      - cosine over T - 1 steps so the last step uses exactly 1 (official: over T steps);
-       PyTorch default init instead of Haiku's; the optimiser (LARS) is the trainer's
+       PyTorch default init instead of Haiku's; the target starts as a copy of the online
+       network (official: its own random draw, which matters for the EMA 1 ablation) and
+       copies its BatchNorm buffers (official: its own, used only in eval mode; we evaluate
+       the online network); the optimiser (LARS) is the trainer's
      - ``predictor=False`` (the online projection regresses the target directly);
        ``tau0=tau_end=0`` (the target is the current online network, no EMA);
        ``tau0=tau_end=1`` (the target stays at its initialisation)
@@ -85,7 +88,8 @@ anti-collapse device each (all off by default).
        with gain 1, 65536 outputs; EMA 0.996 -> 1, cosine per step
      - two global crops, no local crops; the last layer is frozen for 0 steps by default
        (official: 1 epoch, set ``freeze_last_layer_steps``); teacher BatchNorm buffers
-       copied (official: the teacher's own, ``ema_buffers="own"``)
+       copied (official: the teacher's own, ``ema_buffers="own"``); EMA cosine over T - 1
+       steps (official: over T)
      - ``centering=False`` (the center stays 0); ``sharpening=False`` (teacher temperature =
        student temperature at every step)
    * - ``barlow_twins``

@@ -44,7 +44,7 @@ def signature(head: nn.Module) -> list[str]:
     "head, expected",
     [
         (simclr_projector(8, out_dim=4), ["L-", "BN", "ReLU", "L-", "BatchNormScale"]),
-        (byol_mlp(8, hidden_dim=16, out_dim=4), ["L+", "BN", "ReLU", "L+"]),
+        (byol_mlp(8, hidden_dim=16, out_dim=4), ["L+", "BN", "ReLU", "L-"]),
         (
             simsiam_projector(8, hidden_dim=16, out_dim=4),
             ["L-", "BN", "ReLU", "L-", "BN", "ReLU", "L-", "BN0"],

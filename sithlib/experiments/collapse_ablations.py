@@ -48,7 +48,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "collapse_ablations"
-VERSION = 1
+VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
 TITLE = "Induced collapse"
 CHAPTER = "chapters/03_stability/03_collapse"
 

@@ -37,7 +37,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "dynamics"
-VERSION = 3  # 2: curves start at step 0; 3: stored onsets are half-way from initial to final
+VERSION = 4  # 2: curves start at step 0; 3: onsets half-way from initial to final; 4: BYOL heads
 TITLE = "Direction 1: training dynamics"
 CHAPTER = "chapters/04_directions/01_dynamics"
 

@@ -45,7 +45,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "platonic"
-VERSION = 1
+VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
 TITLE = "The Platonic convergence on an identifiable DGP"
 CHAPTER = "chapters/01_sith/05_platonic"
 

@@ -31,7 +31,7 @@ from sithlib.metrics import knn_accuracy, r2_linear
 from sithlib.train import TrainConfig, train
 
 NAME = "simplified_objective"
-VERSION = 1
+VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
 TITLE = "The simplified objective"
 CHAPTER = "chapters/03_stability/04_simplified"
 

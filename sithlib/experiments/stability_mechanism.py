@@ -48,7 +48,7 @@ from sithlib.metrics import mean_norm_decomposition
 from sithlib.models import ResNet18
 
 NAME = "stability_mechanism"
-VERSION = 1
+VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
 TITLE = "The common stability mechanism, checked on real batches"
 CHAPTER = "chapters/03_stability/01_mechanism"
 

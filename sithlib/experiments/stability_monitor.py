@@ -49,7 +49,7 @@ from sithlib.models import MLP, ResNet18
 from sithlib.train import TrainConfig, TrainingFailure, train
 
 NAME = "stability_monitor"
-VERSION = 1
+VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
 TITLE = "The center-vector monitor in training"
 CHAPTER = "chapters/03_stability/02_monitor"
 

@@ -115,8 +115,9 @@ class EMATeacher(nn.Module):
         follow the same moving average as the parameters (integer buffers such as
         ``num_batches_tracked`` are copied); the teacher's own train-mode forward passes also
         move them between updates. ``"own"``: buffers are left alone, so the teacher keeps the
-        running statistics of its own forward passes (lightly, solo-learn and the official DINO
-        code). In train mode BatchNorm uses batch statistics and buffers do not affect outputs.
+        running statistics of its own forward passes (lightly, solo-learn and the official BYOL
+        and DINO code). In train mode BatchNorm uses batch statistics and buffers do not affect
+        outputs.
     """
 
     def __init__(

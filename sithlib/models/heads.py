@@ -8,7 +8,7 @@ Linear layer (``Lin0`` without bias), ``BN`` a BatchNorm1d with affine parameter
 head          layers
 ============  ==========================================================================
 SimCLR        [Lin0, BN, ReLU] x (L-1), Lin0, BN with a scale but no shift (center=False)
-BYOL          Lin, BN, ReLU, Lin (projector 4096 -> 256; the predictor has the same form)
+BYOL          Lin, BN, ReLU, Lin0 (projector 4096 -> 256; the predictor has the same form)
 SimSiam       projector [Lin0, BN, ReLU] x (L-1), Lin0, BN without affine;
               predictor Lin0, BN, ReLU, Lin (2048 -> 512 -> 2048)
 Barlow Twins  [Lin0, BN, ReLU] x 2, Lin0 (8192-8192-8192)
@@ -142,8 +142,9 @@ def byol_mlp(
     out_dim: int = 256,
     generator: torch.Generator | None = None,
 ) -> nn.Sequential:
-    """BYOL projector and predictor (Grill et al., 2020): Linear, BN, ReLU, Linear."""
-    return mlp_head([in_dim, hidden_dim, out_dim], generator=generator)
+    """BYOL projector and predictor (Grill et al., 2020): Linear, BN, ReLU, Linear without bias
+    (the official ``MLP`` of ``byol/utils/networks.py``)."""
+    return mlp_head([in_dim, hidden_dim, out_dim], last_bias=False, generator=generator)
 
 
 def simsiam_projector(
