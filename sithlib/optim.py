@@ -25,7 +25,10 @@ class LARS(torch.optim.Optimizer):
 
     Biases and normalisation parameters (tensors with one dimension, not counting the
     ``batch_dims`` leading ones) get neither weight decay nor the trust ratio, as in the
-    official recipes.
+    official recipes. The optimiser is the official one; the recipes around it are not all
+    here: ``sithlib.train`` keeps the learning rate constant (the recipes warm up for 10 epochs
+    and decay it with a cosine) and gives biases the weights' rate (Barlow Twins gives them
+    0.0048 against 0.2); pass parameter groups for separate rates.
 
     Parameters
     ----------

@@ -83,7 +83,13 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run (paper defaults of cl-ica: Adam, lr 1e-4, batch 6144)."""
+    """Settings of one training run (paper defaults of cl-ica: Adam, lr 1e-4, batch 6144).
+
+    The learning rate is constant: no warm-up and no decay, as in cl-ica, but unlike the LARS
+    recipes of BYOL, Barlow Twins and VICReg (10 warm-up epochs, then a cosine). Weight decay,
+    when set, applies to every parameter with Adam, AdamW and SGD (LARS leaves out biases and
+    normalisation parameters); every experiment here uses none.
+    """
 
     steps: int = 1000
     batch_size: int = 6144

@@ -184,8 +184,9 @@ def orthogonality_score(h, z, *, fit_intercept: bool = True, normalize_scale: bo
     :math:`z \approx h W + b` (fitted on all samples), the score is
     :math:`\frac{1}{r} \sum_k |\sigma_k / c - 1|` with :math:`c = \bar\sigma` when
     ``normalize_scale`` (orthogonal up to a global scale, the InfoNCE-on-the-sphere class of
-    Zimmermann et al. 2021) and c = 1 otherwise (the MAE of Reizinger et al. 2024 for unit-norm
-    heads). 0 means orthogonal; the singular values themselves come from
+    Zimmermann et al. 2021) and c = 1 otherwise (orthogonal with unit scale; Reizinger et al.
+    2024 compare the singular values of the latent map with :math:`1/\kappa` instead, as
+    ``diet_clusters`` does). 0 means orthogonal; the singular values themselves come from
     ``torch.linalg.svdvals(fit_linear_map(h, z)[0])``.
 
     Parameters
