@@ -44,6 +44,13 @@ def test_row_settings_follow_the_theory():
     assert s["box_laplace_l2"]["tau"] == pytest.approx(2 * 2 * lam**2)
     assert s["box_normal_l2"]["tau"] == pytest.approx(2 * lam**2)
     assert s["supervised"]["similarity"] is None
+    # A row matches when its model density is the data's conditional: the right family (vMF
+    # with the dot product, Laplace with L1, Normal with L2) at the right temperature.
+    family = {("vmf", "dot"), ("laplace", "l1"), ("normal", "l2")}
+    for r, spec in exp.ROWS.items():
+        if spec.model != "supervised":
+            right_tau = r not in ("vmf_tau_high", "vmf_tau_low")
+            assert spec.matches == ((spec.conditional, spec.model) in family and right_tau), r
     for r, spec in exp.ROWS.items():
         assert s[r]["dgp"].space == spec.space and s[r]["dgp"].conditional == spec.conditional
 
