@@ -315,12 +315,18 @@ def _per_seed(sample, n: int) -> list[Callable]:
 
 def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Callable,
           cfg: TrainConfig, *, device: str = "cpu", evaluate: Callable | None = None,
-          checkpoint=None, name: str = "run", data_seed_offset: int = 10_000) -> TrainResult:
+          checkpoint=None, name: str = "run", data_seed_offset: int = 10_000,
+          project: Callable | None = None) -> TrainResult:
     """Train ``cfg.seeds`` models; returns them with their curves.
 
     ``evaluate(model, seed) -> dict[str, float]`` is called every ``eval_every`` steps and at
     the end (and at step 0 with ``eval_at_start``), per seed, under ``torch.no_grad``; its
     values become rows of the curves.
+
+    ``project(i, params)`` keeps parameters on a constraint set: it is called under
+    ``torch.no_grad`` before the first step and after every optimiser step, for every seed i
+    (0-based), with that seed's parameters by name, to be changed in place (in a vmapped
+    ensemble they are views into the stacked tensors). DIET's unit-norm head rows use it.
 
     Speed settings in ``cfg``: ``precision`` (``fp32``; ``tf32`` matmuls; ``bf16`` autocast
     of the forward pass plus tf32), ``compile`` (``torch.compile`` of the per-step forward and
@@ -329,11 +335,11 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     """
     with _matmul_precision(cfg):
         return _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
-                      data_seed_offset)
+                      data_seed_offset, project)
 
 
 def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
-           data_seed_offset) -> TrainResult:
+           data_seed_offset, project) -> TrainResult:
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
     samplers = _per_seed(sample, len(seeds))
     if torch.device(device).type == "cpu":
@@ -378,6 +384,18 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         opt.load_state_dict(state["optimizer"])
         for g, gs in zip(gens, state["generators"], strict=True):
             g.set_state(gs)
+
+    # Each seed's parameters by name; in an ensemble, views that write through to the stack.
+    members = ([{k: v[i] for k, v in ens.params.items()} for i in range(len(seeds))]
+               if use_vmap else [dict(m.named_parameters()) for m in models])
+
+    def apply_project() -> None:
+        with torch.no_grad():
+            for i, params in enumerate(members):
+                project(i, params)
+
+    if project is not None and state is None:  # a checkpoint's parameters are projected already
+        apply_project()
 
     def current_models() -> list[nn.Module]:
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
@@ -486,6 +504,8 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
             losses, embeddings, logs = step_losses(batches)
         torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
         opt.step()
+        if project is not None:
+            apply_project()
         for m in hooks:
             m.after_step(step - 1, cfg.steps)
         if step % cfg.eval_every == 0 or step == cfg.steps:

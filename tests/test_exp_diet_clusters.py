@@ -18,6 +18,7 @@ from sithlib.dgp import random_matrix  # noqa: E402
 from sithlib.dgp._random import random_orthogonal  # noqa: E402
 from sithlib.experiments import diet_clusters as dc  # noqa: E402
 from sithlib.losses import diet  # noqa: E402
+from sithlib.train import train  # noqa: E402
 
 TINY = {
     "diet_clusters": dataclasses.replace(
@@ -52,7 +53,8 @@ def test_scores_of_an_exact_solution_are_perfect():
 
 def test_normalized_head_uses_unit_rows_and_their_gradient():
     """The logits see unit rows; the gradient w.r.t. W is the gradient at the unit rows divided
-    by each row's norm, i.e. csi's renormalise-then-step update up to that per-row factor."""
+    by each row's norm, which is 1 where training keeps the rows at unit norm (``unit_rows``):
+    then it is csi's renormalise-then-step update."""
     gen = torch.Generator().manual_seed(1)
     model = dc.DIETModel(3, 7, [4, 4], True, gen)
     with torch.no_grad():
@@ -68,6 +70,21 @@ def test_normalized_head_uses_unit_rows_and_their_gradient():
     norms = model.W.weight.norm(dim=1, keepdim=True).detach()
     torch.testing.assert_close(model.W.weight.grad, unit.grad / norms)
     assert not any(True for _ in model.buffers()), "no buffers, so seeds can be vmapped"
+
+
+def test_normalized_rows_are_back_at_unit_norm_after_every_step_as_in_csi(monkeypatch):
+    captured = {}
+
+    def spy(*args, **kwargs):
+        captured["result"] = result = train(*args, **kwargs)
+        return result
+
+    monkeypatch.setattr(dc, "train", spy)
+    dc.run(dataclasses.replace(TINY["diet_clusters"], heads=("normalized", "unnormalized"),
+                               seeds=1))
+    normalized, unnormalized = (m.W.weight.norm(dim=1) for m in captured["result"].models)
+    torch.testing.assert_close(normalized, torch.ones_like(normalized))
+    assert (unnormalized - 1).abs().max() > 0.1  # PyTorch's init, then Adam: no constraint
 
 
 def test_training_learns_the_clusters():

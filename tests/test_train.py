@@ -278,6 +278,26 @@ def test_frozen_parameters_stay_frozen(ensemble):
         assert not torch.equal(model[0].weight, make(seed)[0].weight)
 
 
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_project_keeps_parameters_on_the_constraint_and_ensembles_agree(ensemble):
+    """Unit-norm rows of the first layer for seeds 0 and 2, free for seed 1."""
+    def unit_rows(i, params):
+        if i != 1:
+            w = params["0.weight"]
+            w.div_(w.norm(dim=1, keepdim=True))
+
+    result = train(make_model, sample, regression, dataclasses.replace(CFG, ensemble=ensemble),
+                   project=unit_rows)
+    norms = [m[0].weight.norm(dim=1) for m in result.models]
+    for i in (0, 2):
+        torch.testing.assert_close(norms[i], torch.ones_like(norms[i]))
+    assert not torch.allclose(norms[1], torch.ones_like(norms[1]), atol=1e-3)
+    other = train(make_model, sample, regression, dataclasses.replace(CFG, ensemble=not ensemble),
+                  project=unit_rows)
+    for a, b in zip(_params(result), _params(other), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_evaluation_keeps_precision_modes_and_plain_floats(tmp_path):
     """Evaluations run outside autocast (step 0 too), leave a submodule's eval mode alone and
     store plain floats, so a NumPy value does not make the checkpoint unreadable."""

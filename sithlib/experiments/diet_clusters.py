@@ -40,7 +40,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "diet_clusters"
-VERSION = 5
+VERSION = 6  # 6: normalized head rows renormalised after every step, as csi
 TITLE = "Cross-entropy and DIET identify latents and clusters"
 CHAPTER = "chapters/01_sith/04_diet"
 
@@ -217,10 +217,13 @@ class DIETModel(nn.Module):
     """Encoder f and bias-free instance head W; ``forward(x, normalize) -> (f(x), logits)``.
 
     With ``normalize_rows`` the logits use the unit rows :math:`w_i / \\lVert w_i \\rVert`
-    with the norm held constant in the gradient, which reproduces csi's renormalisation of W
-    before every step (the gradient is the one at the unit rows) without an in-place update.
-    ``forward`` and ``rows`` also take the choice as a boolean tensor, so that members of one
-    vmapped ensemble can have different heads (the flag comes with each member's data).
+    with the norm held constant in the gradient, and :func:`unit_rows`, passed to the trainer
+    as ``project``, scales the rows back to unit norm before the first step and after every
+    step: csi renormalises W before every step, so each Adam step turns a unit row by about
+    the learning rate (without it the rows' norms drift apart, and with them the angle each
+    step turns a row). ``forward`` and ``rows`` also take the choice as a boolean tensor, so
+    that members of one vmapped ensemble can have different heads (the flag comes with each
+    member's data).
     """
 
     def __init__(self, dim: int, n_instances: int, widths: list[int], normalize_rows: bool,
@@ -245,6 +248,17 @@ class DIETModel(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.f(x)
         return h, h @ self.rows(normalize).T
+
+
+def unit_rows(normalized: list[bool]):
+    """``project`` for the trainer: member i's head rows back to unit norm where
+    ``normalized[i]`` (csi's ``W.weight.data / ||W.weight.data||`` before every step)."""
+    def project(i: int, params: dict) -> None:
+        if normalized[i]:
+            w = params["W.weight"]
+            w.div_(w.norm(dim=1, keepdim=True))
+
+    return project
 
 
 def _widths(cfg: Config, d: int) -> list[int]:
@@ -388,7 +402,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
     result = train(make_model, [data[name].sampler(head) for head, name, _ in members], loss_fn,
                    TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                seeds=len(members), eval_every=cfg.eval_every, prefetch=64),
-                   device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}")
+                   device=device, evaluate=evaluate, name=f"{NAME}:{'+'.join(names)}",
+                   project=unit_rows([head == "normalized" for head, _, _ in members]))
     rows = []
     with torch.no_grad():
         for m, model in result.finished():
