@@ -20,28 +20,37 @@ TINY = {
 }
 
 
+class _Fixed(torch.nn.Module):
+    def __init__(self, v):
+        super().__init__()
+        self.v = v
+
+    def forward(self, x):
+        return self.v.expand(x.shape[0], -1)
+
+
 class _Constant(torch.nn.Module):
     """A stand-in method whose embedding is one fixed vector: complete collapse."""
 
+    name = "stand-in"
+
     def __init__(self, dim):
         super().__init__()
-        self.v = torch.arange(1.0, dim + 1)
+        self.encoder = self.projector = _Fixed(torch.arange(1.0, dim + 1))
 
     def project(self, x):
-        return self.v.expand(x.shape[0], -1)
+        return self.projector(self.encoder(x))
 
     def embed(self, x):
-        return self.v.expand(x.shape[0], -1)
+        return self.encoder(x)
 
 
 class _Identity(_Constant):
     """Embedding = input: no collapse."""
 
-    def project(self, x):
-        return x
-
-    def embed(self, x):
-        return x
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.encoder = self.projector = torch.nn.Identity()
 
 
 def _test_set(n=400, k=4):
@@ -89,6 +98,37 @@ def test_outcome_thresholds():
     assert exp.outcome(0.5, 1.2, 4.0, cfg) == 1
     assert exp.outcome(0.5, 4.0, 1.2, cfg) == 1
     assert exp.outcome(0.5, 4.0, 4.0, cfg) == 0
+
+
+def test_dino_output_entropy_and_the_uniform_outcome():
+    cfg = TINY["collapse_ablations"]
+    assert exp.outcome(0.5, 4.0, 4.0, cfg, head_entropy=0.95) == 3
+    assert exp.outcome(0.5, 4.0, 4.0, cfg, head_entropy=0.5) == 0
+    assert exp.outcome(0.05, 4.0, 4.0, cfg, head_entropy=0.95) == 2  # complete comes first
+    z, x, x_views = _test_set()
+    dino = exp.model_factory("dino", {}, cfg)(0).eval()
+    got = exp.monitors(dino, z, x, x_views)["head_entropy"]
+    with torch.no_grad():
+        p = torch.softmax(dino.project(x).double() / dino.config.student_temp, dim=1)
+    want = float(-(p * p.log()).sum(1).mean()) / math.log(p.shape[1])
+    assert got == pytest.approx(want, abs=1e-5) and 0 < got <= 1
+    assert "head_entropy" not in exp.monitors(exp.model_factory("byol", {}, cfg)(0).eval(),
+                                              z, x, x_views)
+
+
+def test_claims_name_uniform_collapse_and_whether_s_shows_it():
+    rows = []
+    for variant, code, s in (("dino", 0, 0.6), ("dino_no_sharpening", 3, 0.7)):
+        for seed in (0, 1):
+            values = {"collapse": code, "center_norm": s, "spread": 0.2, "s_predicts": 1.0,
+                      "s_agrees": 1.0, "center_norm_early": s}
+            rows += [{"variant": variant, "method": "dino", "ablation": code > 0, "seed": seed,
+                      "metric": k, "value": v} for k, v in values.items()]
+    claims = exp.claims_table(pd.DataFrame(rows)).set_index("claim")
+    row = claims.loc["DINO's collapse to a uniform output shows in ‖s‖"]
+    assert row.verdict == "not supported" and "two runs collapse to a uniform output" in row.measured
+    assert claims.loc["Removing one anti-collapse device makes the method collapse",
+                      "verdict"] == "supported"
 
 
 def test_bad_configs():
@@ -149,11 +189,12 @@ def test_tables_and_curves_have_every_variant_and_seed(small_run):
     assert set(m.variant) == set(cfg.variants) | {"swav (untrained)"}
     runs = m[m.variant.isin(cfg.variants)].pivot_table(index=["variant", "seed"],
                                                        columns="metric", values="value")
-    assert len(runs) == 4 and runs.collapse.isin([0, 1, 2]).all()
+    assert len(runs) == 4 and runs.collapse.isin([0, 1, 2, 3]).all()
     # The recorded outcome is the rule applied to the recorded monitors.
     for (_, _), r in runs.iterrows():
         assert r.collapse == exp.outcome(r.std_ratio, r.effective_rank,
-                                         r.encoder_effective_rank, cfg)
+                                         r.encoder_effective_rank, cfg,
+                                         r.get("head_entropy", math.nan))
     table = exp.collapse_table(m)
     assert list(table.index) == list(cfg.variants)
     assert all((o.split(" ")[0] in exp.OUTCOMES and o.endswith("/2)"))

@@ -65,6 +65,24 @@ def test_sample_mean_norm_matches_loop():
     assert sample_mean_norm(v[:1].expand(5, -1, -1)) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_unbiased_sample_mean_norm_matches_loop_and_ignores_the_self_term():
+    v = views_around(n=12, k=4, noise=1.0, seed=6)
+    u = unit(v.numpy())
+    per = [np.mean([u[a, i] @ u[b, i] for a in range(4) for b in range(4) if a != b])
+           for i in range(12)]
+    want = np.mean(np.sqrt(np.clip(per, 0, None)))
+    assert sample_mean_norm(v, unbiased=True) == pytest.approx(want, abs=1e-12)
+    assert sample_mean_norm(v[:1].expand(3, -1, -1), unbiased=True) == pytest.approx(1.0)
+    # Views that ignore their input (independent directions): mu_x = 0. The norm of a K-view
+    # average reads about 1 / sqrt(K); the pairwise estimate about 0.
+    noise = torch.randn(4, 2000, 64, generator=torch.Generator().manual_seed(7),
+                        dtype=torch.float64)
+    assert sample_mean_norm(noise) == pytest.approx(0.5, abs=0.02)
+    assert sample_mean_norm(noise, unbiased=True) < 0.1
+    with pytest.raises(ValueError, match="K >= 2"):
+        sample_mean_norm(v[:1], unbiased=True)
+
+
 @settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),

@@ -20,6 +20,9 @@ K positive samples of each held-out latent standing for its augmentations:
 Collapse is decided by thresholds on measured quantities (``Config``): complete when the std
 ratio falls below ``complete_std``, dimensional when it does not but the effective rank of the
 embedding or of the encoder output falls below ``rank_fraction`` times the latent dimension.
+DINO can also collapse to a uniform output (Caron et al. 2021), which the normalised
+embedding does not show: uniform when the mean entropy of its student's output distribution
+reaches ``uniform_entropy`` times its maximum, :math:`\log M` for M outputs.
 The paper's prediction is tested on time: does :math:`\|s\|` early in training (at
 ``early_fraction`` of the steps) exceed ``s_threshold`` exactly for the runs that end in
 complete collapse? And does the final :math:`\|s\|` do so?
@@ -35,6 +38,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig
 from sithlib.experiments._tables import METHOD_LABELS, count_of, number_word, of_values
+from sithlib.experiments.stability_monitor import embedding
 from sithlib.methods import build_method
 from sithlib.metrics import (
     center_vector_norm,
@@ -48,7 +52,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "collapse_ablations"
-VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
+VERSION = 3  # 2: bias-free BYOL heads; 3: DINO's bottleneck, unbiased mean ||mu_x||
 TITLE = "Induced collapse"
 CHAPTER = "chapters/03_stability/03_collapse"
 
@@ -71,7 +75,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "vicreg": ("vicreg", {}),
     "vicreg_no_variance": ("vicreg", {"std_coeff": 0.0}),
 }
-OUTCOMES = ("none", "dimensional", "complete")  # the value of the "collapse" metric indexes it
+# The value of the "collapse" metric indexes it; "uniform" only for DINO's output distribution.
+OUTCOMES = ("none", "dimensional", "complete", "uniform")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,9 @@ class Config:
     early_fraction: float = 0.1
     complete_std: float = 0.25
     rank_fraction: float = 0.5
+    # DINO's output is uniform at this fraction of the maximum entropy log M (intact DINO stays
+    # far below it, about two thirds in the quick profile).
+    uniform_entropy: float = 0.9
     s_threshold: float = 0.9
     dgp_seed: int = 0
     checkpoint_every: int = 0
@@ -105,7 +113,8 @@ class Config:
                              f"got {self.variants!r}")
         if self.views < 2:
             raise ValueError(f"views must be >= 2 (K augmentations per sample), got {self.views}")
-        for name in ("early_fraction", "complete_std", "rank_fraction", "s_threshold"):
+        for name in ("early_fraction", "complete_std", "rank_fraction", "uniform_entropy",
+                     "s_threshold"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
 
@@ -191,37 +200,50 @@ def monitors(method, z: torch.Tensor, x: torch.Tensor, x_views: torch.Tensor) ->
     scores : dict of str to float
         ``center_norm``, ``mean_mu_norm``, ``spread``, ``std_ratio`` and ``effective_rank``
         of the embedding the loss sees; ``encoder_center_norm``, ``encoder_effective_rank``
-        and ``r2_linear`` of the encoder output.
+        and ``r2_linear`` of the encoder output; for DINO also ``head_entropy``, the mean
+        entropy of the student's output distribution over x, divided by its maximum log M.
     """
     k, n, dim = x_views.shape
     flat = x_views.reshape(k * n, dim)
-    proj = method.project(flat).float()
+    # The space the monitor chapter measures: projections, and DINO's bottleneck (not its
+    # logits, whose normalised mean is no center: they are defined up to a common shift).
+    proj = embedding(method, flat).float()
     u = torch.nn.functional.normalize(proj, dim=1)
     views = u.reshape(k, n, -1)
     decomposition = mean_norm_decomposition(views)
     h = method.embed(x).float()
     h_views = method.embed(flat).float()
+    extra = {}
+    if method.name == "dino":
+        logp = torch.log_softmax(method.project(x).float() / method.config.student_temp, dim=1)
+        entropy = -(logp.exp() * logp).sum(1).mean()
+        extra["head_entropy"] = float(entropy) / math.log(logp.shape[1])
     return {
         "center_norm": center_vector_norm(views),
-        "mean_mu_norm": sample_mean_norm(views),
+        "mean_mu_norm": sample_mean_norm(views, unbiased=True),
         "spread": decomposition["spread"],
         "std_ratio": embedding_std(u) * math.sqrt(u.shape[1]),
         "effective_rank": _rank(u),
         "encoder_center_norm": center_vector_norm(h_views),
         "encoder_effective_rank": _rank(torch.nn.functional.normalize(h, dim=1)),
         "r2_linear": r2_linear(h, z),
+        **extra,
     }
 
 
-def outcome(std_ratio: float, rank: float, encoder_rank: float, cfg) -> int:
-    """0 none, 1 dimensional, 2 complete collapse (index into ``OUTCOMES``).
+def outcome(std_ratio: float, rank: float, encoder_rank: float, cfg,
+            head_entropy: float = math.nan) -> int:
+    """0 none, 1 dimensional, 2 complete, 3 uniform collapse (index into ``OUTCOMES``).
 
-    Complete: the embedding's std ratio is below ``cfg.complete_std``. Dimensional: not
-    complete, but the effective rank of the embedding or of the encoder output is below
-    ``cfg.rank_fraction`` times the latent dimension.
+    Complete: the embedding's std ratio is below ``cfg.complete_std``. Uniform (DINO): not
+    complete, but the student's output entropy is at least ``cfg.uniform_entropy`` of its
+    maximum. Dimensional: neither, but the effective rank of the embedding or of the encoder
+    output is below ``cfg.rank_fraction`` times the latent dimension.
     """
     if std_ratio < cfg.complete_std:
         return 2
+    if head_entropy >= cfg.uniform_entropy:
+        return 3
     if min(rank, encoder_rank) < cfg.rank_fraction * cfg.dim:
         return 1
     return 0
@@ -294,7 +316,8 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
             values["center_norm_early"] = (float(early.center_norm.iloc[-1]) if len(early)
                                            else math.nan)
             values["collapse"] = outcome(values["std_ratio"], values["effective_rank"],
-                                         values["encoder_effective_rank"], cfg)
+                                         values["encoder_effective_rank"], cfg,
+                                         values.get("head_entropy", math.nan))
             complete = values["collapse"] == 2
             predicted = values["center_norm_early"] > cfg.s_threshold
             values["s_predicts"] = float(predicted == complete)
@@ -381,6 +404,8 @@ def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "eff. rank": _rank_text(by["effective_rank"]),
             "encoder R²": of_values(by["r2_linear"], "{:.2f}"),
             "encoder eff. rank": _rank_text(by["encoder_effective_rank"]),
+            "output entropy": (of_values(by["head_entropy"], "{:.2f}") if "head_entropy" in by
+                               else "–"),
             "early ‖s‖ predicts": f"{int(by['s_predicts'].sum())}/{n}",
             "final ‖s‖ agrees": f"{int(by['s_agrees'].sum())}/{n}",
         })
@@ -477,7 +502,7 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     share = abl.groupby("variant").code.agg(lambda c: float((c > 0).mean()))
     collapsed, split = int((share > 0.5).sum()), int((share == 0.5).sum())
     intact = wide[~wide.ablated]
-    complete, dimensional = wide[wide.code == 2], wide[wide.code == 1]
+    complete, dimensional, uniform = (wide[wide.code == c] for c in (2, 1, 3))
     rows = [(
         "Removing one anti-collapse device makes the method collapse",
         count_of(collapsed, len(share), "ablation", ("collapses", "collapse")) + " in most seeds"
@@ -514,15 +539,19 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         "supported" if wide.s_agrees.all() else "partly supported" if wide.s_agrees.mean()
         >= 0.75 else "not supported",
     ))
-    if len(dimensional):
-        seen = int((dimensional.center_norm > s_threshold).sum())
+    for runs, claim, how in ((dimensional, "Dimensional collapse shows in ‖s‖", "dimensionally"),
+                             (uniform, "DINO's collapse to a uniform output shows in ‖s‖",
+                              "to a uniform output")):
+        if not len(runs):
+            continue
+        seen = int((runs.center_norm > s_threshold).sum())
         rows.append((
-            "Dimensional collapse shows in ‖s‖",
-            f"{runs_text(len(dimensional), ('collapses', 'collapse'))} dimensionally; "
-            + count_of(seen, len(dimensional), "run", ("ends", "end"))
+            claim,
+            f"{runs_text(len(runs), ('collapses', 'collapse'))} {how}; "
+            + count_of(seen, len(runs), "run", ("ends", "end"))
             + f" with ‖s‖ above {s_threshold:g} (final ‖s‖ "
-            + (f"{dimensional.center_norm.min():.2f} to {dimensional.center_norm.max():.2f})"
-               if len(dimensional) > 1 else f"{dimensional.center_norm.iloc[0]:.2f})"),
-            "supported" if seen == len(dimensional) else "not supported",
+            + (f"{runs.center_norm.min():.2f} to {runs.center_norm.max():.2f})"
+               if len(runs) > 1 else f"{runs.center_norm.iloc[0]:.2f})"),
+            "supported" if seen == len(runs) else "not supported",
         ))
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])

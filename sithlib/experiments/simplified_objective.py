@@ -31,7 +31,7 @@ from sithlib.metrics import knn_accuracy, r2_linear
 from sithlib.train import TrainConfig, train
 
 NAME = "simplified_objective"
-VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
+VERSION = 3  # 2: bias-free BYOL heads; 3: unbiased mean ||mu_x|| (collapse_ablations.monitors)
 TITLE = "The simplified objective"
 CHAPTER = "chapters/03_stability/04_simplified"
 

@@ -49,7 +49,7 @@ from sithlib.models import MLP, ResNet18
 from sithlib.train import TrainConfig, TrainingFailure, train
 
 NAME = "stability_monitor"
-VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
+VERSION = 3  # 2: bias-free BYOL heads; 3: mean ||mu_x|| from distinct view pairs
 TITLE = "The center-vector monitor in training"
 CHAPTER = "chapters/03_stability/02_monitor"
 
@@ -311,7 +311,7 @@ def space_scores(views: torch.Tensor) -> dict[str, float]:
     """The monitor quantities of K views (K, N, d) of N samples (normalised inside)."""
     d = views.shape[-1]
     center = center_vector_norm(views)
-    mean = sample_mean_norm(views)
+    mean = sample_mean_norm(views, unbiased=True)  # the K-view average's norm reads high
     return {"center_norm": center, "mean_norm": mean, "gap": mean - center,
             "std_sqrt_d": embedding_std(views[0]) * math.sqrt(d),
             "rank": effective_rank(views[0].float())}

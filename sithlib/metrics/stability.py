@@ -77,18 +77,27 @@ def center_vector_norm(z, *, normalize: bool = True) -> float:
     return float(center_vector(z, normalize=normalize).norm())
 
 
-def sample_mean_norm(views, *, normalize: bool = True) -> float:
+def sample_mean_norm(views, *, normalize: bool = True, unbiased: bool = False) -> float:
     r"""Mean norm of each sample's mean embedding over its K augmentations,
     :math:`\frac{1}{N} \sum_x \|\mu_x\|` with :math:`\mu_x = \frac{1}{K} \sum_k z_k(x)`.
 
     Close to 1 when augmentations of a sample agree (invariance), whatever the center norm.
 
+    The norm of the K-view average overestimates :math:`\|E_\omega z(\omega(x))\|`: its square
+    is :math:`1/K + (K-1)/K` times the mean inner product of distinct views (unit embeddings),
+    so embeddings that ignore the input read about :math:`1/\sqrt K`. With ``unbiased`` each
+    sample's squared norm is estimated from the distinct pairs of its views alone,
+    :math:`\frac{1}{K(K-1)} \sum_{k \ne k'} \langle z_k, z_{k'} \rangle` (unbiased for
+    independent views), clamped at 0 before the square root.
+
     Parameters
     ----------
     views : Tensor, shape (k, n, d)
-        K augmented views of the same N inputs.
+        K augmented views of the same N inputs (K >= 2 with ``unbiased``).
     normalize : bool
         L2-normalise each embedding first.
+    unbiased : bool
+        Estimate each squared norm from distinct pairs of views only.
 
     Returns
     -------
@@ -96,7 +105,13 @@ def sample_mean_norm(views, *, normalize: bool = True) -> float:
         The mean norm.
     """
     z = _embeddings("views", views, normalize, shapes=(3,))
-    return float(z.mean(0).norm(dim=1).mean())
+    if not unbiased:
+        return float(z.mean(0).norm(dim=1).mean())
+    k = z.shape[0]
+    if k < 2:
+        raise ValueError(f"views needs K >= 2 views per sample for unbiased=True, got K = {k}")
+    pairs = (z.sum(0).pow(2).sum(1) - z.pow(2).sum((0, 2))) / (k * (k - 1))
+    return float(pairs.clamp_min(0).sqrt().mean())
 
 
 def mean_norm_decomposition(views, *, normalize: bool = True) -> dict[str, float]:
