@@ -48,7 +48,7 @@ from sithlib.metrics import mean_norm_decomposition
 from sithlib.models import ResNet18
 
 NAME = "stability_mechanism"
-VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
+VERSION = 3  # 2: bias-free BYOL heads; 3: the shift check calls the losses
 TITLE = "The common stability mechanism, checked on real batches"
 CHAPTER = "chapters/03_stability/01_mechanism"
 
@@ -300,13 +300,16 @@ def device_rows(method, x_a, x_b) -> list[dict]:
             {"metric": "code_center_sq_norm_uniform", "value": 1.0 / k},
         ]
     elif name in ("barlow_twins", "vicreg"):
-        z_a, _ = _embed_pair(m, x_a, x_b)
-        z = z_a.double()
-        centred = z - z.mean(0)
-        standard = centred / torch.sqrt(centred.square().mean(0) + 1e-5)
-        rows.append({"metric": "standardised_mean_abs", "value": float(standard.mean(0).abs()
-                                                                         .max())})
-        rows.append({"metric": "raw_mean_norm", "value": float(z.mean(0).norm())})
+        # The loss itself, not our own standardisation: moving both views' embeddings by one
+        # vector, here ten times their batch mean, must leave it unchanged.
+        with torch.no_grad():
+            z_a, z_b = _embed_pair(m, x_a, x_b)
+            shift = 10 * z_a.mean(0)
+            base = device_losses(m, z_a, z_b, x_a, x_b)["full loss"]
+            moved = device_losses(m, z_a + shift, z_b + shift, x_a, x_b)["full loss"]
+        rows.append({"metric": "shift_loss_change", "value": float((moved - base).abs()
+                                                                     / base.abs())})
+        rows.append({"metric": "raw_mean_norm", "value": float(z_a.double().mean(0).norm())})
     return rows
 
 
@@ -459,7 +462,8 @@ CHECKS = (
      1e-12),
     ("pair_gap", "mean ⟨uᵢ, uⱼ⟩ over i ≠ j − (N‖s‖² − 1)/(N − 1)", 1e-12),
     ("dino_center_ema_error", "DINO center − EMA of the teacher batch means", 1e-5),
-    ("standardised_mean_abs", "batch mean after standardisation (Barlow Twins, VICReg)", 1e-9),
+    ("shift_loss_change", "relative change of the loss when both views move by 10 × their "
+     "batch mean (Barlow Twins, VICReg)", 1e-4),
     ("grad_shift_norm", "‖batch-summed gradient‖ / ‖gradient‖ (Barlow Twins, VICReg)", 1e-4),
 )
 
