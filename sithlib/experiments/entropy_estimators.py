@@ -15,7 +15,13 @@ dimension d:
 * the pairwise-distance estimators of Kolchinsky and Tracey (2017) from the known parameters:
   KL (an upper bound) and Bhattacharyya (a lower bound).
 
-All lie above :math:`\sum_i c_i H(p_i)`; the true entropy lies below that plus :math:`\log m`.
+The true entropy and both pairwise estimates lie between :math:`\sum_i c_i H(p_i)` (the
+entropy given the component) and that plus :math:`\log m`; the Gaussian bound lies above the
+true entropy, and for far-apart components above that bracket too. The estimates from samples
+have no such guarantee: the one-batch LogDet estimate is biased low (the eigenvalues of a
+sample covariance spread out as d approaches the batch size, and the logarithm weighs the
+small ones most), and it falls below :math:`\sum_i c_i H(p_i)` in many cells, in every one at
+the largest dimensions.
 """
 
 from __future__ import annotations

@@ -13,8 +13,11 @@ bound's surrogate :math:`H(Z) - \lambda_s \mathbb{E}\|Z - Z'\|^2 / d` (the bound
 :math:`\sigma^2 = d / (2\lambda_s)`; with entropy weight 1 it is minus the VICReg-LogDet loss
 up to half the difference of the two views' entropies, which the loss averages), beside
 the kNN accuracy and the ground-truth linear :math:`R^2` of the representation. Then VICReg,
-VICReg-LogDet and VICReg-pairwise (same invariance term, same coefficients and budget) are
-compared on two data-generating processes with ground truth:
+VICReg-LogDet and VICReg-pairwise are compared. The three share the invariance term, its weight
+:math:`\lambda_s` (``sim_coeff``, 25) and the training budget; the other coefficients differ:
+VICReg keeps its 25 / 25 / 1 for invariance, variance and covariance, and the entropy variants
+replace the variance and covariance terms by the entropy estimate with weight :math:`\lambda_H`
+(``entropy_coeff``, 1). Two data-generating processes with ground truth:
 
 - ``vector``: :math:`z \sim U(S^{n-1})`, :math:`z' \sim \mathrm{vMF}(z, \kappa)`,
   :math:`x = g(z)` through an invertible leaky-ReLU MLP (Zimmermann et al. 2021); an MLP
