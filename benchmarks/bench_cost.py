@@ -137,8 +137,9 @@ class CountingTrain:
         self.experiment = ""
 
     def __call__(self, make_model, sample, loss_fn, cfg, *, device="cpu", evaluate=None,
-                 checkpoint=None, name="run", data_seed_offset=10_000):
-        kw = {"device": device, "name": name, "data_seed_offset": data_seed_offset}
+                 checkpoint=None, name="run", data_seed_offset=10_000, project=None):
+        kw = {"device": device, "name": name, "data_seed_offset": data_seed_offset,
+              "project": project}
         probe = make_model(cfg.first_seed)
         stateful = hasattr(probe, "after_step") or any(True for _ in probe.buffers())
         counts = []
@@ -162,7 +163,7 @@ class CountingTrain:
         short = sithlib.train.train(make_model, sample, loss_fn, one, evaluate=evaluate, **kw)
         last = {row["seed"]: row for row in short.curves}
         curves = [{**last[seed], "step": step} for step in _schedule(cfg) for seed in last]
-        return TrainResult(short.models, curves, short.failures, cfg.steps)
+        return TrainResult(short.models, curves, short.failures, cfg.steps, short.alive)
 
 
 def count(names) -> pd.DataFrame:
