@@ -47,6 +47,26 @@ def test_toc_files_walks_parts_chapters_and_sections():
     assert book.toc_files(toc) == ["intro", "a", "a1", "b"]
 
 
+def test_files_a_page_includes_are_staged_with_the_book():
+    """The site builds from a staging copy: a ``literalinclude`` target must exist and lie in
+    a folder that tools/book.py copies there."""
+    import re
+
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [ROOT / f"{name}.md" for name in book.toc_files(toc) if (ROOT / f"{name}.md").exists()]
+    found = 0
+    for page in pages:
+        for target in re.findall(r"```\{literalinclude\}\s+(\S+)", page.read_text()):
+            path = (page.parent / target).resolve()
+            assert path.is_file(), f"{page.name} includes {target}, which does not exist"
+            assert path.relative_to(ROOT).parts[0] in book.STAGED_DIRS, (
+                f"{page.name} includes {target}, outside the staged folders {book.STAGED_DIRS}")
+            found += 1
+    assert found >= 1  # the Reproduce page's example method
+
+
 def test_paper_book_smoke_runs_a_chapter_on_paper_shaped_results(monkeypatch, capsys):
     """tools/paper_book_smoke.py: a paper config shrunk to a few steps, filed as the paper
     result in a scratch folder, and its chapter executed against it with profile `cached`."""

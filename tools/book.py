@@ -25,6 +25,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 STAGING = BUILD / "staging"
+# Folders the pages use as they are: the site's CSS, and the example files a page includes.
+STAGED_DIRS = ("_static", "examples")
 PAGES = ("_config.yml", "_toc.yml", "references.bib")
 FAIL_MARKERS = ("Traceback (most recent call last)", "PapermillExecutionError")
 
@@ -133,8 +135,9 @@ def main() -> int:
     STAGING.mkdir(parents=True)
     for name in PAGES:
         shutil.copy2(ROOT / name, STAGING / name)
-    if (ROOT / "_static").is_dir():
-        shutil.copytree(ROOT / "_static", STAGING / "_static")
+    for folder in STAGED_DIRS:
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, STAGING / folder)
 
     failures = {}
     for name in toc_files(toc):

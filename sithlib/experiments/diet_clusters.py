@@ -217,7 +217,7 @@ class DIETModel(nn.Module):
     """Encoder f and bias-free instance head W; ``forward(x, normalize) -> (f(x), logits)``.
 
     With ``normalize_rows`` the logits use the unit rows :math:`w_i / \\lVert w_i \\rVert`
-    with the norm held constant in the gradient, and :func:`unit_rows`, passed to the trainer
+    with the norm held constant in the gradient, and ``unit_rows``, passed to the trainer
     as ``project``, scales the rows back to unit norm before the first step and after every
     step: csi renormalises W before every step, so each Adam step turns a unit row by about
     the learning rate (without it the rows' norms drift apart, and with them the angle each
