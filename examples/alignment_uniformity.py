@@ -47,23 +47,26 @@ class AlignUniformConfig:
     def __post_init__(self):
         for name in ("lambd", "t"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+                value = getattr(self, name)
+                raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 @register_method
 class AlignUniform(Method):
-    """Alignment plus uniformity on the L2-normalised encoder output (no projector)."""
+    """Alignment plus uniformity on the normalised encoder output (no projector)."""
 
-    name, label, config_class = "align_uniform", "align + uniform", AlignUniformConfig
+    name, label = "align_uniform", "align + uniform"
+    config_class = AlignUniformConfig
 
-    def __init__(self, encoder, config: AlignUniformConfig, feature_dim, generator=None):
+    def __init__(self, encoder, config, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
 
     def _loss(self, x_a, x_b, *, index, y):
-        u_a, u_b = (F.normalize(u, dim=1) for u in self._pair(self.encoder, x_a, x_b))
-        cfg = self.config
-        uniform = (losses.uniformity(u_a, t=cfg.t) + losses.uniformity(u_b, t=cfg.t)) / 2
-        loss = losses.alignment(u_a, u_b) + cfg.lambd * uniform
-        # Every method logs the norm of its batch's center vector (the stability monitor).
+        h_a, h_b = self._pair(self.encoder, x_a, x_b)
+        u_a, u_b = F.normalize(h_a, dim=1), F.normalize(h_b, dim=1)
+        t = self.config.t
+        uniform = (losses.uniformity(u_a, t=t) + losses.uniformity(u_b, t=t)) / 2
+        loss = losses.alignment(u_a, u_b) + self.config.lambd * uniform
+        # Every method logs its batch's center-vector norm (the stability monitor).
         center = center_vector(torch.cat([u_a, u_b]).detach()).norm().float()
         return loss, {"center_norm": center, "uniformity": uniform.detach()}
