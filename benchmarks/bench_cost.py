@@ -52,7 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import sithlib.train
-from sithlib.results import config_hash
+from sithlib.results import config_hash, running_on
 from sithlib.train import TrainResult
 
 QUICK = ("infonce_sphere", "platonic")
@@ -187,7 +187,8 @@ def _count(names) -> pd.DataFrame:
             module = get_experiment(name)
             counting.experiment = name
             start = time.perf_counter()
-            module.run(shrink(module.PROFILES["paper"], training=False), "cpu")
+            with running_on("cpu"):  # cells and checkpoints keyed by the device they ran on
+                module.run(shrink(module.PROFILES["paper"], training=False), "cpu")
             print(f"counted {name} in {time.perf_counter() - start:.0f} s", flush=True)
     finally:
         for module in EXPERIMENTS.values():

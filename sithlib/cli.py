@@ -66,6 +66,10 @@ def import_plugins(items) -> None:
             try:
                 importlib.import_module(item)
             except ModuleNotFoundError as err:
+                if err.name != item and not item.startswith(f"{err.name}."):
+                    # The module exists but imports one that is missing: name that one.
+                    raise ValueError(f"--import {item}: it imports {err.name!r}, which is not "
+                                     "installed") from None
                 raise ValueError(f"--import {item}: no module or .py file of that name "
                                  f"({err})") from None
 

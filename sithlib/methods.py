@@ -1154,8 +1154,9 @@ def register_method(cls: type[Method] | None = None, *, replace: bool = False):
     ``"center_norm"`` entry in ``logs``. Its ``__init__`` takes
     ``(encoder, config, feature_dim, generator=None)``. The results store keys cached results
     by the config and by a hash of the files that define the class (read here, see
-    :func:`method_fingerprint`), so an edited file, imported again, reruns the experiments
-    that name the method.
+    :func:`method_fingerprint`), so an edited file reruns the experiments that name the method
+    in the next process that imports it (within one process, register the edited class with
+    ``replace=True``).
 
     Parameters
     ----------

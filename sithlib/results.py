@@ -101,22 +101,26 @@ def check_profile(profile: str, allowed: tuple[str, ...] = PROFILES) -> str:
 def config_hash(experiment: str, version: int, config) -> str:
     """sha256 of the canonical JSON of (experiment, VERSION, config): the staleness key.
 
-    A config that names a method added with ``sithlib.methods.register_method`` also hashes
-    that method's code, which no ``VERSION`` tracks.
+    A config that names a method added with ``sithlib.methods.register_method``, in a field
+    its experiment lists in ``METHOD_FIELDS``, also hashes that method's code, which no
+    ``VERSION`` tracks. Other fields are never read for method names, so registering a method
+    cannot change the hash of a config that does not train it.
     """
     body = {"experiment": experiment, "version": version, "config": _as_dict(config)}
-    code = _registered_code(body["config"])
+    code = _registered_code(experiment, body["config"])
     if code:  # only then, so that every other hash stays what it was
         body["registered_methods"] = code
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _registered_code(config: dict) -> dict[str, str]:
+def _registered_code(experiment: str, config: dict) -> dict[str, str]:
+    from sithlib.experiments import EXPERIMENTS
     from sithlib.methods import BUILTIN_METHODS, METHODS, method_fingerprint
 
+    fields = getattr(EXPERIMENTS.get(experiment), "METHOD_FIELDS", ())
     names = set()
-    for value in config.values():
+    for value in (config.get(f) for f in fields):
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, str) and item in METHODS and item not in BUILTIN_METHODS:
                 names.add(item)
@@ -267,8 +271,8 @@ class Checkpoint:
             found = (f"keys {', '.join(map(str, saved)) or 'none'}" if isinstance(saved, dict)
                      else f"a {type(saved).__name__}")
             raise CorruptResultError(f"{self.path}: not a sithlib checkpoint (expected a dict "
-                                     f"with keys key, state, spent_s; found {found}); delete "
-                                     "it to start the run afresh")
+                                     f"with keys key and state, and optionally spent_s; found "
+                                     f"{found}); delete it to start the run afresh")
         if saved["key"] != self.key:
             return None
         spent = saved.get("spent_s", 0.0)  # absent in checkpoints of an older sithlib

@@ -149,7 +149,11 @@ class TrainConfig:
 
 class TrainingFailure(RuntimeError):
     """Every seed's loss became NaN / Inf; the message names the first failure's evaluation
-    step, seed, method and config."""
+    step, seed, method and config, and ``failures`` holds every failure recorded."""
+
+    def __init__(self, message: str, failures: list[dict] | None = None):
+        super().__init__(message)
+        self.failures = list(failures or [])
 
 
 def _optimizer(params, cfg: TrainConfig, stacked: bool = False) -> torch.optim.Optimizer:
@@ -513,7 +517,8 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
             bar.set_postfix(loss=f"{losses.detach().float().mean().item():.4f}")
             if not any(alive):
                 bar.close()
-                raise TrainingFailure(f"{name}: every seed failed; first failure: {failures[0]}")
+                raise TrainingFailure(f"{name}: every seed failed; first failure: {failures[0]}",
+                                      failures)
         bar.update(1)
         if (checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0
                 and rank == 0):

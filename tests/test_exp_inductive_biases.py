@@ -65,6 +65,26 @@ def test_content_style_pairs_share_exactly_the_content():
     assert x_a.shape == x_b.shape == (4, 3, 8, 8)
 
 
+def test_a_diverged_image_run_is_a_failure_row_not_a_failed_sweep(monkeypatch):
+    """One seed per image cell: when its loss goes non-finite the engine raises, and the cell
+    records the failure (the non-finite one, not an earlier collapse) instead of ending the
+    whole grid."""
+    from sithlib.train import TrainingFailure
+
+    failures = [{"step": 2, "seed": 0, "kind": "collapse"},
+                {"step": 4, "seed": 0, "kind": "non-finite loss"}]
+
+    def diverges(*args, **kwargs):
+        raise TrainingFailure("run: every seed failed", failures)
+
+    monkeypatch.setattr(ib, "train", diverges)
+    cell = ib.image_cells(TINY["inductive_biases"])[1]
+    out = ib.run_image_cell(cell)
+    row = out["metrics"].iloc[0]
+    assert len(out["metrics"]) == 1 and out["curves"] is None
+    assert (row.metric, row.value, row.failure) == ("failure_step", 4.0, "non-finite loss")
+
+
 def test_sweep_values_are_sorted_and_labelled_as_in_the_figures():
     assert ib._order([2.0, 1.0, 4.0], "depth") == [1.0, 2.0, 4.0]
     assert ib._order(["lars", "adam", "sgd"], "optimizer") == ["adam", "sgd", "lars"]

@@ -113,9 +113,29 @@ def test_hash_covers_registered_code_and_nothing_else(align_uniform):
     assert config_hash("platonic", platonic.VERSION, cfg) == old.hexdigest()[:16]
     assert method_fingerprint("byol") == ""
     ours = dataclasses.replace(cfg, methods=("infonce", "align_uniform"))
-    assert config_hash("platonic", platonic.VERSION, ours) != config_hash(
-        "platonic", platonic.VERSION, dataclasses.replace(ours, methods=("infonce", "byol")))
+    body["config"] = dataclasses.asdict(ours)
+    plain = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    assert config_hash("platonic", platonic.VERSION, ours) != plain.hexdigest()[:16]
     assert len(method_fingerprint("align_uniform")) == 16
+
+
+def test_registering_a_method_leaves_configs_that_do_not_train_it_alone():
+    """Only fields an experiment lists in METHOD_FIELDS are read for method names: a method
+    named like a string of a committed config does not make that result stale."""
+    from sithlib.experiments import identifiability_classes
+    from sithlib.results import paper_status
+
+    cfg = identifiability_classes.PROFILES["paper"]
+    name = next(v for v in cfg.classes if v.isidentifier() and v == v.lower())
+    before = config_hash("identifiability_classes", identifiability_classes.VERSION, cfg)
+    status = paper_status("identifiability_classes")[0]
+    register_method(_method(name))
+    try:
+        assert config_hash("identifiability_classes", identifiability_classes.VERSION,
+                           cfg) == before
+        assert paper_status("identifiability_classes")[0] == status
+    finally:
+        unregister_method(name)
 
 
 def test_hash_follows_an_edited_helper_in_the_methods_file(tmp_path):
@@ -158,8 +178,11 @@ def test_platonic_trains_a_registered_method(align_uniform):
 def test_cli_imports_a_plugin(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SITH_PROGRESS", "0")
+    (tmp_path / "needs_more.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     for item, message in (("nope.py", "--import nope.py: no such file"),
-                          ("no_such_module_xyz", "--import no_such_module_xyz: no module")):
+                          ("no_such_module_xyz", "--import no_such_module_xyz: no module"),
+                          ("needs_more", "it imports 'no_such_dependency_xyz', which is not")):
         assert cli.main(["run", "platonic", "--import", item]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err

@@ -73,8 +73,8 @@ def test_unbiased_sample_mean_norm_matches_loop_and_ignores_the_self_term():
     want = np.mean(np.sqrt(np.clip(per, 0, None)))
     assert sample_mean_norm(v, unbiased=True) == pytest.approx(want, abs=1e-12)
     assert sample_mean_norm(v[:1].expand(3, -1, -1), unbiased=True) == pytest.approx(1.0)
-    # Views that ignore their input (independent directions): mu_x = 0. The norm of a K-view
-    # average reads about 1 / sqrt(K); the pairwise estimate about 0.
+    # Views in independent random directions: mu_x = 0. The norm of a K-view average reads
+    # about 1 / sqrt(K); the pairwise estimate a little above 0 (it is clamped at 0).
     noise = torch.randn(4, 2000, 64, generator=torch.Generator().manual_seed(7),
                         dtype=torch.float64)
     assert sample_mean_norm(noise) == pytest.approx(0.5, abs=0.02)

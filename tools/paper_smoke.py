@@ -28,13 +28,15 @@ def main(names: list[str]) -> int:
 
 def _run(names: list[str]) -> int:
     from sithlib.experiments import EXPERIMENTS, get_experiment, shrink
+    from sithlib.results import running_on
 
     failed = []
     for name in names or list(EXPERIMENTS):
         module = get_experiment(name)
         start = time.perf_counter()
         try:
-            out = module.run(shrink(module.PROFILES["paper"]), "cpu")
+            with running_on("cpu"):  # cells and checkpoints keyed by the device they ran on
+                out = module.run(shrink(module.PROFILES["paper"]), "cpu")
             rows = {k: len(v) for k, v in out.items() if v is not None}
             print(f"ok    {name:24s} {time.perf_counter() - start:7.1f} s  rows {rows}", flush=True)
         except Exception:  # report every experiment, then fail

@@ -497,7 +497,7 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     wide["ablated"] = wide.variant.map(lambda v: bool(VARIANTS[v][1]))
     wide["code"] = wide.collapse.round().astype(int)
     abl = wide[wide.ablated]
-    # Share of seeds in which each ablation collapses (dimensionally or completely): more than
+    # Share of seeds in which each ablation collapses (in any of the three ways): more than
     # half counts as collapsing, exactly half as split between seeds.
     share = abl.groupby("variant").code.agg(lambda c: float((c > 0).mean()))
     collapsed, split = int((share > 0.5).sum()), int((share == 0.5).sum())

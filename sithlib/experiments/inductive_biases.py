@@ -46,7 +46,7 @@ from sithlib.metrics import block_r2, linear_probe, r2_linear
 from sithlib.models import ResNet18
 from sithlib.models.mlp import MLP, SphereNorm
 from sithlib.models.views import both_views
-from sithlib.train import TrainConfig, train
+from sithlib.train import TrainConfig, TrainingFailure, train
 
 NAME = "inductive_biases"
 VERSION = 1
@@ -327,20 +327,20 @@ def run_image_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
             loss, logs = model(*batch)
             return loss, model.encoder.last_output, logs
 
-        result = train(make_model, image_sampler(cell), loss_fn,
-                       TrainConfig(steps=cell["image_steps"], batch_size=cell["image_batch"],
-                                   lr=cell["image_lr"], seeds=1, first_seed=seed,
-                                   precision=cell["image_precision"],
-                                   eval_every=max(1, cell["image_steps"] // 4)),
-                       device=device, name=f"{NAME}-{cell['pairs']}")
-        model = result.models[0]
-        curves = pd.DataFrame(result.curves).assign(part="image", pairs=cell["pairs"])
-        if not result.finished():  # its loss went non-finite: a failure row, no scores
-            failure = result.failures[0]
+        try:
+            result = train(make_model, image_sampler(cell), loss_fn,
+                           TrainConfig(steps=cell["image_steps"], batch_size=cell["image_batch"],
+                                       lr=cell["image_lr"], seeds=1, first_seed=seed,
+                                       precision=cell["image_precision"],
+                                       eval_every=max(1, cell["image_steps"] // 4)),
+                           device=device, name=f"{NAME}-{cell['pairs']}")
+        except TrainingFailure as err:  # its one seed's loss went non-finite: a row, no scores
+            failure = next(f for f in err.failures if f["kind"] == "non-finite loss")
             return {"metrics": pd.DataFrame([{
                 "part": "image", "pairs": cell["pairs"], "seed": seed, "metric": "failure_step",
-                "value": float(failure["step"]), "failure": failure["kind"]}]),
-                "curves": curves}
+                "value": float(failure["step"]), "failure": failure["kind"]}]), "curves": None}
+        model = result.models[0]
+        curves = pd.DataFrame(result.curves).assign(part="image", pairs=cell["pairs"])
     values = image_scores(features(model), held_out)
     rows = [{"part": "image", "pairs": cell["pairs"], "seed": seed, "metric": k, "value": v}
             for k, v in values.items()]

@@ -50,6 +50,8 @@ TITLE = "The Platonic convergence on an identifiable DGP"
 CHAPTER = "chapters/01_sith/05_platonic"
 
 METHODS = ("infonce", "diet", "vicreg", "barlow_twins", "byol", "simsiam", "swav", "dino")
+# Config fields that may name a reader's registered methods: the results store hashes their code.
+METHOD_FIELDS = ("methods",)
 # Reference representations compared with every trained encoder.
 REFERENCES = ("latent z", "raw x")
 LABELS = {**{m: METHOD_LABELS[m] for m in METHODS}, **{r: r for r in REFERENCES}}
@@ -408,9 +410,9 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11.0, 4.2), sharey=True)
-    for ax, score, label in zip(axes, ("r2_linear", "procrustes_r2"),
-                                ("min linear R² of the pair", "min orthogonal (Procrustes) R²"),
-                                strict=True):
+    for ax, score, xlabel in zip(axes, ("r2_linear", "procrustes_r2"),
+                                 ("min linear R² of the pair", "min orthogonal (Procrustes) R²"),
+                                 strict=True):
         table = pair_table(metrics, score)
         table = table[table.metric == "mutual_knn"]
         for within, style in ((False, dict(marker="o", color="C0", label="two methods")),
@@ -418,7 +420,7 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
             part = table[table.within == within]
             ax.errorbar(part.min_score, part["mean"], yerr=part.sd.fillna(0), ls="none",
                         capsize=2, ms=5, **style)
-        ax.set(xlabel=label)
+        ax.set(xlabel=xlabel)
         ax.grid(True, alpha=0.4)
     axes[0].set_ylabel("mutual kNN alignment (k = 10)")
     axes[0].legend(fontsize=8)

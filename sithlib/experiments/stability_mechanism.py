@@ -330,9 +330,9 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     for name in cfg.methods:
         fresh = [make_method(name, source, cfg, s) for s in range(cfg.seeds)]
         trained = train_method(name, source, cfg, steps=cfg.steps, batch_size=cfg.batch_size,
-                               evals=1, device=device, evaluate=False).models
-        for state, models in (("init", fresh), ("trained", trained)):
-            for seed, model in enumerate(models):
+                               evals=1, device=device, evaluate=False).finished()
+        for state, models in (("init", list(enumerate(fresh))), ("trained", trained)):
+            for seed, model in models:
                 keys = {"data": "vector", "method": name, "state": state, "seed": seed}
                 model.eval()
                 with torch.no_grad():

@@ -85,10 +85,12 @@ def sample_mean_norm(views, *, normalize: bool = True, unbiased: bool = False) -
 
     The norm of the K-view average overestimates :math:`\|E_\omega z(\omega(x))\|`: its square
     is :math:`1/K + (K-1)/K` times the mean inner product of distinct views (unit embeddings),
-    so embeddings that ignore the input read about :math:`1/\sqrt K`. With ``unbiased`` each
+    so views in independent random directions (:math:`\mu_x = 0`) read about
+    :math:`1/\sqrt K`. With ``unbiased`` each
     sample's squared norm is estimated from the distinct pairs of its views alone,
     :math:`\frac{1}{K(K-1)} \sum_{k \ne k'} \langle z_k, z_{k'} \rangle` (unbiased for
-    independent views), clamped at 0 before the square root.
+    independent views), clamped at 0 before the square root (so it reads a little above 0
+    where :math:`\mu_x = 0`).
 
     Parameters
     ----------
@@ -107,11 +109,17 @@ def sample_mean_norm(views, *, normalize: bool = True, unbiased: bool = False) -
     z = _embeddings("views", views, normalize, shapes=(3,))
     if not unbiased:
         return float(z.mean(0).norm(dim=1).mean())
+    if z.shape[0] < 2:
+        raise ValueError(f"views needs K >= 2 views per sample for unbiased=True, got "
+                         f"K = {z.shape[0]}")
+    return float(_pair_products(z).clamp_min(0).sqrt().mean())
+
+
+def _pair_products(z: torch.Tensor) -> torch.Tensor:
+    """Per sample, the mean inner product of its K >= 2 distinct views (shape (n,))."""
     k = z.shape[0]
-    if k < 2:
-        raise ValueError(f"views needs K >= 2 views per sample for unbiased=True, got K = {k}")
-    pairs = (z.sum(0).pow(2).sum(1) - z.pow(2).sum((0, 2))) / (k * (k - 1))
-    return float(pairs.clamp_min(0).sqrt().mean())
+    # ||sum_k z_k||^2 sums over all view pairs, k = k' included: take those out.
+    return (z.sum(0).pow(2).sum(1) - z.pow(2).sum((0, 2))) / (k * (k - 1))
 
 
 def mean_norm_decomposition(views, *, normalize: bool = True) -> dict[str, float]:
@@ -141,8 +149,7 @@ def mean_norm_decomposition(views, *, normalize: bool = True) -> dict[str, float
     mu = z.mean(0)
     s = mu.mean(0)
     if k > 1:
-        total = z.sum(0).pow(2).sum(1)  # ||sum_k z_k||^2 = sum over all view pairs, incl. k = k'
-        alignment = float(((total - z.pow(2).sum((0, 2))) / (k * (k - 1))).mean())
+        alignment = float(_pair_products(z).mean())
     else:
         alignment = math.nan
     return {
