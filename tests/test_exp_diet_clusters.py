@@ -87,6 +87,22 @@ def test_normalized_rows_are_back_at_unit_norm_after_every_step_as_in_csi(monkey
     assert (unnormalized - 1).abs().max() > 0.1  # PyTorch's init, then Adam: no constraint
 
 
+def test_every_seed_can_draw_its_own_dgp_as_csi_does():
+    """dgp_per_seed: seed s learns the DGP of dgp_seed + s; seed 0's is the shared one, so its
+    numbers are those of the shared run, and seed 1's data differ."""
+    cfg = dataclasses.replace(TINY["diet_clusters"], heads=("unnormalized",))
+    shared, own = dc.run(cfg)["metrics"], dc.run(dataclasses.replace(cfg, dgp_per_seed=True))
+    own = own["metrics"]
+    first = [f[(f.seed == 0) & (f.metric != "kappa_eff")].reset_index(drop=True)
+             for f in (shared, own)]
+    pd.testing.assert_frame_equal(*first, rtol=1e-5, atol=1e-6)
+    for frame, dgps in ((shared, 1), (own, 2)):
+        assert len(frame[frame.metric == "kappa_eff"]) == dgps
+    raw = own[own.metric == "r2_z_raw_x"].set_index("seed").value
+    assert raw[0] != raw[1]  # another mixing g
+    assert dc.PROFILES["paper"].dgp_per_seed and not dc.PROFILES["quick"].dgp_per_seed
+
+
 def test_training_learns_the_clusters():
     cfg = dataclasses.replace(TINY["diet_clusters"], heads=("unnormalized",), n_instances=100,
                               hidden_layers=3, narrow=4, wide=10, steps=300, eval_every=100,
