@@ -133,7 +133,6 @@ import hashlib
 import inspect
 import math
 import numbers
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -1232,8 +1231,8 @@ def _code_hash(cls: type) -> str:
             text = Path(path).read_text() if path and Path(path).is_file() else None
             parts.append(text if text is not None else inspect.getsource(c))
         except (OSError, TypeError):
-            parts.append(f"{c.__module__}.{c.__qualname__}:{id(c)}:{os.getpid()}:"
-                         f"{_PROCESS_TOKEN}")
+            # The token is already unique to this process: no pid needed beside it.
+            parts.append(f"{c.__module__}.{c.__qualname__}:{id(c)}:{_PROCESS_TOKEN}")
     text = "\n".join(dict.fromkeys(parts))  # one copy of a file several classes share
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
