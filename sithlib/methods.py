@@ -717,6 +717,7 @@ class SimCLR(Method):
     """SimCLR: encoder, projector, NT-Xent over the 2n views."""
 
     name, config_class, concat_views = "simclr", SimCLRConfig, True
+    label = "SimCLR"
 
     def __init__(self, encoder, config: SimCLRConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -746,6 +747,7 @@ class InfoNCE(Method):
     """InfoNCE of the identifiability theory on the encoder output (no projector)."""
 
     name, config_class = "infonce", InfoNCEConfig
+    label = "InfoNCE"
 
     def __init__(self, encoder, config: InfoNCEConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -786,6 +788,7 @@ class BYOL(_TeacherMixin, Method):
     """BYOL: online encoder, projector, predictor; EMA target encoder and projector."""
 
     name, config_class = "byol", BYOLConfig
+    label = "BYOL"
 
     def __init__(self, encoder, config: BYOLConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -824,6 +827,7 @@ class SimSiam(Method):
     """SimSiam: encoder, projector, predictor, stop-gradient on the other view's projection."""
 
     name, config_class = "simsiam", SimSiamConfig
+    label = "SimSiam"
 
     def __init__(self, encoder, config: SimSiamConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -858,6 +862,7 @@ class SwAV(Method):
     """SwAV: projector, unit-norm prototypes, swapped prediction of Sinkhorn codes, queue."""
 
     name, config_class, concat_views = "swav", SwAVConfig, True
+    label = "SwAV"
 
     def __init__(self, encoder, config: SwAVConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -929,6 +934,7 @@ class DINO(_TeacherMixin, Method):
     """DINO: student encoder and head, EMA teacher, centering and sharpening."""
 
     name, config_class, concat_views = "dino", DINOConfig, True
+    label = "DINO"
 
     def __init__(self, encoder, config: DINOConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -992,6 +998,7 @@ class BarlowTwins(Method):
     """Barlow Twins: projector and the cross-correlation loss."""
 
     name, config_class = "barlow_twins", BarlowTwinsConfig
+    label = "Barlow Twins"
 
     def __init__(self, encoder, config: BarlowTwinsConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -1015,6 +1022,7 @@ class VICReg(Method):
     """VICReg: expander and the variance-invariance-covariance loss (or an entropy variant)."""
 
     name, config_class = "vicreg", VICRegConfig
+    label = "VICReg"
 
     def __init__(self, encoder, config: VICRegConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -1055,6 +1063,7 @@ class DIET(_Classifier):
     """DIET: a bias-free linear head over the training-sample indices."""
 
     name, config_class, needs = "diet", DIETConfig, "index"
+    label = "DIET"
 
     def __init__(self, encoder, config: DIETConfig, feature_dim, generator=None):
         super().__init__(encoder, config, feature_dim)
@@ -1141,6 +1150,13 @@ BUILTIN_METHODS: tuple[str, ...] = tuple(METHODS)
 def available_methods() -> tuple[str, ...]:
     """Names accepted by :func:`build_method`, in a fixed order (registered ones last)."""
     return tuple(METHODS)
+
+
+def method_label(name: str) -> str:
+    """Display name of a method in tables and legends: its class's ``label``, else its
+    ``name``; a string that names no method (a reference such as ``"raw x"``) comes back as is."""
+    cls = METHODS.get(name)
+    return (cls.label or cls.name) if cls is not None else name
 
 
 def register_method(cls: type[Method] | None = None, *, replace: bool = False):

@@ -88,7 +88,7 @@ def test_every_method_and_pair_is_measured(tiny):
 def test_tables(tiny):
     m = tiny["metrics"]
     table = exp.summary_table(m)
-    assert list(table.index) == [exp.LABELS[k] for k in exp.METHODS] + ["raw x"]
+    assert list(table.index) == [exp.label(k) for k in exp.METHODS] + ["raw x"]
     assert list(table.columns) == [METRIC_LABELS[s] for s in exp.SCORES] + ["seeds"]
     assert "±" in table.loc["InfoNCE", "linear R²"]
     knn = exp.similarity_matrix(m)

@@ -77,6 +77,28 @@ def test_registration_is_validated():
     assert available_methods() == BUILTIN_METHODS
 
 
+def test_display_names_come_from_the_method_classes():
+    """One source: a class's ``label`` (else its name); METHOD_LABELS reads it live, so a
+    method registered after import shows its own label in every chapter's tables."""
+    import pandas as pd
+
+    from sithlib.experiments import METHOD_LABELS
+    assert METHOD_LABELS["barlow_twins"] == "Barlow Twins" and METHOD_LABELS["simclr"] == "SimCLR"
+    assert METHOD_LABELS["stability"] == "stability" == methods.method_label("stability")
+    assert methods.method_label("raw x") == "raw x" and "raw x" not in METHOD_LABELS
+    assert list(METHOD_LABELS) == list(available_methods())
+    register_method(_method("custom_b", label="Custom B"))
+    try:
+        assert METHOD_LABELS["custom_b"] == "Custom B" == platonic.label("custom_b")
+        frame = pd.DataFrame({"r2": [1.0, 0.5, 0.2]}, index=["vicreg", "custom_b", "raw x"])
+        shown = ["VICReg", "Custom B", "raw x"]
+        assert list(frame.rename(index=METHOD_LABELS).index) == shown
+        assert list(pd.Series(frame.index).replace(METHOD_LABELS)) == shown
+    finally:
+        unregister_method("custom_b")
+    assert "custom_b" not in METHOD_LABELS and methods.method_label("custom_b") == "custom_b"
+
+
 def test_example_loss_matches_the_equation(align_uniform):
     """Against Wang & Isola's two terms written as plain loops over pairs."""
     gen = torch.Generator().manual_seed(0)

@@ -7,7 +7,11 @@ content column never breaks a cell inside a number (it wraps between cells inste
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
+
+from sithlib.methods import METHODS, method_label
 
 
 def mean_sd(mean: float, sd: float | None = None, fmt: str = "{:.3f}",
@@ -34,12 +38,28 @@ def of_agg(agg: pd.DataFrame, fmt: str = "{:.3f}", fmts: dict | None = None) -> 
                      index=agg.index, dtype=object)
 
 
+class _MethodLabels(Mapping):
+    """Method name -> display name, read from :data:`sithlib.methods.METHODS` at each lookup,
+    so a method registered after import (:func:`sithlib.methods.register_method`) has its
+    ``label`` here too. One source: each method class's ``label``."""
+
+    def __getitem__(self, name: str) -> str:
+        if name not in METHODS:
+            raise KeyError(name)
+        return method_label(name)
+
+    def __iter__(self):
+        return iter(list(METHODS))
+
+    def __len__(self) -> int:
+        return len(METHODS)
+
+    def __repr__(self) -> str:
+        return f"METHOD_LABELS({dict(self)!r})"
+
+
 #: Display names of the methods (the keys of :data:`sithlib.methods.METHODS`) in tables.
-METHOD_LABELS = {
-    "simclr": "SimCLR", "infonce": "InfoNCE", "byol": "BYOL", "simsiam": "SimSiam",
-    "swav": "SwAV", "dino": "DINO", "barlow_twins": "Barlow Twins", "vicreg": "VICReg",
-    "diet": "DIET", "supervised": "supervised",
-}
+METHOD_LABELS = _MethodLabels()
 
 #: Display names of the scores that several chapters' tables share: the names under which
 #: chapter 1.1 (identifiability) defines them.

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
+from sithlib.experiments._tables import of_agg, readable
 from sithlib.methods import METHODS as REGISTRY
-from sithlib.methods import build_method
+from sithlib.methods import build_method, method_label
 from sithlib.metrics import (
     cka_linear,
     effective_rank,
@@ -54,7 +54,6 @@ METHODS = ("infonce", "diet", "vicreg", "barlow_twins", "byol", "simsiam", "swav
 METHOD_FIELDS = ("methods",)
 # Reference representations compared with every trained encoder.
 REFERENCES = ("latent z", "raw x")
-LABELS = {**{m: METHOD_LABELS[m] for m in METHODS}, **{r: r for r in REFERENCES}}
 
 
 def allowed_methods() -> tuple[str, ...]:
@@ -65,8 +64,7 @@ def allowed_methods() -> tuple[str, ...]:
 
 def label(model: str) -> str:
     """Display name of a method or reference (a registered method shows its own name)."""
-    cls = REGISTRY.get(model)
-    return LABELS.get(model) or METHOD_LABELS.get(model) or getattr(cls, "label", "") or model
+    return method_label(model)
 
 
 def _ordered(models, references=()) -> list[str]:
