@@ -31,6 +31,11 @@ def run_cli(*args, env=None):
         (["run", "vmf_concentration", "--device", "cuda:x"], "unknown device 'cuda:x'"),
         (["bench", "dgp", "--device", "cuda:99"], "device 'cuda:99'"),
         (["run"], "name one EXPERIMENT or pass --all"),
+        (["run", "vmf_concentration", "--all"], "name one EXPERIMENT or pass --all"),
+        (["run", "--all", "--set", "n=3"], "--set applies to one experiment, not to --all"),
+        (["run", "stability_monitor", "--set", "checksums=maybe"],
+         "--set checksums=maybe: expected true or false"),
+        (["bench", "nope"], "unknown benchmark(s) nope; allowed: "),
     ],
 )
 def test_bad_input_gives_clear_error(args, message, capsys):

@@ -17,6 +17,7 @@ from sithlib.dgp import (
     pool_condition,
     random_matrix,
 )
+from sithlib.dgp._hashing import config_hash
 from sithlib.dgp._random import random_orthogonal
 
 
@@ -200,8 +201,14 @@ def test_bad_inputs():
         InvertibleMLP([torch.zeros(3, 3)])
     with pytest.raises(ValueError, match="square"):
         InvertibleMLP([torch.ones(3, 2)])
+    with pytest.raises(ValueError, match=r"weights must all have the same size.*\(4, 4\)"):
+        InvertibleMLP([torch.eye(3), torch.eye(4)])
     g = InvertibleMLP.random(3, generator=_gen(0))
     with pytest.raises(ValueError, match="shape"):
         g(torch.ones(4, 5))
     with pytest.raises(ValueError, match="state"):
         mixing_from_state_dict({"config": {}})
+    config = {"kind": "flow", "dim": 3}
+    with pytest.raises(ValueError, match="unknown mixing kind 'flow' in state; expected one of"):
+        mixing_from_state_dict({"config": config, "config_hash": config_hash(config),
+                                "tensors": {}})

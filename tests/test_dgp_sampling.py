@@ -20,6 +20,7 @@ from sithlib.dgp import (
     sample_marginal,
     sample_noise,
 )
+from sithlib.dgp._random import random_wishart
 
 
 def _gen(seed=0):
@@ -34,12 +35,20 @@ def test_spaces():
     # Uniform on S^3: each coordinate has mean 0 and variance 1/4.
     assert z.mean(0).abs().max() < 4 * (0.25 / 5000) ** 0.5
     assert torch.allclose(z.var(0), torch.full((4,), 0.25, dtype=torch.float64), atol=0.02)
+    # Moments miss a wrong shape; the exact law of a coordinate does not: uniform on S^{d-1}
+    # gives (1 + z_j) / 2 ~ Beta((d - 1) / 2, (d - 1) / 2).
+    zk = s.uniform(20_000, generator=_gen(41), dtype=torch.float64).numpy()
+    for j in range(4):
+        assert stats.kstest((1 + zk[:, j]) / 2, stats.beta(1.5, 1.5).cdf).pvalue > 0.01
     u = b.uniform(20_000, generator=_gen(1))
     assert b.contains(u).all()
     assert stats.kstest(u[:, 0].numpy(), stats.uniform(-1, 2).cdf).pvalue > 0.01
     clamped = b.project(torch.tensor([[2.0, -3.0, 0.5]]))
     assert torch.equal(clamped, torch.tensor([[1.0, -1.0, 0.5]]))
-    assert e.project(z[:, :2]) is not None and e.contains(torch.ones(2, 2)).all()
+    x = z[:, :2]
+    assert e.project(x) is x  # R^d needs no projection
+    bad = torch.tensor([[1.0, 2.0], [1.0, float("nan")], [float("-inf"), 0.0]])
+    assert e.contains(bad).tolist() == [True, False, False]
     with pytest.raises(ValueError, match="no uniform"):
         e.uniform(3)
     with pytest.raises(ValueError, match="dim"):
@@ -88,14 +97,45 @@ def test_box_truncation_is_the_truncated_density():
     assert stats.kstest(zt[:, 0].numpy(), cdf).pvalue > 0.01
 
 
-def test_sphere_marginal_and_noise_conditional_are_projected():
-    s = Sphere(5)
-    z = sample_marginal(s, "laplace", 5000, 1.0, generator=_gen(5), dtype=torch.float64)
+def _scipy_noise(name, scale, p):
+    return {"normal": stats.norm(scale=scale), "laplace": stats.laplace(scale=scale),
+            "gennormal": stats.gennorm(p, scale=scale)}[name]
+
+
+# (family, marginal scale, conditional scale, gennormal exponent)
+_SPHERE_NOISES = (("normal", 0.5, 0.1, 2.0), ("laplace", 1.0, 0.2, 2.0),
+                  ("gennormal", 0.7, 0.2, 3.0), ("gennormal", 0.7, 0.2, 0.5))
+
+
+@pytest.mark.parametrize("name,scale,cond_scale,p", _SPHERE_NOISES)
+def test_sphere_noise_marginal_and_conditional_match_scipy(name, scale, cond_scale, p):
+    # The reference is the definition written with scipy's samplers: e_1 (or the anchor) plus
+    # coordinate-wise noise, then radial projection. A wrong scale convention moves the whole
+    # law of z_1 and of the cosine, which thresholds on their means do not see.
+    n, d, rng = 20_000, 5, np.random.default_rng(5)
+    s = Sphere(d)
+    z = sample_marginal(s, name, n, scale, p, generator=_gen(5), dtype=torch.float64)
     assert s.contains(z, atol=1e-12).all()
-    assert z[:, 0].mean() > 0.3  # centred at e_1
-    zt = sample_conditional(s, z, "normal", scale=0.1, generator=_gen(6))
+    ref = np.eye(d)[0] + _scipy_noise(name, scale, p).rvs((n, d), random_state=rng)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    for j in (0, 1):
+        assert stats.ks_2samp(z[:, j].numpy(), ref[:, j]).pvalue > 0.01
+    zt = sample_conditional(s, z, name, scale=cond_scale, p=p, generator=_gen(6))
     assert s.contains(zt, atol=1e-12).all()
-    assert (zt * z).sum(1).mean() > 0.9
+    ref_t = z.numpy() + _scipy_noise(name, cond_scale, p).rvs((n, d), random_state=rng)
+    ref_t /= np.linalg.norm(ref_t, axis=1, keepdims=True)
+    cos, ref_cos = (zt * z).sum(1).numpy(), (ref_t * z.numpy()).sum(1)
+    assert stats.ks_2samp(cos, ref_cos).pvalue > 0.01
+
+
+@pytest.mark.parametrize("name,p", (("normal", 2.0), ("laplace", 2.0), ("gennormal", 3.0),
+                                    ("gennormal", 0.5)))
+def test_euclidean_marginal_is_the_noise_around_the_origin(name, p):
+    z = sample_marginal(Euclidean(3), name, 8000, 0.7, p, generator=_gen(40),
+                        dtype=torch.float64)
+    assert z.shape == (8000, 3)
+    # Coordinates are i.i.d., so all 24 000 entries are one sample of the noise law.
+    assert stats.kstest(z.ravel().numpy(), _scipy_noise(name, 0.7, p).cdf).pvalue > 0.01
 
 
 def test_vmf_conditional_and_euclidean_noise():
@@ -117,6 +157,8 @@ def test_vmf_conditional_and_euclidean_noise():
         sample_conditional(e, torch.zeros(3, 4), "normal")
     with pytest.raises(ValueError, match="uniform|n must"):
         sample_marginal(e, "uniform", 3)
+    with pytest.raises(ValueError, match="marginal must be one of"):
+        sample_marginal(s, "cauchy", 3)
 
 
 # ---- content / style --------------------------------------------------------------------------
@@ -155,6 +197,44 @@ def test_content_style_dependence_is_drawn_once_and_realized():
         ContentStyle(2, 3, change_prob=1.5)
     with pytest.raises(ValueError, match="n_style"):
         ContentStyle(2, 0)
+    with pytest.raises(ValueError, match="marginal_scale must be finite and > 0"):
+        ContentStyle(2, 3, marginal_scale=0)
+
+
+def test_content_style_change_noise_has_the_drawn_style_covariance():
+    # Under statistical dependence a style change is N(0, sigma^2 Sigma_s) with Sigma_s drawn
+    # once: with every coordinate changing, the deltas' covariance is 0.25 L L^T.
+    cs = ContentStyle(3, 4, change_prob=1.0, change_scale=0.5, statistical_dependence=True,
+                      generator=_gen(42))
+    n = 100_000
+    z = cs.sample_marginal(n, generator=_gen(43), dtype=torch.float64)
+    zp = cs.sample_positive(z, generator=_gen(44))
+    assert torch.equal(zp[:, :3], z[:, :3])
+    delta = (zp - z)[:, 3:]
+    ref = 0.25 * cs.change_chol @ cs.change_chol.T
+    # Standard error of a Gaussian sample covariance: sqrt((S_ii S_jj + S_ij^2) / n).
+    se = ((torch.outer(ref.diag(), ref.diag()) + ref**2) / n).sqrt()
+    assert ((torch.cov(delta.T) - ref).abs() < 4 * se).all()
+    assert delta.mean(0).abs().max() < 4 * (ref.diag().max() / n) ** 0.5
+    with pytest.raises(ValueError, match=r"z must have shape \(n, 7\)"):
+        cs.sample_positive(z[:, :6])
+
+
+@pytest.mark.parametrize("n,df", ((3, None), (3, 7)))
+def test_random_wishart_is_normalized_by_its_degrees_of_freedom(n, df):
+    g, k = _gen(45), 20_000
+    w = torch.stack([random_wishart(n, df, generator=g) for _ in range(k)])
+    df = n if df is None else df
+    assert w.shape == (k, n, n) and w.dtype == torch.float64
+    assert torch.equal(w, w.transpose(1, 2))
+    # W / df with W ~ Wishart(df, I): mean I, Var = 2 / df on the diagonal and 1 / df off it.
+    se = torch.where(torch.eye(n, dtype=torch.bool), 2.0, 1.0).div(df * k).sqrt()
+    assert ((w.mean(0) - torch.eye(n, dtype=torch.float64)).abs() < 4 * se).all()
+    ref = stats.chi2(df, scale=1 / df)  # a diagonal entry is a sum of df squared normals / df
+    assert stats.kstest(w[:, 1, 1].numpy(), ref.cdf).pvalue > 0.01
+    assert torch.linalg.eigvalsh(w).min() > 0
+    with pytest.raises(ValueError, match="df must be >= n"):
+        random_wishart(n, df=n - 1)
 
 
 # ---- clusters -------------------------------------------------------------------------------
@@ -173,6 +253,12 @@ def test_cluster_instances():
         ci.sample(torch.tensor([1000]))
     with pytest.raises(ValueError, match="unit"):
         ClusterInstance(2 * v, 10)
+    with pytest.raises(ValueError, match="n_instances must be an integer >= 1"):
+        ClusterInstance(v, 0)
+    with pytest.raises(ValueError, match=r"cluster_vectors must have shape \(n_clusters, d\)"):
+        ClusterInstance(v[0], 10)
+    with pytest.raises(ValueError, match="index must be a 1-D integer tensor"):
+        ci.sample(torch.tensor([1.0]))
 
 
 @pytest.mark.parametrize("kappa", (5.0, 10.0, 50.0))

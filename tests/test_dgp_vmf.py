@@ -44,9 +44,11 @@ def test_vmf_matches_theory_and_scipy(d, kappa):
     # Mean resultant length within 3 standard errors of A_d(kappa).
     se = np.sqrt(_cos_variance(kappa, d) / n)
     assert abs(w.mean() - mean_resultant_length(kappa, d)) < 3 * se
-    # Two-sample KS test of mu^T x against scipy's independent implementation.
-    ref = stats.vonmises_fisher(mu.numpy(), kappa).rvs(n_ref, random_state=seed) @ mu.numpy()
-    assert stats.ks_2samp(w, ref).pvalue > 0.01
+    # Two-sample KS tests against scipy's independent implementation: mu^T x, and one tangent
+    # coordinate (mu = e_d, so x_1 carries the direction part, which mu^T x never sees).
+    ref = stats.vonmises_fisher(mu.numpy(), kappa).rvs(n_ref, random_state=seed)
+    assert stats.ks_2samp(w, ref @ mu.numpy()).pvalue > 0.01
+    assert stats.ks_2samp(x[:, 0].numpy(), ref[:, 0]).pvalue > 0.01
 
 
 @pytest.mark.parametrize("d", DIMS)
@@ -81,9 +83,20 @@ def test_vmf_per_row_means_and_kappas():
     for k, rows in ((2.0, slice(0, None, 2)), (50.0, slice(1, None, 2))):
         se = np.sqrt(_cos_variance(k, d) / (n // 2))
         assert abs(w[rows].mean().item() - mean_resultant_length(k, d)) < 4 * se
-    # The tangent part is isotropic: in a rotated frame, it averages to 0 around each mean.
     tangent = x - w.unsqueeze(1) * mu
     assert (tangent * mu).sum(1).abs().max() < 1e-12
+    # The tangent direction is uniform on the unit sphere S^{d-2} of mu's orthogonal complement.
+    # The Householder reflection H (H mu = e_d) maps that complement onto the first d - 1 axes,
+    # where a coordinate t of a uniform point has (1 + t) / 2 ~ Beta((d - 2) / 2, (d - 2) / 2).
+    u = tangent / tangent.norm(dim=1, keepdim=True)
+    v = mu - torch.eye(d, dtype=torch.float64)[-1]
+    hu = u - 2 * (u * v).sum(1, keepdim=True) / (v * v).sum(1, keepdim=True) * v
+    assert hu[:, -1].abs().max() < 1e-12
+    beta = stats.beta((d - 2) / 2, (d - 2) / 2)
+    for j in (0, d - 2):
+        assert stats.kstest((1 + hu[:, j].numpy()) / 2, beta.cdf).pvalue > 0.01
+    # Isotropic around each mean, so it averages to 0 in the global frame too.
+    assert (u.mean(0).abs() < 4 * (u.var(0) / n).sqrt()).all()
 
 
 def test_vmf_rotation_equivariance_in_distribution():

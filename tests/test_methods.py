@@ -138,6 +138,7 @@ def test_config_is_frozen_and_accepts_mappings_and_overrides():
         ("swav", {"queue_length": -5}, "queue_length"),
         ("dino", {"teacher_temp": 0}, "teacher_temp"),
         ("dino", {"center_momentum": 2.0}, "center_momentum"),
+        ("dino", {"tau0": 0.99, "tau_end": 0.9}, "tau_end must be >= tau0"),
         ("barlow_twins", {"proj_dims": ()}, "proj_dims"),
         ("barlow_twins", {"lambd": -1.0}, "lambd"),
         ("vicreg", {"estimator": "knn"}, "estimator"),

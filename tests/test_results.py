@@ -115,14 +115,30 @@ def test_corrupt_cache_entry_is_recomputed(store):
         ("metrics.csv", "a,b\n1,2\n", "missing column"),
         ("metrics.csv", "metric,value,seed\nm,abc,0\n", "non-numeric"),
         ("env.json", "", "not valid JSON"),
+        ("env.json", None, r"missing \(every result needs it\)"),
+        ("metrics.csv", None, r"missing \(every result needs it\)"),
+        ("metrics.csv", b"\xff\xfe\x00binary\x00", "not a readable CSV"),
+        ("metrics.csv", 'metric,value,seed\n"unterminated\n', "not a readable CSV"),
     ],
 )
 def test_corrupt_file_gives_clear_error(store, filename, content, message):
     result = results.run_experiment("vmf_concentration", "paper", device="cpu")
-    (result.path / filename).write_text(content)
+    path = result.path / filename
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     with pytest.raises(results.CorruptResultError, match=message) as err:
         results.load_or_run("vmf_concentration", profile="cached")
     assert filename in str(err.value)
+
+
+def test_read_result_of_a_missing_folder(tmp_path):
+    with pytest.raises(results.MissingResultError, match="no result folder") as err:
+        results.read_result(tmp_path / "nowhere")
+    assert "nowhere" in str(err.value)
 
 
 def test_verify_detects_edits_unlisted_files_and_pickles(store):
@@ -186,6 +202,13 @@ def test_resolve_config_overrides_and_errors():
         results.resolve_config(vmf_concentration, "quick", {"n": "abc"})
     with pytest.raises(ValueError, match="unknown profile 'fast'; allowed: quick, paper"):
         results.resolve_config(vmf_concentration, "fast")
+    from sithlib.experiments import stability_monitor
+
+    for raw, value in (("yes", True), ("0", False), ("False", False)):
+        assert results.resolve_config(stability_monitor, "quick", {"checksums": raw}).checksums \
+            is value
+    with pytest.raises(ValueError, match="checksums=maybe: expected true or false"):
+        results.resolve_config(stability_monitor, "quick", {"checksums": "maybe"})
 
 
 def test_parse_overrides_rejects_malformed():

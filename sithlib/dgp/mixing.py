@@ -157,7 +157,8 @@ class InvertibleMLP(_Serializable):
         if not weights or any(w.ndim != 2 or w.shape[0] != w.shape[1] for w in weights):
             raise ValueError("weights must be a non-empty sequence of square matrices")
         if len({w.shape for w in weights}) != 1:
-            raise ValueError("all layers must have the same size")
+            raise ValueError("weights must all have the same size; got shapes "
+                             + ", ".join(str(tuple(w.shape)) for w in weights))
         if not (0 < negative_slope <= 1):
             raise ValueError(
                 f"negative_slope must be in (0, 1] for invertibility, got {negative_slope}"
