@@ -104,6 +104,62 @@ def test_logdet_entropy_sync_free_path_equals_the_cholesky_path():
         torch.testing.assert_close(g_vmap, g_loop, rtol=1e-7, atol=1e-7)
 
 
+def _force_cholesky_failure(monkeypatch):
+    """Make torch.linalg.cholesky_ex report failure; return the list of eigvalsh calls."""
+    real_chol, real_eig = torch.linalg.cholesky_ex, torch.linalg.eigvalsh
+    calls = []
+
+    def failing(m, *args, **kwargs):
+        chol, info = real_chol(m, *args, **kwargs)
+        return chol, torch.ones_like(info)
+
+    def counted(m, *args, **kwargs):
+        calls.append(tuple(m.shape))
+        return real_eig(m, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", failing)
+    monkeypatch.setattr(torch.linalg, "eigvalsh", counted)
+    return calls
+
+
+@pytest.mark.parametrize(("n", "d"), [(9, 3), (4, 7)])
+def test_logdet_eigenvalue_fallback_value_and_gradient(monkeypatch, n, d):
+    """The eigenvalue path taken when Cholesky fails gives the log-det of the loop reference
+    and the closed-form gradient dH/dz = (z - mean) (S + eps I)^-1 / (n - 1)."""
+    eps = 0.3
+    z = rand(n, d, seed=10 + n).requires_grad_(True)
+    calls = _force_cholesky_failure(monkeypatch)
+    h = logdet_entropy(z, eps=eps)
+    (g,) = torch.autograd.grad(h, z)
+    assert calls == [(min(n, d), min(n, d))]  # the fallback ran (on the Gram matrix for n < d)
+    assert abs(h.item() - ref_logdet(z.detach(), eps)) < TOL
+    zc = (z.detach() - z.detach().mean(0)).numpy()
+    want = zc @ np.linalg.inv(zc.T @ zc / (n - 1) + eps * np.eye(d)) / (n - 1)
+    np.testing.assert_allclose(g.numpy(), want, atol=1e-10, rtol=0)
+
+
+def test_logdet_fallback_on_a_numerically_indefinite_covariance():
+    """Duplicated columns and a ridge below rounding: the covariance is singular, rounding makes
+    it indefinite and Cholesky fails for real. Its two null eigenvalues come out as rounding
+    noise in [-1e-15, 1e-15], so their logs are clamped or huge negatives; the rest must be
+    the log-det over numpy's three nonzero eigenvalues."""
+    x = rand(30, 3, seed=11)
+    z = torch.cat([x, x[:, :1], x[:, :1]], 1).requires_grad_(True)
+    eps = 1e-20
+    zc = z.detach() - z.detach().mean(0)
+    cov = zc.T @ zc / 29 + eps * torch.eye(5, dtype=torch.float64)
+    assert torch.linalg.cholesky_ex(cov).info != 0  # the premise: Cholesky really fails
+    eig = np.linalg.eigvalsh(cov.numpy())
+    assert np.all(np.abs(eig[:2]) < 1e-12) and eig[2] > 0.1
+    h = logdet_entropy(z, eps=eps)
+    (g,) = torch.autograd.grad(h, z)
+    nonzero = 2.5 * math.log(2 * math.pi * math.e) + 0.5 * np.log(eig[2:]).sum()
+    tiny = torch.finfo(torch.float64).tiny
+    # Each null eigenvalue adds 0.5 log(lambda) with lambda clamped to [tiny, 1e-12].
+    assert nonzero + math.log(tiny) <= h.item() <= nonzero + math.log(1e-12)
+    assert torch.isfinite(g).all()
+
+
 # ---------------------------------------------------------------- pairwise-distance bounds
 
 

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sithlib.experiments.stability_mechanism import pair_mean
 from sithlib.losses import barlow_twins, byol, simsiam, stability, vicreg
 
 TOL = 1e-6
@@ -65,6 +66,8 @@ def ref_barlow(za, zb, lambd, scale=1.0):
 
 
 def ref_vicreg(za, zb, sim=25.0, std=25.0, cov=1.0, gamma=1.0, eps=1e-4):
+    """The official main_vicreg.py, which averages the two views' hinges (va / 2 + vb / 2); the
+    paper's equation sums them. test_vicreg_halving_convention pins this choice."""
     za, zb = za.numpy(), zb.numpy()
     n, d = za.shape
     inv = sum((za[i, j] - zb[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
@@ -170,16 +173,30 @@ def test_vicreg_known_values():
 
 
 def test_vicreg_halving_convention():
-    """Variance term: mean of the two views' hinges (/2); covariance term: their sum."""
+    """Official code: the variance term is the MEAN of the two views' hinges, the covariance term
+    the SUM of the two views' penalties (the paper sums both). Absolute values, because the term
+    of each view is linear, so relations between vicreg(a, b), vicreg(a, a) and vicreg(b, b)
+    alone hold under any convention."""
     za, zb = rand(6, 3, seed=11) * 0.3, rand(6, 3, seed=12) * 0.2
-    v = vicreg(za, zb, sim_coeff=0, std_coeff=1, cov_coeff=0).item()
-    va = vicreg(za, za, sim_coeff=0, std_coeff=1, cov_coeff=0).item()
-    vb = vicreg(zb, zb, sim_coeff=0, std_coeff=1, cov_coeff=0).item()
-    assert abs(v - (va + vb) / 2) < 1e-12
-    c = vicreg(za, zb, sim_coeff=0, std_coeff=0, cov_coeff=1).item()
-    ca = vicreg(za, za, sim_coeff=0, std_coeff=0, cov_coeff=1).item()
-    cb = vicreg(zb, zb, sim_coeff=0, std_coeff=0, cov_coeff=1).item()
-    assert abs(c - (ca + cb) / 2) < 1e-12  # ca = 2 * (cov term of za alone)
+    d = za.shape[1]
+
+    def hinge(z):  # mean over dimensions of relu(1 - std), unbiased variance, eps 1e-4
+        std = np.sqrt(np.var(z.numpy(), axis=0, ddof=1) + 1e-4)
+        return float(np.maximum(0.0, 1.0 - std).mean())
+
+    def off_diag_sq(z):
+        c = np.cov(z.numpy(), rowvar=False)
+        return float((c**2).sum() - (np.diag(c) ** 2).sum())
+
+    assert hinge(za) > 0.1 and off_diag_sq(za) > 1e-4  # both terms active in this batch
+    var_only = dict(sim_coeff=0, std_coeff=1, cov_coeff=0)
+    cov_only = dict(sim_coeff=0, std_coeff=0, cov_coeff=1)
+    # One batch for both views: the hinge once (the paper's form would give twice it), the
+    # off-diagonal penalty twice.
+    assert abs(vicreg(za, za, **var_only).item() - hinge(za)) < 1e-12
+    assert abs(vicreg(za, za, **cov_only).item() - 2 * off_diag_sq(za) / d) < 1e-12
+    assert abs(vicreg(za, zb, **var_only).item() - (hinge(za) + hinge(zb)) / 2) < 1e-12
+    assert abs(vicreg(za, zb, **cov_only).item() - (off_diag_sq(za) + off_diag_sq(zb)) / d) < 1e-12
     assert abs(vicreg(za, zb).item() - vicreg(zb, za).item()) < 1e-12
     shift = rand(1, 3, seed=13)
     assert abs(vicreg(za + shift, zb + shift).item() - vicreg(za, zb).item()) < 1e-12
@@ -203,13 +220,32 @@ def test_stability_known_values():
 
 
 def test_stability_identity_center_norm_is_mean_pairwise_similarity():
-    """||s||^2 equals the mean inner product over all ordered pairs of the 2n embeddings."""
+    """||s||^2 is the mean inner product over all N^2 ordered pairs of the N = 2n normalised
+    embeddings, self-pairs i = j included. The linearised contrastive objective averages over
+    distinct pairs only, (N ||s||^2 - 1) / (N - 1), so lambda = 1 matches it up to the factor
+    N / (N - 1) and a constant: the same minimisers, a gradient N / (N - 1) times larger."""
     za, zb = rand(5, 3, seed=16), rand(5, 3, seed=17)
     u = torch.cat([za, zb])
     u = u / u.norm(dim=1, keepdim=True)
-    mean_pair = (u @ u.T).mean().item()
+    n_all = u.shape[0]
+    rows = u.numpy()
+    ordered = [float(a @ b) for a in rows for b in rows]
+    distinct = [float(rows[i] @ rows[j]) for i in range(n_all) for j in range(n_all) if i != j]
     penalty = stability(za, zb, lambd=1).item() - stability(za, zb, lambd=0).item()
-    assert abs(penalty - mean_pair) < 1e-12
+    assert abs(penalty - np.mean(ordered)) < 1e-12
+    assert abs(np.mean(distinct) - (n_all * penalty - 1) / (n_all - 1)) < 1e-12
+    # The experiment's pair_mean is the same distinct-pair mean.
+    assert abs(pair_mean(u) - np.mean(distinct)) < 1e-12
+    # Gradients: d(distinct mean) = N / (N - 1) * d(penalty).
+    za_g = za.clone().requires_grad_(True)
+    (g_pen,) = torch.autograd.grad(stability(za_g, zb, lambd=1) - stability(za_g, zb, lambd=0),
+                                   za_g)
+    u_g = torch.cat([za_g, zb])
+    u_g = u_g / u_g.norm(dim=1, keepdim=True)
+    gram = u_g @ u_g.T
+    (g_pair,) = torch.autograd.grad((gram.sum() - gram.diagonal().sum()) / (n_all * (n_all - 1)),
+                                    za_g)
+    torch.testing.assert_close(g_pair, n_all / (n_all - 1) * g_pen, rtol=1e-10, atol=1e-12)
 
 
 def test_noncontrastive_bad_input():
@@ -224,8 +260,11 @@ def test_noncontrastive_bad_input():
         vicreg(za, za, eps=0)
     with pytest.raises(ValueError, match="gamma"):
         vicreg(za, za, gamma=-1)
-    with pytest.raises(ValueError, match="std_coeff"):
-        vicreg(za, za, std_coeff=-25)
+    for coeff in ("sim_coeff", "std_coeff", "cov_coeff"):
+        with pytest.raises(ValueError, match=f"{coeff} must be a finite number >= 0"):
+            vicreg(za, za, **{coeff: -1.0})
+    with pytest.raises(TypeError, match="lambd must be a real number >= 0"):
+        barlow_twins(za, za, lambd="0.1")
     with pytest.raises(ValueError, match="same shape"):
         vicreg(za, rand(4, 2))
     with pytest.raises(ValueError, match="same shape"):

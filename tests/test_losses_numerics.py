@@ -106,17 +106,26 @@ SMALL_TEMPERATURE = {
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fp16_inputs_give_finite_values_and_gradients(name):
+    """fp16 inputs are upcast exactly, so loss and gradient are the float32 computation's on the
+    same values, the gradient rounded back to fp16; and finite with small temperatures."""
     fn, args, kwargs = cases()[name]
     kwargs = {**kwargs, **SMALL_TEMPERATURE.get(name, {})}
     if name in ("diet", "cross_entropy"):
         args = [args[0] * 1e3, args[1]]  # logits near the fp16 range
     half = [a.half().requires_grad_() if a.is_floating_point() else a for a in args]
+    single = [a.detach().float().requires_grad_() if a.is_floating_point() else a for a in half]
     loss = fn(*half, **kwargs)
+    want = fn(*single, **kwargs)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert torch.equal(loss, want)
     loss.backward()
-    for a in half:
-        if a.is_floating_point() and a.grad is not None:
-            assert torch.isfinite(a.grad).all()
+    want.backward()
+    for a, b in zip(half, single, strict=True):
+        if a.is_floating_point():
+            assert (a.grad is None) == (b.grad is None)
+            if a.grad is not None:
+                assert a.grad.dtype == torch.float16 and torch.isfinite(a.grad).all()
+                assert torch.equal(a.grad, b.grad.half())
 
 
 def test_fp16_sinkhorn_small_epsilon():
@@ -155,6 +164,8 @@ def test_pair_losses_reject_bad_shapes_and_dtypes(fn):
         fn(za, za.numpy())
     with pytest.raises(ValueError, match="z_a must have shape"):
         fn(za[0], za[0])
+    with pytest.raises(ValueError, match="z_a must have at least one feature"):
+        fn(za[:, :0], za[:, :0])
 
 
 @pytest.mark.parametrize(("fn", "arg"), TEMPERED, ids=lambda x: getattr(x, "__name__", x))

@@ -79,6 +79,8 @@ def test_bad_input():
         cross_entropy(logits, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="label_smoothing"):
         diet(logits, torch.tensor([0, 1, 2, 0]), label_smoothing=1.5)
+    with pytest.raises(TypeError, match=r"label_smoothing must be a real number in \[0.0, 1.0\]"):
+        diet(logits, torch.tensor([0, 1, 2, 0]), label_smoothing="0.1")
     with pytest.raises(ValueError, match="logits"):
         diet(logits[0], torch.tensor([0]))
     with pytest.raises(TypeError, match="logits"):

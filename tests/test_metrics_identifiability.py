@@ -209,9 +209,15 @@ def test_kernel_ridge_matches_sklearn_grid_search():
     pred, (alpha, gamma) = _kernel_ridge_predict(h_tr, z_tr - z_mean, h_te, alphas, gammas, 3)
     assert (alpha, gamma) == (search.best_params_["alpha"], search.best_params_["gamma"])
     np.testing.assert_allclose(pred.numpy(), search.predict(h_te.numpy()), atol=TOL)
-    want = r2_score(z_te.numpy(), search.predict(h_te.numpy()) + z_mean.numpy())
-    got = r2_nonlinear(h, z, method="kernel_ridge", test_fraction=80 / 240)
-    assert got == pytest.approx(want, abs=TOL)
+    # One (alpha, gamma) for every latent, chosen on their mean R^2, as sklearn's search does.
+    for multioutput in ("uniform_average", "raw_values", "variance_weighted"):
+        want = r2_score(
+            z_te.numpy(), search.predict(h_te.numpy()) + z_mean.numpy(), multioutput=multioutput
+        )
+        got = r2_nonlinear(
+            h, z, method="kernel_ridge", test_fraction=80 / 240, multioutput=multioutput
+        )
+        np.testing.assert_allclose(np.asarray(got), want, atol=TOL, rtol=0)
 
 
 def test_r2_nonlinear_recovers_an_invertible_nonlinear_map():
@@ -241,7 +247,24 @@ def test_r2_nonlinear_in_sample_and_raw_values():
     h, z = nonlinear_data(n=200, d=2, seed=25)
     raw = r2_nonlinear(h, z, method="kernel_ridge", multioutput="raw_values")
     assert isinstance(raw, torch.Tensor) and raw.shape == (2,)
+    assert float(raw.mean()) == pytest.approx(r2_nonlinear(h, z, method="kernel_ridge"), abs=1e-12)
     assert r2_nonlinear(h, z, method="kernel_ridge", in_sample=True) > float(raw.mean())
+    mlp = dict(method="mlp", mlp_hidden=(8,), mlp_steps=20)
+    raw = r2_nonlinear(h, z, multioutput="raw_values", **mlp)
+    assert float(raw.mean()) == pytest.approx(r2_nonlinear(h, z, **mlp), abs=1e-12)
+
+
+def test_r2_nonlinear_mlp_without_generator_is_seeded():
+    """generator=None seeds the MLP with 0: repeated calls agree whatever the global RNG, which
+    the call leaves untouched."""
+    h, z = nonlinear_data(n=200, d=2, seed=26)
+    mlp = dict(method="mlp", mlp_hidden=(8,), mlp_steps=20)
+    torch.manual_seed(1)
+    state = torch.random.get_rng_state()
+    first = r2_nonlinear(h, z, **mlp)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(2)
+    assert r2_nonlinear(h, z, **mlp) == first
 
 
 def test_block_r2_content_and_style():
@@ -348,6 +371,22 @@ def test_bad_inputs_give_clear_errors():
         block_r2(h, z, {"c": [5]})
     with pytest.raises(TypeError, match="blocks"):
         block_r2(h, z, [0, 1])
+    with pytest.raises(ValueError, match=r"blocks\['c'\] must be a slice or a non-empty"):
+        block_r2(h, z, {"c": []})
+    with pytest.raises(ValueError, match=r"blocks\['c'\] must be .* int column indices"):
+        block_r2(h, z, {"c": [0.0, 1.0]})
+    with pytest.raises(ValueError, match="multioutput"):
+        block_r2(h, z, {"c": [0]}, multioutput="raw_values")
+    with pytest.raises(ValueError, match="alphas and gammas"):
+        r2_nonlinear(h, z, alphas=())
+    with pytest.raises(ValueError, match="alphas and gammas"):
+        r2_nonlinear(h, z, gammas=())
+    with pytest.raises(TypeError, match="mlp_steps must be an int >= 1"):
+        r2_nonlinear(h, z, method="mlp", mlp_steps=10.0)
+    with pytest.raises(ValueError, match="fitted map from h to z is zero"):
+        orthogonality_score(torch.ones_like(h), z)  # a constant h: the fitted map is 0
+    with pytest.raises(ValueError, match="h must have at least one feature"):
+        r2_linear(h[:, :0], z)
 
 
 def test_results_carry_no_gradient():

@@ -173,7 +173,8 @@ def test_bounds_bracket_the_monte_carlo_entropy(separation, full):
     ceiling = floor - float((weights * weights.log()).sum())
     assert floor - 1e-9 <= lower <= upper <= ceiling + 1e-9
     if separation == 0.0 and not full:
-        assert lower == pytest.approx(upper) == pytest.approx(h, abs=4 * se)
+        assert lower == pytest.approx(upper)
+        assert abs(upper - h) < 4 * se
     if separation == 20.0:  # far-apart components: both bounds are tight
         assert upper - lower < 1e-3
     # The moment-matched Gaussian's entropy is an upper bound too (maximum entropy).
@@ -316,3 +317,23 @@ def test_bad_inputs_give_clear_errors():
         same_region_fraction(relu_net(), randn(5, 2), randn(2, 4, 2))
     with pytest.raises(ValueError, match="x contains NaN"):
         same_region_fraction(relu_net(), torch.full((5, 2), torch.nan), randn(5, 2))
+    with pytest.raises(ValueError, match="covariances contains NaN"):
+        mixture_entropy_pairwise(means, torch.tensor(torch.nan))
+    with pytest.raises(ValueError, match=r"shared covariance must have shape \(2, 2\)"):
+        mixture_entropy_pairwise(means, torch.eye(3, dtype=torch.float64))
+    indefinite = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # eigenvalue -1
+    components = torch.stack([torch.eye(2, dtype=torch.float64)] * 3 + [indefinite])
+    for mixture_entropy in (mixture_entropy_pairwise, mixture_entropy_mc):
+        with pytest.raises(ValueError, match=r"every covariances\[i\] must be symmetric positive"):
+            mixture_entropy(means, components)
+    z = randn(20, 3, seed=1)
+    # A constant column fails Cholesky; collinear ones leave a rounding-sized pivot instead.
+    for singular in (torch.ones(20, 1, dtype=torch.float64), z[:, :1], z @ randn(3, 1, seed=2)):
+        with pytest.raises(ValueError, match="covariance of z is singular"):
+            mardia_test(torch.cat([z, 3.7 * singular], 1))
+    with pytest.raises(TypeError, match="net must be a torch.nn.Module"):
+        activation_pattern(lambda x: x, randn(5, 2))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        same_region_fraction(relu_net(), 3, randn(2, 5, 2))
+    with pytest.raises(ValueError, match="means must have at least one feature"):
+        mixture_entropy_pairwise(means[:, :0], 1.0)

@@ -113,3 +113,9 @@ def test_bad_inputs_give_clear_errors():
         knn_accuracy(x, y, x, y, temperature=0.0)
     with pytest.raises(ValueError, match="labels >= 0"):
         linear_probe(x, y - 1, x, y)
+    with pytest.raises(ValueError, match="ks must hold at least one"):
+        knn_accuracies(x, y, x, y, ks=())
+    with pytest.raises(TypeError, match="train_labels must be a torch.Tensor"):
+        knn_accuracy(x, y.tolist(), x, y)
+    with pytest.raises(ValueError, match="train_features must have at least one feature"):
+        knn_accuracy(x[:, :0], y, x[:, :0], y)

@@ -316,3 +316,11 @@ def test_bad_inputs_give_clear_errors():
         cka_linear(a[:3], b[:3], unbiased=True)
     with pytest.raises(ValueError, match="a must have shape"):
         mutual_knn(a[0], b)
+    with pytest.raises(TypeError, match="normalize must be a bool"):
+        mutual_knn(a, b, normalize="yes")
+    with pytest.raises(TypeError, match=r"clamp_quantile must be None or a float in \(0, 1\]"):
+        mutual_knn(a, b, clamp_quantile="0.9")
+    with pytest.raises(TypeError, match="unbiased must be a bool"):
+        cknna(a, b, unbiased=1)
+    with pytest.raises(ValueError, match="y must have at least one feature"):
+        cka_linear(a, b[:, :0])

@@ -111,12 +111,12 @@ def nonnegative(name: str, value) -> float:
 
 def in_range(name: str, value, low: float, high: float, *, closed_high: bool = True) -> float:
     """A real number in [low, high] (or [low, high) with ``closed_high=False``)."""
+    bracket = "]" if closed_high else ")"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
+        raise TypeError(f"{name} must be a real number in [{low}, {high}{bracket}, got {value!r}")
     value = float(value)
     ok = low <= value <= high if closed_high else low <= value < high
     if not ok:
-        bracket = "]" if closed_high else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {value!r}")
     return value
 

@@ -32,7 +32,7 @@ def features(name: str, x, *, ndim: int = 2, shape: str = "(n, d)", min_rows: in
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[0] < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} rows (samples), got {x.shape[0]}")
-    if x.numel() and x.shape[-1] == 0:
+    if x.shape[-1] == 0:
         raise ValueError(f"{name} must have at least one feature, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -57,22 +57,23 @@ def same_rows(**tensors: torch.Tensor) -> int:
 
 def integer(name: str, value, *, low: int, high: int | None = None) -> int:
     """Check ``low <= value <= high`` for an int (bools are refused)."""
+    bound = f"between {low} and {high}" if high is not None else f">= {low}"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int {bound}, got {type(value).__name__}")
     value = int(value)
     if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
 
 
 def positive(name: str, value, *, allow_zero: bool = False) -> float:
     """Check a finite positive (or non-negative) real number."""
+    bound = ">= 0" if allow_zero else "> 0"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a real number {bound}, got {type(value).__name__}")
     value = float(value)
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+        raise ValueError(f"{name} must be {bound}, got {value}")
     return value
 
 

@@ -510,7 +510,10 @@ def block_r2(
     for name, cols in blocks.items():
         idx = torch.arange(z.shape[1])[cols] if isinstance(cols, slice) else torch.as_tensor(cols)
         if idx.ndim != 1 or idx.numel() == 0 or idx.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"blocks[{name!r}] must select at least one column of z by index")
+            raise ValueError(
+                f"blocks[{name!r}] must be a slice or a non-empty sequence of int column indices "
+                f"of z, got {cols!r}"
+            )
         if idx.min() < 0 or idx.max() >= z.shape[1]:
             raise ValueError(f"blocks[{name!r}] indexes outside z's {z.shape[1]} columns")
         if gen is not None:

@@ -502,9 +502,18 @@ def mardia_test(z, *, batch_size: int = 4096) -> dict[str, float]:
     if n <= d:
         raise ValueError(f"z needs more samples than dimensions (n > d), got n = {n}, d = {d}")
     zc = z - z.mean(0)
-    chol, info = torch.linalg.cholesky_ex(zc.T @ zc / n)
-    if info != 0:
-        raise ValueError("the covariance of z is singular: Mardia's statistics are undefined")
+    cov = zc.T @ zc / n
+    chol, info = torch.linalg.cholesky_ex(cov)
+    # Rounding often leaves a collinear column a tiny pivot instead of failing Cholesky.
+    # L_jj^2 / S_jj is the share of column j's variance that the columns before it leave
+    # unexplained (scale-free); exact collinearity leaves rounding, up to ~1e-11 in float64,
+    # so below sqrt(eps) the column is taken as collinear.
+    collinear = math.sqrt(torch.finfo(cov.dtype).eps)
+    if info != 0 or bool((chol.diagonal().square() / cov.diagonal()).min() < collinear):
+        raise ValueError(
+            "the covariance of z is singular (a column of z is, to rounding, a linear "
+            "combination of the others): Mardia's statistics are undefined"
+        )
     w = torch.linalg.solve_triangular(chol, zc.T, upper=False).T  # m_ij = <w_i, w_j>
     b1 = _cube_sum(w, batch_size) / n**2
     b2 = float(w.pow(2).sum(1).pow(2).mean())
