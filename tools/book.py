@@ -119,7 +119,7 @@ def status_table(profile: str, chapters: list[str]) -> str:
                 grade = "missing"
             device = row["device"].replace("(R)", "").replace("(TM)", "") or "-"
             lines.append(f"| {link if k == 0 else ''} | `{row['experiment']}` | **{grade}** | "
-                         f"{row['paper_result']} | {row['commit'] or '-'} | {device} |")
+                         f"{row['paper_result']} | {(row['commit'] or '-')[:7]} | {device} |")
     return "\n".join(lines) + "\n"
 
 
