@@ -108,3 +108,19 @@ def test_glued_markdown_is_parsed_as_myst():
                        if c.cell_type == "markdown")
         plain = [k for k in re.findall(r"\{glue:md\}`([^`]*)`", text) if not k.endswith(":myst")]
         assert not plain, f"{path.name}: {{glue:md}} without :myst for {plain}"
+
+
+def test_table_fit_checks_every_page_and_nothing_else(tmp_path):
+    """tools/table_fit.py (run by hand, with a browser) loads the site's pages, not its
+    assets, source copies or indexes, at the width asked for."""
+    spec = importlib.util.spec_from_file_location("table_fit", ROOT / "tools" / "table_fit.py")
+    table_fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_fit)
+    for page in ("intro.html", "chapters/01_sith/05_platonic.html", "_static/x.html",
+                 "_sources/intro.html", "genindex.html", "search.html", "_table_fit.html"):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("<html></html>")
+    assert table_fit.pages(tmp_path) == ["chapters/01_sith/05_platonic.html", "intro.html"]
+    check = table_fit.check_page(tmp_path, 1200)
+    assert ('const pages = ["chapters/01_sith/05_platonic.html", "intro.html"], width = 1200'
+            in check)
