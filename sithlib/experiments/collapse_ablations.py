@@ -39,7 +39,7 @@ import torch
 from sithlib.dgp import DGP, DGPConfig
 from sithlib.experiments._tables import METHOD_LABELS, count_of, number_word, of_values
 from sithlib.experiments.stability_monitor import embedding
-from sithlib.methods import build_method
+from sithlib.methods import build_method, method_label
 from sithlib.metrics import (
     center_vector_norm,
     effective_rank,
@@ -446,7 +446,7 @@ def plot_center_norm(curves: pd.DataFrame, metric: str = "center_norm", axes=Non
         sns.lineplot(data=part, x="step", y=metric, hue="variant", hue_order=order,
                      palette={v: colour[names[v]] for v in order}, errorbar="sd", ax=ax,
                      lw=1.4, legend=False)
-        ax.set_title(METHOD_LABELS.get(family, family), fontsize=10)
+        ax.set_title(method_label(family), fontsize=10)
         ax.set(xlabel="training step",
                ylabel={"center_norm": "‖s‖"}.get(metric, metric.replace("_", " ")))
     for ax in flat[len(families):]:

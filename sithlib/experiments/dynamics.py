@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import METHOD_LABELS, of_values
-from sithlib.methods import build_method
+from sithlib.experiments._tables import of_values
+from sithlib.methods import build_method, method_label
 from sithlib.metrics import effective_rank, mcc, r2_linear
 from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
@@ -254,7 +254,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 def _label(frame: pd.DataFrame) -> pd.Series:
     """'Method' or 'Method (init x s)' when several init scales are present (display names)."""
-    method = frame.method.replace(METHOD_LABELS)
+    method = frame.method.map(method_label)
     if frame.init_scale.nunique() == 1:
         return method
     return method + " (init ×" + frame.init_scale.map("{:g}".format) + ")"

@@ -62,9 +62,8 @@ def allowed_methods() -> tuple[str, ...]:
     return tuple(m for m, cls in REGISTRY.items() if cls.needs != "y")
 
 
-def label(model: str) -> str:
-    """Display name of a method or reference (a registered method shows its own name)."""
-    return method_label(model)
+# Display name of a method (its class's label) or of a reference (as it is).
+label = method_label
 
 
 def _ordered(models, references=()) -> list[str]:

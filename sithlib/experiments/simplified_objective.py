@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from sithlib.experiments._tables import METHOD_LABELS, number_word, of_agg, readable
+from sithlib.experiments._tables import number_word, of_agg, readable
 from sithlib.experiments.collapse_ablations import held_out, make_dgp, model_factory, monitors
+from sithlib.methods import method_label
 from sithlib.metrics import knn_accuracy, r2_linear
 from sithlib.train import TrainConfig, train
 
@@ -188,7 +189,7 @@ def model_label(model: str) -> str:
     prefix = f"{STABILITY} λ="
     if model.startswith(prefix):
         return f"simplified, λ = {model[len(prefix):]}"
-    return METHOD_LABELS.get(model, model)
+    return method_label(model)
 
 
 def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -234,7 +235,7 @@ def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
         for model, g in others[others.metric == metric].groupby("model", sort=False):
             mean, sd = g.value.mean(), (g.value.std() if len(g) > 1 else 0.0)
             ax.axhline(mean, color=colours[model], lw=1.2, ls="--",
-                       label=METHOD_LABELS.get(model, model))
+                       label=method_label(model))
             ax.axhspan(mean - sd, mean + sd, color=colours[model], alpha=0.12, lw=0)
         ax.set(xlabel="λ", ylabel="")
         ax.set_title(COLUMNS.get(metric, metric), fontsize=10)
@@ -360,7 +361,7 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         rows.append((
             "The simplified objective does as well as the full methods",
             f"best kNN accuracy {best_s:.3f} (simplified) against {best_full:.3f} "
-            f"({METHOD_LABELS.get(winner, winner)}); linear R² {sweep.r2_linear.max():.3f} "
+            f"({method_label(winner)}); linear R² {sweep.r2_linear.max():.3f} "
             f"against {full.r2_linear.max():.3f}",
             "supported" if gap <= 0.02 else "not supported",
         ))

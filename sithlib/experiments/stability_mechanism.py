@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib import losses
-from sithlib.experiments._tables import METHOD_LABELS, mean_sd
+from sithlib.experiments._tables import mean_sd
 from sithlib.experiments.stability_monitor import (
     METHODS,
     ImageSource,
@@ -44,6 +44,7 @@ from sithlib.experiments.stability_monitor import (
     make_method,
     train_method,
 )
+from sithlib.methods import method_label
 from sithlib.metrics import mean_norm_decomposition
 from sithlib.models import ResNet18
 
@@ -378,7 +379,7 @@ def plot_decomposition(metrics: pd.DataFrame, state: str = "trained", ax=None):
     m = metrics[(metrics.data == "vector") & (metrics.state == state)
                 & metrics.metric.isin(TERMS)].copy()
     m["term"] = m.metric.map(TERMS)
-    m["method"] = m.method.map(lambda v: METHOD_LABELS.get(v, v))
+    m["method"] = m.method.map(method_label)
     sns.barplot(data=m, x="method", y="value", hue="term", errorbar="sd", ax=ax,
                 hue_order=list(TERMS.values()))
     ax.set(xlabel="", ylabel="value", ylim=(0, 1.05))
@@ -436,8 +437,8 @@ def plot_gradient_cosines(metrics: pd.DataFrame, state: str = "trained", axes=No
     if axes is None:
         _, axes = plt.subplots(2, 1, figsize=(7.2, 5.8), sharex=True)
     m = metrics[(metrics.metric == "grad_center_cos") & (metrics.state == state)].copy()
-    order = [METHOD_LABELS.get(v, v) for v in dict.fromkeys(m.method)]
-    m["method"] = m.method.map(lambda v: METHOD_LABELS.get(v, v))
+    order = [method_label(v) for v in dict.fromkeys(m.method)]
+    m["method"] = m.method.map(method_label)
     variants = [v for v in VARIANTS if v in set(m.variant)]
     palette = dict(zip(VARIANTS, sns.color_palette(n_colors=len(VARIANTS)), strict=True))
     zoom = [v for v in variants if v != "invariance only"]

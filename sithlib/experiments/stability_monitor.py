@@ -36,7 +36,7 @@ import torch
 from sithlib.dgp import DGP, DGPConfig, load_dataset, recipe, render, sample_latents, to_tensors
 from sithlib.dgp.augment import augment
 from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
-from sithlib.methods import build_method
+from sithlib.methods import build_method, method_label
 from sithlib.metrics import (
     center_vector_norm,
     effective_rank,
@@ -432,7 +432,7 @@ def plot_curves(curves: pd.DataFrame, data: str = "vector",
     import seaborn as sns
 
     sub = curves[curves.data == data]
-    sub = sub.assign(method=sub.method.replace(METHOD_LABELS))
+    sub = sub.assign(method=sub.method.map(method_label))
     metrics = [m for m in metrics if m in sub and sub[m].notna().any()]
     palette = method_colors()
     order = [m for m in palette if m in set(sub.method)]
@@ -517,7 +517,7 @@ def plot_gap_vs_score(metrics: pd.DataFrame, data: str = "vector", score: str = 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 3.6))
     wide = final_values(metrics, data).reset_index()
-    wide["method"] = wide.method.map(lambda v: METHOD_LABELS.get(v, v))
+    wide["method"] = wide.method.map(method_label)
     palette = method_colors()
     order = [m for m in palette if m in set(wide.method)]
     sns.scatterplot(data=wide, x="gap", y=score, hue="method", style="method", hue_order=order,
