@@ -179,7 +179,53 @@ def resolve_config(module, profile: str, overrides: dict | None = None):
                 f"allowed: {', '.join(fields)}"
             )
         changes[key] = _coerce(fields[key], hints[key], value) if isinstance(value, str) else value
+        _check_domain(module, key, changes[key])
     return dataclasses.replace(base, **changes)
+
+
+def _numbers(value) -> list:
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    return [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def field_domain(module, name: str) -> str | None:
+    """The interval an override of the config field ``name`` must lie in, e.g. ``"(0, inf)"``
+    (for a tuple field, each of its values); None where it is unbounded or not a number.
+
+    An experiment's ``Config`` may declare ``DOMAINS = {"ema_tau0": "[0, 1]"}``. A numeric
+    field it does not declare keeps the sign that every profile gives it: positive where each
+    profile's value is (counts, sizes, steps, rates, scales), non-negative where one profile
+    sets it to 0 (a seed; 0 for "off"). So ``--set seeds=0`` or ``--set lr=-1`` is an input
+    error that names the field, not an empty table or a traceback several minutes later.
+    """
+    declared = getattr(type(module.PROFILES["quick"]), "DOMAINS", {})
+    if name in declared:
+        return declared[name]
+    seen = [v for cfg in module.PROFILES.values() for v in _numbers(getattr(cfg, name, None))]
+    if not seen or min(seen) < 0:
+        return None
+    return "(0, inf)" if min(seen) > 0 else "[0, inf)"
+
+
+def in_domain(value: float, domain: str) -> bool:
+    """Whether ``value`` lies in an interval written as ``"[0, 1]"``, ``"(0, inf)"``, ..."""
+    low, high = (float(x) for x in domain[1:-1].split(","))
+    above = value > low or (domain[0] == "[" and value == low)
+    below = value < high or (domain[-1] == "]" and value == high)
+    return above and below  # NaN is in no interval
+
+
+def _check_domain(module, key: str, value) -> None:
+    domain = field_domain(module, key)
+    if domain is None:
+        return
+    bad = [v for v in _numbers(value) if not in_domain(v, domain)]
+    if bad:
+        words = {"(0, inf)": "> 0", "[0, inf)": ">= 0", "[1, inf)": ">= 1"}
+        allowed = words.get(domain, f"in {domain}")
+        which = "each value" if isinstance(value, (tuple, list)) else "the value"
+        raise ValueError(f"--set {key}: {which} must be {allowed} for experiment "
+                         f"{module.NAME}, got {bad[0]!r}")
 
 
 # ----------------------------------------------------------------------------- atomic I/O

@@ -211,6 +211,58 @@ def test_resolve_config_overrides_and_errors():
         results.resolve_config(stability_monitor, "quick", {"checksums": "maybe"})
 
 
+def test_overrides_stay_in_each_fields_domain():
+    """A count, size, step or rate that every profile sets positive must stay positive; one
+    some profile sets to 0 may be 0; a Config's DOMAINS narrows or widens that. Tuple fields
+    are checked value by value, and NaN lies in no interval."""
+    from sithlib.experiments import dynamics, finite_samples, platonic
+
+    for key, raw in (("seeds", "0"), ("n", "-5"), ("dims", "3,0")):
+        with pytest.raises(ValueError, match=f"--set {key}: .* must be > 0 for experiment "
+                                             "vmf_concentration, got"):
+            results.resolve_config(vmf_concentration, "quick", {key: raw})
+    with pytest.raises(ValueError, match="kappas: each value must be >= 0.*got nan"):
+        results.resolve_config(vmf_concentration, "quick", {"kappas": "1,nan"})
+    assert results.resolve_config(vmf_concentration, "quick", {"kappas": "0,5"}).kappas == (0, 5)
+    # 0 is a fresh sample per step in finite_samples' grid of dataset sizes.
+    assert results.field_domain(finite_samples, "n_samples") == "[0, inf)"
+    assert results.resolve_config(finite_samples, "quick", {"n_samples": "0,1000"}).n_samples \
+        == (0, 1000)
+    # Declared: an EMA momentum of 0 (teacher = student) is allowed, one above 1 is not.
+    assert results.resolve_config(platonic, "quick", {"ema_tau0": "0"}).ema_tau0 == 0
+    with pytest.raises(ValueError, match=r"ema_tau0: the value must be in \[0, 1\]"):
+        results.resolve_config(platonic, "quick", {"ema_tau0": "1.5"})
+    with pytest.raises(ValueError, match=r"r2_targets: each value must be in \(0, 1\]"):
+        results.resolve_config(dynamics, "quick", {"r2_targets": "0.5,1.2"})
+    # Values given as numbers (load_or_run's dict) are checked too.
+    with pytest.raises(ValueError, match="steps: the value must be > 0"):
+        results.resolve_config(dynamics, "quick", {"steps": -1})
+    assert results.field_domain(dynamics, "methods") is None  # not a number
+
+
+def test_every_experiments_domains_hold_its_profiles_and_name_fields():
+    """Each declared interval names a real field and admits every profile's own values, and
+    every numeric field of every experiment rejects -1 unless its domain admits it."""
+    from sithlib.experiments import EXPERIMENTS
+
+    for name, module in EXPERIMENTS.items():
+        fields = {f.name for f in dataclasses.fields(module.PROFILES["quick"])}
+        declared = getattr(type(module.PROFILES["quick"]), "DOMAINS", {})
+        assert set(declared) <= fields, name
+        for key in fields:
+            domain = results.field_domain(module, key)
+            if domain is None:
+                continue
+            for profile, cfg in module.PROFILES.items():
+                values = results._numbers(getattr(cfg, key))
+                assert all(results.in_domain(v, domain) for v in values), (name, key, profile)
+            value = getattr(module.PROFILES["quick"], key)
+            bad = (-1,) * len(value) if isinstance(value, tuple) else -1
+            if not results.in_domain(-1, domain):
+                with pytest.raises(ValueError, match=f"--set {key}:"):
+                    results.resolve_config(module, "quick", {key: bad})
+
+
 def test_parse_overrides_rejects_malformed():
     assert results.parse_overrides(["a=1", " b = x "]) == {"a": "1", "b": "x"}
     for bad in ("a", "=1", "a="):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -46,6 +47,8 @@ DEPENDENCES = {  # name -> (statistical, causal)
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"change_probs": "(0, 1]", "mixing_cond": "[1, inf)"}
     change_probs: tuple[float, ...] = (1.0, 0.75)
     dependences: tuple[str, ...] = ("none", "statistical", "causal")
     dim: int = 10

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -49,6 +50,8 @@ METHODS = ("infonce", "simclr", "vicreg", "barlow_twins", "byol", "simsiam")
 @dataclass(frozen=True)
 class Config:
     """The grid (``methods``, ``init_scales``, ``seeds``) and the settings every cell shares."""
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"byol_tau0": "[0, 1]", "r2_targets": "(0, 1]"}
 
     methods: tuple[str, ...] = ("infonce", "vicreg", "barlow_twins", "byol")
     init_scales: tuple[float, ...] = (1.0,)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -54,6 +55,15 @@ PAIR_LABELS = {"pair_mutual_knn": "mutual kNN", "pair_mutual_knn_clamped": "mutu
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {
+        "clamp_quantile": "(0, 1]",
+        "linear_cond": "[1, inf)",
+        "conds": "[1, inf)",
+        "max_scale": "[1, inf)",
+        "offset": "[0, inf)",
+        "mixing_cond": "[1, inf)",
+    }
     dim: int = 10
     n: int = 1000
     n_nonlinear: int = 1000  # kernel ridge is O(n^3): scored on the first rows only

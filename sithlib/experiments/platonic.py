@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -80,6 +81,8 @@ SCORES = ("r2_linear", "r2_nonlinear", "mcc", "procrustes_r2", "orthogonality", 
 @dataclass(frozen=True)
 class Config:
     """Settings of one run: the DGP, the methods and their heads, training and evaluation."""
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"ema_tau0": "[0, 1]"}
 
     dim: int = 10
     kappa: float = 10.0

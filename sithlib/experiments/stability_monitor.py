@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -78,6 +79,8 @@ def method_colors() -> dict[str, tuple]:
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"ema_tau0": "[0, 1]"}
     datasets: tuple[str, ...] = ("vector", "image")
     methods: tuple[str, ...] = METHODS
     seeds: int = 2

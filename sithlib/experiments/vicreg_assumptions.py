@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -57,6 +58,8 @@ MEASURES = ("same_region", "flipped_units", "cov_error", "reject_normal_z",
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"alpha": "(0, 1)"}
     settings: tuple[str, ...] = SETTINGS
     seeds: int = 2
     n_anchors: int = 12

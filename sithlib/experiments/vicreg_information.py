@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -60,6 +61,8 @@ TERMS = ("entropy", "invariance", "bound", "knn", "r2_linear")
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"sim_coeff": "[0, inf)", "entropy_coeff": "[0, inf)"}
     dgps: tuple[str, ...] = DGPS
     methods: tuple[str, ...] = tuple(METHODS)
     seeds: int = 2
