@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sithlib import results
-from sithlib.experiments import EXPERIMENTS
+from sithlib.experiments import EXPERIMENTS, get_experiment
 
 
 def _list(args) -> int:
@@ -88,6 +88,8 @@ def _run_all(args) -> int:
             print("every paper result is present and fresh; nothing to run")
     else:
         names = [args.experiment]
+    for name in names:  # every input error is reported before any work starts
+        results.resolve_config(get_experiment(name), args.profile, overrides or None)
     for name in names:
         print(f"running {name} (profile {args.profile}) ...", flush=True)
         result = results.run_experiment(name, args.profile, overrides or None, args.device,

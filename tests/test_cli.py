@@ -36,12 +36,16 @@ def run_cli(*args, env=None):
         (["run", "stability_monitor", "--set", "checksums=maybe"],
          "--set checksums=maybe: expected true or false"),
         (["bench", "nope"], "unknown benchmark(s) nope; allowed: "),
+        (["run", "vmf_concentration", "--set", "seeds=0"],
+         "--set seeds: the value must be > 0 for experiment vmf_concentration, got 0"),
+        (["run", "platonic", "--set", "ema_tau0=1.5"], "ema_tau0: the value must be in [0, 1]"),
     ],
 )
 def test_bad_input_gives_clear_error(args, message, capsys):
     assert cli.main(args) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert message in err and "Traceback" not in err
+    assert "running" not in out  # rejected before any work starts
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
