@@ -164,7 +164,10 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
 
 
 def resolve_config(module, profile: str, overrides: dict | None = None):
-    """The experiment's config for a run profile, with ``overrides`` (strings or values)."""
+    """The experiment's config for a run profile, with ``overrides`` (strings or values).
+
+    Unknown fields, values of the wrong type and values outside the field's
+    :func:`field_domain` raise ValueError naming the field and what it allows."""
     check_profile(profile, RUN_PROFILES)
     base = module.PROFILES[profile]
     if not overrides:
