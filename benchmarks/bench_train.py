@@ -4,7 +4,7 @@ Cases, all training the InfoNCE encoder of ``infonce_sphere`` on its DGP (n = 10
 
 - ``naive loop``: what the reference code does: one model, positives sampled on the host with
   SciPy (one ``vonmises_fisher`` call per row, as every row has its own mean), the loss read
-  back (``.item()``) every step, float32;
+  back (``.item()``) every step, float32 (on a GPU timed over 5 steps, the others over 200);
 - ``engine, 1 seed``: ``sithlib.train`` with device-native sampling and no per-step sync (on a
   GPU the data of 16 steps is drawn at once; ``prefetch 1`` draws every step, paying the exact
   samplers' rejection-loop syncs each time);
@@ -152,31 +152,35 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
     seeds, many = 4, 4 if quick or device == "cpu" else 16
     gpu = device.startswith("cuda")
     rounds = rounds or (1 if quick or gpu else 5)
+    # The naive loop samples every row on the host (~0.1 ms a row): at the paper's batch of
+    # 6144 a step takes most of a second, so a few steps measure its rate.
+    naive_steps = 5 if gpu else steps
     engine(cfg, 5, 1, True, device)  # warm-up: allocator, thread pools
-    # case: (timed call, models, config, precision)
+    # case: (timed call, models, config, precision, steps)
     cases = {
-        "naive loop": (lambda: naive_loop(cfg, steps, device), 1, cfg, "fp32"),
-        "engine, 1 seed": (lambda: engine(cfg, steps, 1, True, device), 1, cfg, "fp32"),
+        "naive loop": (lambda: naive_loop(cfg, naive_steps, device), 1, cfg, "fp32",
+                       naive_steps),
+        "engine, 1 seed": (lambda: engine(cfg, steps, 1, True, device), 1, cfg, "fp32", steps),
         f"engine, {seeds} seeds, vmap": (lambda: engine(cfg, steps, seeds, True, device), seeds,
-                                         cfg, "fp32"),
+                                         cfg, "fp32", steps),
         f"engine, {seeds} seeds, sequential": (lambda: engine(cfg, steps, seeds, False, device),
-                                               seeds, cfg, "fp32"),
+                                               seeds, cfg, "fp32", steps),
         "1 seed (n=5, batch 1024)": (lambda: engine(small, steps, 1, True, device), 1, small,
-                                     "fp32"),
+                                     "fp32", steps),
         f"ensemble {many} seeds (n=5, batch 1024)": (
-            lambda: engine(small, steps, many, True, device), many, small, "fp32"),
+            lambda: engine(small, steps, many, True, device), many, small, "fp32", steps),
         f"sequential {many} seeds (n=5, batch 1024)": (
-            lambda: engine(small, steps, many, False, device), many, small, "fp32"),
+            lambda: engine(small, steps, many, False, device), many, small, "fp32", steps),
     }
     if gpu:
         # The engine draws 16 steps of data per call on a GPU; one step per call shows what
         # the samplers' host synchronisations cost.
         cases["engine, 1 seed, prefetch 1"] = (
-            lambda: engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32")
+            lambda: engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32", steps)
         for precision in ("tf32", "bf16"):
             cases[f"engine, 1 seed, {precision}"] = (
                 lambda p=precision: engine(cfg, steps, 1, True, device, precision=p), 1, cfg,
-                precision)
+                precision, steps)
         graphs = "reduce-overhead"  # torch.compile's CUDA-graph mode
         # Compiled for 5 untimed steps right before each timed run: torch.compile's cache
         # guards on the backend, so the other mode's run in between would force a recompile.
@@ -185,24 +189,25 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
             return engine(cfg, steps, 1, True, device, precision="bf16", compile=mode)
 
         for mode, name in ((True, "compiled"), (graphs, "CUDA graph")):
-            cases[f"engine, 1 seed, bf16, {name}"] = (lambda m=mode: compiled(m), 1, cfg, "bf16")
+            cases[f"engine, 1 seed, bf16, {name}"] = (lambda m=mode: compiled(m), 1, cfg, "bf16",
+                                                     steps)
     seconds = {case: float("inf") for case in cases}
     for _ in range(rounds):
         for case, (timed, *_) in cases.items():
             seconds[case] = min(seconds[case], timed())
     timings = {case: (seconds[case], *rest) for case, (_, *rest) in cases.items()}
     peaks = {p: matmul_peak(device, p) for p in {t[3] for t in timings.values()}}
-    naive = steps / timings["naive loop"][0]
+    naive = naive_steps / timings["naive loop"][0]
     rows = []
-    for case, (seconds, models, c, precision) in timings.items():
-        rate = steps * models / seconds
+    for case, (seconds, models, c, precision, n_steps) in timings.items():
+        rate = n_steps * models / seconds
         flops = train_flops(c)
         peak = peaks[precision]
         values = {"model_steps_per_s": rate, "ratio_to_naive": rate / naive,
                   "flops_per_step": flops, "fraction_of_matmul_peak": rate * flops / peak,
                   "matmul_peak_tflops": peak / 1e12}
         rows += [{"case": case, "metric": k, "value": v, "batch_size": c.batch_size,
-                  "steps": steps, "hidden": "-".join(map(str, c.hidden)), "precision": precision}
+                  "steps": n_steps, "hidden": "-".join(map(str, c.hidden)), "precision": precision}
                  for k, v in values.items()]
     return pd.DataFrame(rows)
 

@@ -664,7 +664,9 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     device = device or default_device()
     _earlier_s[0], _untimed_cells[0] = 0.0, 0
     start = time.perf_counter()
-    with running_on(device):
+    from sithlib.train import full_fp32  # TF32 only where a training run asks for it
+
+    with running_on(device), full_fp32():
         tables = module.run(cfg, device=device)
     # Work reused from earlier calls counts too: a result's wall time is what it cost.
     env = environment(device, time.perf_counter() - start + _earlier_s[0])

@@ -173,19 +173,45 @@ def _optimizer(params, cfg: TrainConfig, stacked: bool = False) -> torch.optim.O
 
 @contextlib.contextmanager
 def _matmul_precision(cfg: TrainConfig):
-    """Matmul precision for the run, restored afterwards (it is process-global state).
+    """TF32 for the run's float32 matmuls and cuDNN convolutions where ``precision`` asks for
+    it, off otherwise; restored afterwards (it is process-global state).
 
-    ``tf32`` lets float32 matmuls use TensorFloat-32 on Ampere+ GPUs (10-bit mantissa inputs,
-    fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast (in the loop).
-    The losses upcast to float32 themselves, so only the network's matmuls lose precision.
+    ``tf32`` lets float32 matmuls and convolutions use TensorFloat-32 on Ampere+ GPUs (10-bit
+    mantissa inputs, fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast
+    (in the loop). The switch is process-wide while the run trains, so the losses' matmuls (the
+    losses still upcast to float32 and accumulate in it) and the sampler's mixing use TF32 too;
+    the held-out evaluations run in full float32 (:func:`full_fp32`).
     """
-    previous = torch.get_float32_matmul_precision()
-    if cfg.precision in ("tf32", "bf16"):
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    tf32 = cfg.precision in ("tf32", "bf16")
+    if tf32:
         torch.set_float32_matmul_precision("high")
+    # PyTorch's default lets cuDNN convolutions use TF32 even in a float32 run.
+    torch.backends.cudnn.allow_tf32 = tf32
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(previous)
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.allow_tf32 = previous[1]
+
+
+@contextlib.contextmanager
+def full_fp32():
+    """Float32 matmuls and convolutions in full precision inside the block, restored after.
+
+    On Ampere+ GPUs PyTorch lets cuDNN convolutions use TF32 by default (a 10-bit mantissa,
+    relative error ~5e-4), so a float32 measurement on a GPU would differ from the same on the
+    CPU; ``sithlib.results.run_experiment`` runs every experiment under this, and ``train``
+    turns TF32 on for its training steps only where ``precision`` asks. No effect on the CPU.
+    """
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.allow_tf32 = previous[1]
 
 
 @functools.cache
@@ -405,9 +431,9 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
 
     def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
-        # Outside autocast: held-out evaluations keep the run's fp32 / tf32 precision, also at
-        # step 0, whose forward ran under autocast like every training step.
-        with torch.autocast(amp["device_type"], enabled=False):
+        # Outside autocast and TF32: held-out evaluations read the model in full float32,
+        # also at step 0, whose forward ran under autocast like every training step.
+        with torch.autocast(amp["device_type"], enabled=False), full_fp32():
             _record(step, losses, embeddings, logs)
 
     def _record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):

@@ -109,3 +109,18 @@ def test_table_and_figures(tiny_metrics):
     assert len(axes) == 2 and axes[0].get_xscale() == "log"
     with pytest.raises(ValueError, match="setting"):
         exp.plot_measures(tiny_metrics, "audio")
+
+
+def test_paper_cells_are_cached_per_setting_and_change_no_number(store, tiny_metrics,
+                                                                 monkeypatch):
+    """The paper profile caches one cell per setting, so a run cut short by a GPU's time
+    limit keeps its finished setting; the numbers equal an uncached run's."""
+    import pandas as pd
+
+    assert exp.PROFILES["paper"].cache_cells
+    cfg = dataclasses.replace(TINY["vicreg_assumptions"], cache_cells=True)
+    first = exp.run(cfg)["metrics"]
+    monkeypatch.setattr(exp, "run_cell", lambda *a, **k: pytest.fail("a cached cell ran again"))
+    again = exp.run(cfg)["metrics"]
+    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(first, tiny_metrics)

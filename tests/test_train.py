@@ -401,6 +401,56 @@ def test_bf16_autocast_stays_close_to_fp32_and_restores_matmul_precision():
     assert all(isinstance(v, float) for v in last)  # logged losses are fp32 python floats
 
 
+def test_tf32_only_in_the_steps_that_ask_and_evaluations_in_full_fp32():
+    """PyTorch lets cuDNN convolutions use TF32 by default. The engine switches TF32 (matmuls
+    and convolutions) on for the training steps of a tf32 / bf16 run only, reads the model in
+    full float32 at evaluations, and restores the process's settings afterwards."""
+    seen = []
+
+    def flags(where):
+        seen.append((where, torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32))
+
+    def loss(model, batch):
+        flags("step")
+        return regression(model, batch)
+
+    def evaluate(model, seed):
+        flags("eval")
+        return {}
+
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    for precision, tf32 in (("fp32", False), ("tf32", True), ("bf16", True)):
+        seen.clear()
+        train(make_model, sample, loss, dataclasses.replace(CFG, seeds=1, steps=4, eval_every=2,
+                                                            precision=precision),
+              evaluate=evaluate)
+        assert {s[1:] for s in seen if s[0] == "step"} == {("high" if tf32 else before[0], tf32)}
+        assert {s[1:] for s in seen if s[0] == "eval"} == {("highest", False)}
+        assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == before
+
+
+def test_experiments_run_in_full_fp32(monkeypatch, tmp_path):
+    """Measurements outside ``train`` (an untrained ResNet's embeddings, say) must not use
+    TF32 convolutions on a GPU: ``run_experiment`` runs the experiment under ``full_fp32``."""
+    from sithlib import results
+    from sithlib.experiments import vmf_concentration
+
+    seen = []
+
+    def run(cfg, device="cpu"):
+        seen.append((torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32))
+        return real(cfg, device)
+
+    real = vmf_concentration.run
+    monkeypatch.setattr(vmf_concentration, "run", run)
+    monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path))
+    before = torch.backends.cudnn.allow_tf32
+    results.run_experiment("vmf_concentration", "quick", {"n": 200, "dims": (3,), "seeds": 1},
+                           device="cpu", out=tmp_path / "out")
+    assert seen == [("highest", False)]
+    assert torch.backends.cudnn.allow_tf32 == before
+
+
 def test_tf32_is_exact_on_the_cpu():
     a = _params(train(make_model, sample, regression, dataclasses.replace(CFG, precision="tf32")))
     b = _params(train(make_model, sample, regression, CFG))

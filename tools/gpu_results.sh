@@ -28,8 +28,12 @@ for target in "${targets[@]}"; do
     # SIGINT lets Python unwind; checkpoints and finished cells are already on disk.
     timeout -s INT -k 20 "$left" python3 -m sithlib run "$target" --profile paper \
         --device "${SITH_DEVICE:-cuda}"
-    rc=$?
-    [ $rc -ne 0 ] && { echo "stopped at $target (exit $rc)"; break; }
+    status=$?
+    if [ $status -eq 124 ] || [ $status -eq 137 ] || [ $status -eq 130 ]; then
+        echo "stopped at $target: out of time (exit $status)"; rc=$status; break
+    fi
+    # A crash in one experiment must not cost the others their turn.
+    [ $status -ne 0 ] && { echo "FAILED: $target (exit $status); going on"; rc=$status; }
 done
 # Checkpoints over 16 MiB stay behind (the lent machine returns small files only).
 find .cache/checkpoints -name '*.pt' -size +16M -delete 2>/dev/null

@@ -27,7 +27,8 @@ if [[ $skip != *" tests "* ]]; then
     echo "== GPU tests"
     # Only the files with GPU tests: the others import the book's tools (nbformat, papermill),
     # which the lent machine lacks.
-    timeout -k 10 90 python3 -m pytest -q -m gpu -p no:cacheprovider \
+    # SIGINT, not SIGTERM: pytest still prints its summary and the failures' tracebacks.
+    timeout -s INT -k 10 150 python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
         $(grep -l "pytest.mark.gpu" tests/test_*.py) >"$out/gpu_tests.txt" 2>&1
     echo "pytest -m gpu: exit $?"; tail -5 "$out/gpu_tests.txt"
 fi

@@ -332,7 +332,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         rows.extend({**keys, **r} for r in new)
 
     for name in cfg.methods:
-        fresh = [make_method(name, source, cfg, s) for s in range(cfg.seeds)]
+        fresh = [make_method(name, source, cfg, s).to(device) for s in range(cfg.seeds)]
         trained = train_method(name, source, cfg, steps=cfg.steps, batch_size=cfg.batch_size,
                                evals=1, device=device, evaluate=False).finished()
         for state, models in (("init", list(enumerate(fresh))), ("trained", trained)):

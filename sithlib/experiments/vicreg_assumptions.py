@@ -26,7 +26,7 @@ ResNet-18 with the CIFAR stem).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import pandas as pd
@@ -86,6 +86,7 @@ class Config:
     img_batch_size: int = 128
     img_lr: float = 1e-3
     dgp_seed: int = 0
+    cache_cells: bool = False  # paper runs: one resumable cell per setting
 
     def __post_init__(self):
         bad = [s for s in self.settings if s not in SETTINGS]
@@ -111,7 +112,8 @@ PROFILES = {
                     hidden=(512, 512, 512), feature_dim=64, vec_proj_dims=(256, 256, 256),
                     vec_steps=2000, vec_batch_size=2048, image_size=32, width=64,
                     strengths_image=(1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.3, 1.0),
-                    img_proj_dims=(2048, 2048, 2048), img_steps=300, img_batch_size=256),
+                    img_proj_dims=(2048, 2048, 2048), img_steps=300, img_batch_size=256,
+                    cache_cells=True),
 }
 
 
@@ -297,30 +299,42 @@ def _train(setting: _Setting, cfg: Config, device: str):
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    cells = [{**asdict(cfg), "settings": (name,)} for name in cfg.settings]
+    if cfg.cache_cells:
+        from sithlib.results import run_grid  # results imports experiments: import late
+
+        return run_grid(NAME, cells, lambda cell: run_cell(cell, device))
+    parts = [run_cell(cell, device)["metrics"] for cell in cells]
+    return {"metrics": pd.concat(parts, ignore_index=True), "curves": None}
+
+
+def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train and measure one setting (``cell`` is the config as a dict, one setting in it)."""
+    cfg = Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cell.items()})
+    (name,) = cfg.settings
     rows = []
-    for name in cfg.settings:
-        setting = _Setting(name, cfg, device)
-        result = _train(setting, cfg, device)
-        for seed, method in result.finished():
-            # make_model draws the encoder first, so this is the trained encoder's init.
-            init = setting.encoder(torch.Generator().manual_seed(seed)).to(device)
-            nets = {"init": init, "trained": method.encoder}
-            for state, net in nets.items():
-                net.eval()
-                jacobians = [anchor_jacobian(net, x) for x in setting.x_anchor]
-                for family in FAMILIES:
-                    for strength in setting.strengths:
-                        values = measure(net, setting, family, strength, seed, jacobians)
-                        rows += [{"setting": name, "state": state, "family": family,
-                                  "strength": strength,
-                                  "training": strength == setting.training_strength,
-                                  "seed": seed, "metric": k, "value": v}
-                                 for k, v in values.items()]
-        for failure in result.failures:
-            rows.append({"setting": name, "state": "trained", "family": "training",
-                         "strength": math.nan, "training": False, "seed": failure["seed"],
-                         "metric": "failure_step",
-                         "value": float(failure["step"]), "failure": failure["kind"]})
+    setting = _Setting(name, cfg, device)
+    result = _train(setting, cfg, device)
+    for seed, method in result.finished():
+        # make_model draws the encoder first, so this is the trained encoder's init.
+        init = setting.encoder(torch.Generator().manual_seed(seed)).to(device)
+        nets = {"init": init, "trained": method.encoder}
+        for state, net in nets.items():
+            net.eval()
+            jacobians = [anchor_jacobian(net, x) for x in setting.x_anchor]
+            for family in FAMILIES:
+                for strength in setting.strengths:
+                    values = measure(net, setting, family, strength, seed, jacobians)
+                    rows += [{"setting": name, "state": state, "family": family,
+                              "strength": strength,
+                              "training": strength == setting.training_strength,
+                              "seed": seed, "metric": k, "value": v}
+                             for k, v in values.items()]
+    for failure in result.failures:
+        rows.append({"setting": name, "state": "trained", "family": "training",
+                     "strength": math.nan, "training": False, "seed": failure["seed"],
+                     "metric": "failure_step",
+                     "value": float(failure["step"]), "failure": failure["kind"]})
     return {"metrics": pd.DataFrame(rows), "curves": None}
 
 
