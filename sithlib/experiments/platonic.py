@@ -42,6 +42,7 @@ from sithlib.metrics import (
     r2_linear,
     r2_nonlinear,
 )
+from sithlib.metrics.similarity import _top_k
 from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
@@ -191,7 +192,9 @@ def neighbours(h: torch.Tensor, k: int) -> torch.Tensor:
     u = F.normalize(h, dim=1)
     sim = u @ u.T
     sim.fill_diagonal_(-float("inf"))
-    return sim.topk(k, dim=1).indices
+    # Ties (a collapsed method's identical rows) go to the lower index, as in mutual_knn:
+    # torch.topk alone would break them differently on the CPU and on a GPU.
+    return _top_k(sim, k)
 
 
 def knn_overlap(knn_a: torch.Tensor, knn_b: torch.Tensor) -> float:
