@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -191,13 +192,24 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
         for mode, name in ((True, "compiled"), (graphs, "CUDA graph")):
             cases[f"engine, 1 seed, bf16, {name}"] = (lambda m=mode: compiled(m), 1, cfg, "bf16",
                                                      steps)
-    seconds = {case: float("inf") for case in cases}
-    for _ in range(rounds):
-        for case, (timed, *_) in cases.items():
-            seconds[case] = min(seconds[case], timed())
-    timings = {case: (seconds[case], *rest) for case, (_, *rest) in cases.items()}
+    seconds = {case: math.inf for case in cases}
+    interrupted = False
+    try:
+        for _ in range(rounds):
+            for case, (timed, *_) in cases.items():
+                seconds[case] = min(seconds[case], timed())
+    except KeyboardInterrupt:
+        # A lent GPU's call has a hard limit and tools/gpu_session.sh stops a benchmark that
+        # runs over it with SIGINT: the cases that finished are still worth their GPU time.
+        interrupted = True
+        if not any(math.isfinite(t) for t in seconds.values()):
+            raise
+        print(f"interrupted: keeping the {sum(map(math.isfinite, seconds.values()))} of "
+              f"{len(cases)} cases that finished", flush=True)
+    timings = {case: (seconds[case], *rest) for case, (_, *rest) in cases.items()
+               if math.isfinite(seconds[case])}
     peaks = {p: matmul_peak(device, p) for p in {t[3] for t in timings.values()}}
-    naive = naive_steps / timings["naive loop"][0]
+    naive = naive_steps / timings["naive loop"][0] if "naive loop" in timings else math.nan
     rows = []
     for case, (seconds, models, c, precision, n_steps) in timings.items():
         rate = n_steps * models / seconds
@@ -209,7 +221,11 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
         rows += [{"case": case, "metric": k, "value": v, "batch_size": c.batch_size,
                   "steps": n_steps, "hidden": "-".join(map(str, c.hidden)), "precision": precision}
                  for k, v in values.items()]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if interrupted:
+        frame.attrs["config"] = {"interrupted": True, "cases_finished": len(timings),
+                                 "cases": len(cases)}
+    return frame
 
 
 def main(argv=None) -> pd.DataFrame:

@@ -30,6 +30,32 @@ def test_train_flops_counts_forward_and_backward_of_both_views_by_hand():
     assert bench.train_flops(cfg) == 3 * 4 * (2 * 24 + 2 * 4 * 2)
 
 
+def test_train_benchmark_keeps_the_cases_that_finished_when_interrupted(monkeypatch):
+    """tools/gpu_session.sh stops a benchmark at its time cap with SIGINT: the cases timed so
+    far are kept (and marked) rather than lost with the GPU time they cost."""
+    bench = _bench("train")
+    calls = []
+
+    def engine(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:  # warm-up, 1 seed, vmap, then the signal
+            raise KeyboardInterrupt
+        return 0.5
+
+    monkeypatch.setattr(bench, "engine", engine)
+    monkeypatch.setattr(bench, "naive_loop", lambda cfg, steps, device: 2.0)
+    frame = bench.table(quick=True)
+    assert list(dict.fromkeys(frame.case)) == ["naive loop", "engine, 1 seed",
+                                               "engine, 4 seeds, vmap"]
+    ratio = frame[(frame.case == "engine, 4 seeds, vmap") & (frame.metric == "ratio_to_naive")]
+    assert ratio.value.item() == pytest.approx(4 * 2.0 / 0.5)
+    assert frame.attrs["config"] == {"interrupted": True, "cases_finished": 3, "cases": 7}
+    calls.clear()
+    monkeypatch.setattr(bench, "naive_loop", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # nothing finished: nothing to keep
+        bench.table(quick=True)
+
+
 def test_matmul_peak_is_a_positive_rate_and_restores_precision():
     bench = _bench("train")
     before = torch.get_float32_matmul_precision()
