@@ -6,9 +6,10 @@
 #
 # Restores the state of a previous call from .gpu_state/state.tgz (if present), runs the named
 # experiments (default: every missing or stale one, `run --all`) for at most SECONDS, then packs
-# results/ and the resumable state (finished grid cells, checkpoints) into $OUT/state.tgz (or
-# .gpu_state/state.tgz without $OUT). Unpack it in the repository, commit results/, and carry
-# .gpu_state into the next call: finished cells are not rerun, checkpoints resume.
+# results/ into $OUT/results.tgz and the resumable state (finished grid cells, checkpoints) into
+# $OUT/state.tgz (.gpu_state/ without $OUT; see tools/pack_state.py). Unpack both in the
+# repository, commit results/, and carry .gpu_state/state.tgz into the next call: finished
+# cells are not rerun, checkpoints resume.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: tools/gpu_results.sh SECONDS [EXPERIMENT ...]}
@@ -35,9 +36,8 @@ for target in "${targets[@]}"; do
     # A crash in one experiment must not cost the others their turn.
     [ $status -ne 0 ] && { echo "FAILED: $target (exit $status); going on"; rc=$status; }
 done
-# Checkpoints over 16 MiB stay behind (the lent machine returns small files only).
-find .cache/checkpoints -name '*.pt' -size +16M -delete 2>/dev/null
-tar czf "$out/state.tgz" results $(ls -d .cache/cells .cache/checkpoints 2>/dev/null)
-ls -l "$out/state.tgz"
+# results.tgz always; state.tgz with as many whole cells and checkpoints as fit the 16 MiB a
+# lent machine returns per file.
+python3 tools/pack_state.py "$out"
 python3 -m sithlib list || true
 exit $rc

@@ -8,7 +8,8 @@
 # 2. the training, DGP and vision benchmarks on CUDA (stored under results/benchmarks/);
 # 3. paper results for the rest of the time (tools/gpu_results.sh): the named experiments, or
 #    every missing or stale one, cheapest first by the committed cost counts.
-# Everything comes back in $OUT/state.tgz: unpack it in the repository and commit results/.
+# Everything comes back in $OUT/results.tgz and $OUT/state.tgz: unpack both in the repository
+# and commit results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: tools/gpu_session.sh SECONDS [EXPERIMENT ...]}
