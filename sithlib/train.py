@@ -172,22 +172,13 @@ def _optimizer(params, cfg: TrainConfig, stacked: bool = False) -> torch.optim.O
 
 
 @contextlib.contextmanager
-def _matmul_precision(cfg: TrainConfig):
-    """TF32 for the run's float32 matmuls and cuDNN convolutions where ``precision`` asks for
-    it, off otherwise; restored afterwards (it is process-global state).
-
-    ``tf32`` lets float32 matmuls and convolutions use TensorFloat-32 on Ampere+ GPUs (10-bit
-    mantissa inputs, fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast
-    (in the loop). The switch is process-wide while the run trains, so the losses' matmuls (the
-    losses still upcast to float32 and accumulate in it) and the sampler's mixing use TF32 too;
-    the held-out evaluations run in full float32 (:func:`full_fp32`).
-    """
+def _float32_precision(matmul: str | None, tf32_convolutions: bool):
+    """The process-global float32 matmul precision (None: as it is) and cuDNN's TF32 switch
+    for convolutions inside the block, both restored after."""
     previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    tf32 = cfg.precision in ("tf32", "bf16")
-    if tf32:
-        torch.set_float32_matmul_precision("high")
-    # PyTorch's default lets cuDNN convolutions use TF32 even in a float32 run.
-    torch.backends.cudnn.allow_tf32 = tf32
+    if matmul is not None:
+        torch.set_float32_matmul_precision(matmul)
+    torch.backends.cudnn.allow_tf32 = tf32_convolutions
     try:
         yield
     finally:
@@ -195,7 +186,20 @@ def _matmul_precision(cfg: TrainConfig):
         torch.backends.cudnn.allow_tf32 = previous[1]
 
 
-@contextlib.contextmanager
+def _matmul_precision(cfg: TrainConfig):
+    """TF32 for the run's float32 matmuls and cuDNN convolutions where ``precision`` asks for
+    it, off otherwise (PyTorch's default lets convolutions use TF32 even in a float32 run).
+
+    ``tf32`` lets float32 matmuls and convolutions use TensorFloat-32 on Ampere+ GPUs (10-bit
+    mantissa inputs, fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast
+    (in the loop). The switch is process-wide while the run trains, so the losses' matmuls (the
+    losses still upcast to float32 and accumulate in it) and the sampler's mixing use TF32 too;
+    the held-out evaluations run in full float32 (:func:`full_fp32`).
+    """
+    tf32 = cfg.precision in ("tf32", "bf16")
+    return _float32_precision("high" if tf32 else None, tf32)
+
+
 def full_fp32():
     """Float32 matmuls and convolutions in full precision inside the block, restored after.
 
@@ -204,14 +208,7 @@ def full_fp32():
     CPU; ``sithlib.results.run_experiment`` runs every experiment under this, and ``train``
     turns TF32 on for its training steps only where ``precision`` asks. No effect on the CPU.
     """
-    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous[0])
-        torch.backends.cudnn.allow_tf32 = previous[1]
+    return _float32_precision("highest", False)
 
 
 @functools.cache
