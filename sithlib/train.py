@@ -193,8 +193,8 @@ def _matmul_precision(cfg: TrainConfig):
     ``tf32`` lets float32 matmuls and convolutions use TensorFloat-32 on Ampere+ GPUs (10-bit
     mantissa inputs, fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast
     (in the loop). The switch is process-wide while the run trains, so the losses' matmuls (the
-    losses still upcast to float32 and accumulate in it) and the sampler's mixing use TF32 too;
-    the held-out evaluations run in full float32 (:func:`full_fp32`).
+    losses still upcast to float32 and accumulate in it) use TF32 too; the data (``sample``)
+    and the held-out evaluations are computed in full float32 (:func:`full_fp32`).
     """
     tf32 = cfg.precision in ("tf32", "bf16")
     return _float32_precision("high" if tf32 else None, tf32)
@@ -482,7 +482,10 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
 
     def draw_steps(g, draw) -> list[tuple]:
         # One call for `prefetch` steps: the sampler's syncs are paid once for all of them.
-        parts = [t.split(cfg.batch_size) for t in draw(g, cfg.batch_size * prefetch)]
+        # The data-generating process is exact whatever the training precision (no TF32 in g).
+        with full_fp32():
+            drawn = draw(g, cfg.batch_size * prefetch)
+        parts = [t.split(cfg.batch_size) for t in drawn]
         steps = []
         for batch in zip(*parts, strict=True):
             batch = tuple(t.chunk(world)[rank] for t in batch)

@@ -403,8 +403,8 @@ def test_bf16_autocast_stays_close_to_fp32_and_restores_matmul_precision():
 
 def test_tf32_only_in_the_steps_that_ask_and_evaluations_in_full_fp32():
     """PyTorch lets cuDNN convolutions use TF32 by default. The engine switches TF32 (matmuls
-    and convolutions) on for the training steps of a tf32 / bf16 run only, reads the model in
-    full float32 at evaluations, and restores the process's settings afterwards."""
+    and convolutions) on for the training steps of a tf32 / bf16 run only, draws the data and
+    reads the model at evaluations in full float32, and restores the process's settings."""
     seen = []
 
     def flags(where):
@@ -418,14 +418,19 @@ def test_tf32_only_in_the_steps_that_ask_and_evaluations_in_full_fp32():
         flags("eval")
         return {}
 
+    def draw(generator, n):
+        flags("data")
+        return sample(generator, n)
+
     before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     for precision, tf32 in (("fp32", False), ("tf32", True), ("bf16", True)):
         seen.clear()
-        train(make_model, sample, loss, dataclasses.replace(CFG, seeds=1, steps=4, eval_every=2,
-                                                            precision=precision),
+        train(make_model, draw, loss, dataclasses.replace(CFG, seeds=1, steps=4, eval_every=2,
+                                                          precision=precision),
               evaluate=evaluate)
         assert {s[1:] for s in seen if s[0] == "step"} == {("high" if tf32 else before[0], tf32)}
         assert {s[1:] for s in seen if s[0] == "eval"} == {("highest", False)}
+        assert {s[1:] for s in seen if s[0] == "data"} == {("highest", False)}
         assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == before
 
 
