@@ -25,8 +25,11 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
+import numbers
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -188,7 +191,7 @@ def resolve_config(module, profile: str, overrides: dict | None = None):
 
 def _numbers(value) -> list:
     items = value if isinstance(value, (tuple, list)) else (value,)
-    return [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [v for v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)]
 
 
 def field_domain(module, name: str) -> str | None:
@@ -203,11 +206,18 @@ def field_domain(module, name: str) -> str | None:
     """
     declared = getattr(type(module.PROFILES["quick"]), "DOMAINS", {})
     if name in declared:
+        if not _INTERVAL.fullmatch(declared[name]):
+            raise ValueError(f"{module.NAME}.Config.DOMAINS[{name!r}] = {declared[name]!r} is "
+                             "not an interval such as '[0, 1]' or '(0, inf)'")
         return declared[name]
-    seen = [v for cfg in module.PROFILES.values() for v in _numbers(getattr(cfg, name, None))]
+    seen = [v for cfg in module.PROFILES.values() for v in _numbers(getattr(cfg, name, None))
+            if math.isfinite(v)]
     if not seen or min(seen) < 0:
         return None
     return "(0, inf)" if min(seen) > 0 else "[0, inf)"
+
+
+_INTERVAL = re.compile(r"[\[(]-?(inf|\d+(\.\d+)?), -?(inf|\d+(\.\d+)?)[\])]")
 
 
 def in_domain(value: float, domain: str) -> bool:
@@ -819,6 +829,12 @@ def write_benchmark(name: str, table: pd.DataFrame, env: dict, config: dict) -> 
         if column not in table.columns:
             raise ValueError(f"benchmark table lacks column {column!r} (tidy: case, metric, value)")
     folder = benchmarks_dir() / name / hardware_slug(env)
+    stored = folder / "config.json"
+    if (config.get("interrupted") and stored.exists()
+            and not _read_json(stored).get("interrupted")):
+        # A run cut short by a time limit never replaces a complete table of the same hardware.
+        print(f"kept the complete table in {folder}: this run was interrupted")
+        return folder
     atomic_write_text(folder / "table.csv", table.to_csv(index=False))
     atomic_write_text(folder / "env.json", _json_text(env))
     atomic_write_text(folder / "config.json", _json_text({"benchmark": name, **config}))

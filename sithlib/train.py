@@ -65,6 +65,7 @@ import inspect
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -172,12 +173,19 @@ def _optimizer(params, cfg: TrainConfig, stacked: bool = False) -> torch.optim.O
 
 
 @contextlib.contextmanager
-def _float32_precision(matmul: str | None, tf32_convolutions: bool):
-    """The process-global float32 matmul precision (None: as it is) and cuDNN's TF32 switch
-    for convolutions inside the block, both restored after."""
-    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    if matmul is not None:
-        torch.set_float32_matmul_precision(matmul)
+def _float32_precision(matmul: str, tf32_convolutions: bool):
+    """The process-global float32 matmul precision and cuDNN's TF32 switch for convolutions
+    inside the block, both restored after."""
+    try:
+        previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    except RuntimeError as err:
+        # PyTorch >= 2.9 refuses to read these once the process has set its newer
+        # fp32_precision switches: the caller manages TF32 itself, so leave it alone.
+        warnings.warn(f"TF32 left as set: this process uses PyTorch's fp32_precision switches, "
+                      f"which cannot be mixed with the ones sithlib sets ({err})", stacklevel=3)
+        yield
+        return
+    torch.set_float32_matmul_precision(matmul)
     torch.backends.cudnn.allow_tf32 = tf32_convolutions
     try:
         yield
@@ -197,7 +205,7 @@ def _matmul_precision(cfg: TrainConfig):
     and the held-out evaluations are computed in full float32 (:func:`full_fp32`).
     """
     tf32 = cfg.precision in ("tf32", "bf16")
-    return _float32_precision("high" if tf32 else None, tf32)
+    return _float32_precision("high" if tf32 else "highest", tf32)
 
 
 def full_fp32():

@@ -31,11 +31,13 @@ def test_results_always_come_back_and_the_state_keeps_whole_cells_under_the_limi
         write(cells / key / "metrics.csv", size)
         write(cells / key / "done.json", 10)
     write(cells / "mid" / ".metrics.csv.abc.tmp", 5)  # an unfinished atomic write
+    write(cells / "unfinished" / "metrics.csv", 10)  # no done.json: rerun anyway
     ckpt = root / ".cache" / "checkpoints" / "exp"
     write(ckpt / "a-0.pt", 300)
     write(ckpt / "b-0.pt", 50)
 
     left = pack_state.pack(out, limit=700, root=root)
+    assert sorted(p.name for p in out.iterdir()) == ["results.tgz", "state.tgz"]  # no temporaries
 
     assert names(out / "results.tgz") == {"results/exp/metrics.csv"}
     state = names(out / "state.tgz")
@@ -46,6 +48,18 @@ def test_results_always_come_back_and_the_state_keeps_whole_cells_under_the_limi
     assert {p.relative_to(root).as_posix() for p in left} == {
         ".cache/cells/exp/big/metrics.csv", ".cache/cells/exp/big/done.json",
         ".cache/checkpoints/exp/a-0.pt"}
+
+
+def test_cells_of_experiments_with_a_fresh_paper_result_stay_behind(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    write(root / "results" / "MANIFEST.json", 20)
+    for experiment in ("done_exp", "open_exp"):
+        write(root / ".cache" / "cells" / experiment / "k" / "metrics.csv", 10)
+        write(root / ".cache" / "cells" / experiment / "k" / "done.json", 10)
+    monkeypatch.setattr(pack_state, "_fresh_experiments", lambda: {"done_exp"})
+    pack_state.pack(tmp_path / "out", limit=2**20, root=root)
+    assert names(tmp_path / "out" / "state.tgz") == {".cache/cells/open_exp/k/metrics.csv",
+                                                     ".cache/cells/open_exp/k/done.json"}
 
 
 def test_no_cache_packs_the_results_and_an_empty_state(tmp_path):

@@ -238,6 +238,16 @@ def test_overrides_stay_in_each_fields_domain():
     with pytest.raises(ValueError, match="steps: the value must be > 0"):
         results.resolve_config(dynamics, "quick", {"steps": -1})
     assert results.field_domain(dynamics, "methods") is None  # not a number
+    import numpy as np
+
+    with pytest.raises(ValueError, match="seeds: the value must be > 0"):
+        results.resolve_config(dynamics, "quick", {"seeds": np.int64(0)})
+
+
+def test_a_malformed_declared_domain_is_named(monkeypatch):
+    monkeypatch.setattr(vmf_concentration.Config, "DOMAINS", {"n": "[0, 1] "}, raising=False)
+    with pytest.raises(ValueError, match=r"vmf_concentration.Config.DOMAINS\['n'\]"):
+        results.resolve_config(vmf_concentration, "quick", {"n": "5"})
 
 
 def test_every_experiments_domains_hold_its_profiles_and_name_fields():
@@ -398,6 +408,19 @@ def test_benchmarks_are_stored_listed_and_verified(store):
     assert any("table.csv: sha256 differs" in p for p in results.verify(store)[0])
     with pytest.raises(ValueError, match="lacks column 'case'"):
         results.write_benchmark("toy", table.drop(columns="case"), env, {})
+
+
+def test_an_interrupted_benchmark_never_replaces_a_complete_table(store):
+    env = results.environment("cpu", 1.0)
+    full = pd.DataFrame({"case": ["a", "b"], "metric": ["rate"] * 2, "value": [2.0, 3.0]})
+    part = full.iloc[:1]
+    cut = {"command": "c", "interrupted": True, "cases_finished": 1, "cases": 2}
+    folder = results.write_benchmark("toy", part, env, cut)  # nothing stored yet: kept
+    assert len(results.read_benchmarks()[0]["table"]) == 1
+    results.write_benchmark("toy", full, env, {"command": "c"})  # complete replaces partial
+    assert results.write_benchmark("toy", part, env, cut) == folder
+    (run,) = results.read_benchmarks()
+    assert len(run["table"]) == 2 and "interrupted" not in run["config"]
 
 
 def test_hardware_slug():

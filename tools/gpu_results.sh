@@ -5,7 +5,8 @@
 #   bash tools/gpu_results.sh SECONDS [EXPERIMENT ...]
 #
 # Restores the state of a previous call from .gpu_state/state.tgz (if present), runs the named
-# experiments (default: every missing or stale one, `run --all`) for at most SECONDS, then packs
+# experiments (default: every missing or stale one, in tools/gpu_order.py's order) for at most
+# SECONDS, then packs
 # results/ into $OUT/results.tgz and the resumable state (finished grid cells, checkpoints) into
 # $OUT/state.tgz (.gpu_state/ without $OUT; see tools/pack_state.py). Unpack both in the
 # repository, commit results/, and carry .gpu_state/state.tgz into the next call: finished
@@ -20,11 +21,12 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 SITH_PROGRESS=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(--all)
+# One process per experiment (not `run --all`), so that a crash costs only its own turn.
+[ ${#targets[@]} -eq 0 ] && mapfile -t targets < <(python3 tools/gpu_order.py)
 deadline=$((SECONDS + seconds))
 rc=0
 for target in "${targets[@]}"; do
-    left=$((deadline - SECONDS))
+    left=$((deadline - SECONDS - 30))  # 30 s stay for packing what was made
     [ "$left" -le 10 ] && { echo "budget spent before $target"; rc=124; break; }
     # SIGINT lets Python unwind; checkpoints and finished cells are already on disk.
     timeout -s INT -k 20 "$left" python3 -m sithlib run "$target" --profile paper \

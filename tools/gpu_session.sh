@@ -20,6 +20,8 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 SITH_PROGRESS=0
 deadline=$((SECONDS + seconds))
 left() { echo $((deadline - SECONDS)); }
+# A step's cap, cut so that a minute stays for the paper results' packing at the end.
+cap() { local most=$(( $(left) - 60 )); echo $(( $1 < most ? $1 : most )); }
 
 # Each step has a cap, so a hang cannot eat the call; later sessions skip what already ran
 # (SITH_SKIP="tests bench" leaves the time to the paper results).
@@ -29,15 +31,18 @@ if [[ $skip != *" tests "* ]]; then
     # Only the files with GPU tests: the others import the book's tools (nbformat, papermill),
     # which the lent machine lacks.
     # SIGINT, not SIGTERM: pytest still prints its summary and the failures' tracebacks.
-    timeout -s INT -k 10 150 python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
-        $(grep -l "pytest.mark.gpu" tests/test_*.py) >"$out/gpu_tests.txt" 2>&1
-    echo "pytest -m gpu: exit $?"; tail -5 "$out/gpu_tests.txt"
+    if [ "$(cap 150)" -gt 10 ]; then
+        timeout -s INT -k 10 "$(cap 150)" python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
+            $(grep -l "pytest.mark.gpu" tests/test_*.py) >"$out/gpu_tests.txt" 2>&1
+        echo "pytest -m gpu: exit $?"; tail -5 "$out/gpu_tests.txt"
+    fi
 fi
 if [[ $skip != *" bench "* ]]; then
     for bench in "train 180" "dgp 40" "vision 60"; do
         set -- $bench
+        [ "$(cap "$2")" -gt 10 ] || { echo "== bench $1: no time left"; continue; }
         echo "== bench $1"
-        timeout -s INT -k 10 "$2" \
+        timeout -s INT -k 10 "$(cap "$2")" \
             python3 -m sithlib bench "$1" --device "${SITH_DEVICE:-cuda}" 2>&1 | tail -25
     done
 fi

@@ -2,19 +2,22 @@
 
     python tools/pack_state.py OUT [--limit-mib 15]
 
-A lent machine returns files of at most 16 MiB each. The results always come back, in
-``OUT/results.tgz`` (``results/``: a few MB, under the 50 MB budget of ``verify``). The state
-that lets the next call resume (finished grid cells under ``.cache/cells/``, training
-checkpoints under ``.cache/checkpoints/``) goes into ``OUT/state.tgz`` up to the limit: whole
-cells first, smallest first, then the checkpoints that still fit, smallest first. A cell is
-never split (its ``done.json`` without its tables would read back as a finished, empty cell).
-What is left behind is listed: the next call reruns that cell or trains that run from its
-start. Runs with the standard library alone (the lent machine has no project environment).
+A lent machine returns files of at most 16 MiB each. The results come back in
+``OUT/results.tgz`` (``results/``: a few MB; the script fails loudly if they ever outgrow the
+limit). The state that lets the next call resume goes into ``OUT/state.tgz`` up to the limit:
+finished grid cells (``.cache/cells/``) first, smallest first, then the training checkpoints
+(``.cache/checkpoints/``) that still fit, smallest first. A cell is never split (its
+``done.json`` without its tables would read back as a finished, empty cell); unfinished cells
+and the cells of experiments whose paper result is already fresh stay behind. What is left
+behind is listed: the next call reruns that cell or trains that run from its start. Both
+archives are written to a temporary name and renamed, so a killed call never leaves half an
+archive in place of the previous state.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -27,7 +30,9 @@ def units(root: Path) -> list[list[Path]]:
     def done(p: Path) -> bool:  # temporaries of atomic writes are never complete
         return p.is_file() and not p.name.startswith(".") and not p.name.endswith(".tmp")
 
-    cells = sorted(d for d in (root / ".cache" / "cells").glob("*/*") if d.is_dir())
+    fresh = _fresh_experiments()
+    cells = sorted(d for d in (root / ".cache" / "cells").glob("*/*")
+                   if (d / "done.json").is_file() and d.parent.name not in fresh)
     groups = [sorted(p for p in d.rglob("*") if done(p)) for d in cells]
     groups = sorted((g for g in groups if g), key=lambda g: sum(p.stat().st_size for p in g))
     checkpoints = sorted((p for p in (root / ".cache" / "checkpoints").rglob("*.pt") if done(p)),
@@ -35,13 +40,24 @@ def units(root: Path) -> list[list[Path]]:
     return groups + [[p] for p in checkpoints]
 
 
+def _fresh_experiments() -> set[str]:
+    """Experiments whose committed paper result is current: their cells are spent."""
+    try:
+        from sithlib.experiments import EXPERIMENTS
+        from sithlib.results import paper_status
+    except ImportError:  # no sithlib on the path: keep every cell
+        return set()
+    return {name for name in EXPERIMENTS if paper_status(name)[0] == "fresh"}
+
+
 def pack(out: Path, limit: int, root: Path = ROOT) -> list[Path]:
     """Write ``out/results.tgz`` and ``out/state.tgz``; returns the files left behind."""
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out / "results.tgz", "w:gz") as tar:
+    with tarfile.open(out / "results.tgz.tmp", "w:gz") as tar:
         tar.add(root / "results", arcname="results")
+    os.replace(out / "results.tgz.tmp", out / "results.tgz")
     used, left = 0, []
-    with tarfile.open(out / "state.tgz", "w:gz") as tar:
+    with tarfile.open(out / "state.tgz.tmp", "w:gz") as tar:
         for group in units(root):
             size = sum(p.stat().st_size for p in group)
             if used + size > limit:  # sizes before compression: float tensors barely compress
@@ -50,6 +66,7 @@ def pack(out: Path, limit: int, root: Path = ROOT) -> list[Path]:
             used += size
             for p in group:
                 tar.add(p, arcname=str(p.relative_to(root)))
+    os.replace(out / "state.tgz.tmp", out / "state.tgz")
     return left
 
 
@@ -63,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"left behind (over the {args.limit_mib:g} MiB a call returns): {p}")
     for name in ("results.tgz", "state.tgz"):
         print(f"{args.out / name}: {(args.out / name).stat().st_size / 2**20:.2f} MiB")
+    if (args.out / "results.tgz").stat().st_size > 16 * 2**20:
+        print("results.tgz is over the 16 MiB a lent machine returns: it will not come back")
+        return 1
     return 0
 
 

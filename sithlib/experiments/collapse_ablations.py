@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -81,6 +82,8 @@ OUTCOMES = ("none", "dimensional", "complete", "uniform")
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"kappa": "[0, inf)"}  # 0: uniform positives
     variants: tuple[str, ...] = tuple(VARIANTS)
     dim: int = 5
     kappa: float = 10.0

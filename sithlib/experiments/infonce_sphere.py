@@ -10,6 +10,7 @@ Baseline: the raw observations x, which a linear map cannot unmix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -30,6 +31,8 @@ CHAPTER = "chapters/01_sith/02_contrastive_inverts"
 
 @dataclass(frozen=True)
 class Config:
+    # Intervals for --set values beyond the sign rule of results.field_domain.
+    DOMAINS: ClassVar[dict[str, str]] = {"kappa": "[0, inf)"}  # 0: uniform positives
     dim: int = 10
     kappa: float = 10.0
     tau: float = 0.1  # matched: 1 / kappa

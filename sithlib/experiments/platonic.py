@@ -47,7 +47,7 @@ from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "platonic"
-VERSION = 2  # 2: BYOL heads end in a bias-free Linear (official)
+VERSION = 3  # 2: BYOL heads end in a bias-free Linear (official); 3: kNN ties to the lower index
 TITLE = "The Platonic convergence on an identifiable DGP"
 CHAPTER = "chapters/01_sith/05_platonic"
 

@@ -80,7 +80,7 @@ def method_colors() -> dict[str, tuple]:
 @dataclass(frozen=True)
 class Config:
     # Intervals for --set values beyond the sign rule of results.field_domain.
-    DOMAINS: ClassVar[dict[str, str]] = {"ema_tau0": "[0, 1]"}
+    DOMAINS: ClassVar[dict[str, str]] = {"ema_tau0": "[0, 1]", "kappa": "[0, inf)"}
     datasets: tuple[str, ...] = ("vector", "image")
     methods: tuple[str, ...] = METHODS
     seeds: int = 2

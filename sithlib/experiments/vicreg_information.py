@@ -62,7 +62,11 @@ TERMS = ("entropy", "invariance", "bound", "knn", "r2_linear")
 @dataclass(frozen=True)
 class Config:
     # Intervals for --set values beyond the sign rule of results.field_domain.
-    DOMAINS: ClassVar[dict[str, str]] = {"sim_coeff": "[0, inf)", "entropy_coeff": "[0, inf)"}
+    DOMAINS: ClassVar[dict[str, str]] = {
+        "sim_coeff": "[0, inf)",
+        "entropy_coeff": "[0, inf)",
+        "kappa": "[0, inf)",  # 0: uniform positives
+    }
     dgps: tuple[str, ...] = DGPS
     methods: tuple[str, ...] = tuple(METHODS)
     seeds: int = 2
