@@ -157,31 +157,30 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
     # 6144 a step takes most of a second, so a few steps measure its rate.
     naive_steps = 5 if gpu else steps
     engine(cfg, 5, 1, True, device)  # warm-up: allocator, thread pools
-    # case: (timed call, models, config, precision, steps)
+    # case: (timed call, models, config, precision)
     cases = {
-        "naive loop": (lambda: naive_loop(cfg, naive_steps, device), 1, cfg, "fp32",
-                       naive_steps),
-        "engine, 1 seed": (lambda: engine(cfg, steps, 1, True, device), 1, cfg, "fp32", steps),
+        "naive loop": (lambda: naive_loop(cfg, naive_steps, device), 1, cfg, "fp32"),
+        "engine, 1 seed": (lambda: engine(cfg, steps, 1, True, device), 1, cfg, "fp32"),
         f"engine, {seeds} seeds, vmap": (lambda: engine(cfg, steps, seeds, True, device), seeds,
-                                         cfg, "fp32", steps),
+                                         cfg, "fp32"),
         f"engine, {seeds} seeds, sequential": (lambda: engine(cfg, steps, seeds, False, device),
-                                               seeds, cfg, "fp32", steps),
+                                               seeds, cfg, "fp32"),
         "1 seed (n=5, batch 1024)": (lambda: engine(small, steps, 1, True, device), 1, small,
-                                     "fp32", steps),
+                                     "fp32"),
         f"ensemble {many} seeds (n=5, batch 1024)": (
-            lambda: engine(small, steps, many, True, device), many, small, "fp32", steps),
+            lambda: engine(small, steps, many, True, device), many, small, "fp32"),
         f"sequential {many} seeds (n=5, batch 1024)": (
-            lambda: engine(small, steps, many, False, device), many, small, "fp32", steps),
+            lambda: engine(small, steps, many, False, device), many, small, "fp32"),
     }
     if gpu:
         # The engine draws 16 steps of data per call on a GPU; one step per call shows what
         # the samplers' host synchronisations cost.
         cases["engine, 1 seed, prefetch 1"] = (
-            lambda: engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32", steps)
+            lambda: engine(cfg, steps, 1, True, device, prefetch=1), 1, cfg, "fp32")
         for precision in ("tf32", "bf16"):
             cases[f"engine, 1 seed, {precision}"] = (
                 lambda p=precision: engine(cfg, steps, 1, True, device, precision=p), 1, cfg,
-                precision, steps)
+                precision)
         graphs = "reduce-overhead"  # torch.compile's CUDA-graph mode
         # Compiled for 5 untimed steps right before each timed run: torch.compile's cache
         # guards on the backend, so the other mode's run in between would force a recompile.
@@ -190,10 +189,8 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
             return engine(cfg, steps, 1, True, device, precision="bf16", compile=mode)
 
         for mode, name in ((True, "compiled"), (graphs, "CUDA graph")):
-            cases[f"engine, 1 seed, bf16, {name}"] = (lambda m=mode: compiled(m), 1, cfg, "bf16",
-                                                     steps)
+            cases[f"engine, 1 seed, bf16, {name}"] = (lambda m=mode: compiled(m), 1, cfg, "bf16")
     seconds = {case: math.inf for case in cases}
-    interrupted = False
     try:
         for _ in range(rounds):
             for case, (timed, *_) in cases.items():
@@ -201,7 +198,6 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
     except KeyboardInterrupt:
         # A lent GPU's call has a hard limit and tools/gpu_session.sh stops a benchmark that
         # runs over it with SIGINT: the cases that finished are still worth their GPU time.
-        interrupted = True
         if not any(math.isfinite(t) for t in seconds.values()):
             raise
         print(f"interrupted: keeping the {sum(map(math.isfinite, seconds.values()))} of "
@@ -211,7 +207,8 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
     peaks = {p: matmul_peak(device, p) for p in {t[3] for t in timings.values()}}
     naive = naive_steps / timings["naive loop"][0] if "naive loop" in timings else math.nan
     rows = []
-    for case, (seconds, models, c, precision, n_steps) in timings.items():
+    for case, (seconds, models, c, precision) in timings.items():
+        n_steps = naive_steps if case == "naive loop" else steps
         rate = n_steps * models / seconds
         flops = train_flops(c)
         peak = peaks[precision]
@@ -222,7 +219,7 @@ def table(quick: bool = False, device: str = "cpu", rounds: int | None = None) -
                   "steps": n_steps, "hidden": "-".join(map(str, c.hidden)), "precision": precision}
                  for k, v in values.items()]
     frame = pd.DataFrame(rows)
-    if interrupted and len(timings) < len(cases):  # a later round's cut loses no case
+    if len(timings) < len(cases):  # cut short in its first round (a later cut loses no case)
         frame.attrs["config"] = {"interrupted": True, "cases_finished": len(timings),
                                  "cases": len(cases)}
     return frame

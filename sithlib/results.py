@@ -397,7 +397,8 @@ def checkpoint_for(experiment: str, cfg, part: str = "run") -> Checkpoint:
     return Checkpoint(path, key)
 
 
-def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]:
+def run_grid(experiment: str, cells, run_cell,
+             cache: bool = True) -> dict[str, pd.DataFrame | None]:
     """Run a sweep cell by cell; a finished cell is read back from the cache, never rerun.
 
     Parameters
@@ -412,6 +413,9 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
     run_cell : callable
         ``run_cell(cell) -> {"metrics": DataFrame, "curves": DataFrame or None}``; the frames
         should carry the cell's grid values as columns.
+    cache : bool
+        False runs every cell and writes nothing (an experiment's ``cache_cells`` switch),
+        with the same concatenation.
 
     Returns
     -------
@@ -430,9 +434,11 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
     """
     from sithlib.experiments import get_experiment
 
+    if not cache:
+        return _concat_cells([run_cell(cell) for cell in cells])
     module = get_experiment(experiment)
     root = cache_dir().parent / "cells" / module.NAME
-    tables: dict[str, list[pd.DataFrame]] = {"metrics": [], "curves": []}
+    parts = []
     for cell in cells:
         folder = root / device_key(config_hash(module.NAME, module.VERSION, cell))
         done = folder / "done.json"
@@ -456,13 +462,16 @@ def run_grid(experiment: str, cells, run_cell) -> dict[str, pd.DataFrame | None]
         names = record.get("tables")
         if not isinstance(names, list):
             raise CorruptResultError(f"{done}: no list of tables; delete {folder} to rerun")
-        out = {n: _read_csv(folder / f"{n}.csv", METRICS_COLUMNS if n == "metrics" else ())
-               for n in names}
-        for name in tables:
-            if name in out:
-                tables[name].append(out[name])
-    return {name: pd.concat(frames, ignore_index=True) if frames else None
-            for name, frames in tables.items()}
+        parts.append({n: _read_csv(folder / f"{n}.csv", METRICS_COLUMNS if n == "metrics" else ())
+                      for n in names})
+    return _concat_cells(parts)
+
+
+def _concat_cells(parts: list[dict]) -> dict[str, pd.DataFrame | None]:
+    """The cells' tables concatenated in grid order; None for a table no cell has."""
+    frames = {name: [p[name] for p in parts if p.get(name) is not None and len(p[name])]
+              for name in ("metrics", "curves")}
+    return {name: pd.concat(f, ignore_index=True) if f else None for name, f in frames.items()}
 
 
 # ----------------------------------------------------------------------------- provenance

@@ -435,10 +435,14 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     def current_models() -> list[nn.Module]:
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
 
+    # Data and evaluations in full float32; a float32 run is in it already, so its per-step
+    # draws pay nothing for switching.
+    exact = contextlib.nullcontext if cfg.precision == "fp32" else full_fp32
+
     def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
         # Outside autocast and TF32: held-out evaluations read the model in full float32,
         # also at step 0, whose forward ran under autocast like every training step.
-        with torch.autocast(amp["device_type"], enabled=False), full_fp32():
+        with torch.autocast(amp["device_type"], enabled=False), exact():
             _record(step, losses, embeddings, logs)
 
     def _record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
@@ -491,7 +495,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     def draw_steps(g, draw) -> list[tuple]:
         # One call for `prefetch` steps: the sampler's syncs are paid once for all of them.
         # The data-generating process is exact whatever the training precision (no TF32 in g).
-        with full_fp32():
+        with exact():
             drawn = draw(g, cfg.batch_size * prefetch)
         parts = [t.split(cfg.batch_size) for t in drawn]
         steps = []

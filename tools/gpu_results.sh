@@ -6,11 +6,10 @@
 #
 # Restores the state of a previous call from .gpu_state/state.tgz (if present), runs the named
 # experiments (default: every missing or stale one, in tools/gpu_order.py's order) for at most
-# SECONDS, then packs
-# results/ into $OUT/results.tgz and the resumable state (finished grid cells, checkpoints) into
-# $OUT/state.tgz (.gpu_state/ without $OUT; see tools/pack_state.py). Unpack both in the
-# repository, commit results/, and carry .gpu_state/state.tgz into the next call: finished
-# cells are not rerun, checkpoints resume.
+# SECONDS, then packs results/ into $OUT/results.tgz and the resumable state (finished grid
+# cells, checkpoints) into $OUT/state.tgz (.gpu_state/ without $OUT; see tools/pack_state.py).
+# Unpack both in the repository, commit results/, and carry .gpu_state/state.tgz into the next
+# call: finished cells are not rerun, checkpoints resume.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: tools/gpu_results.sh SECONDS [EXPERIMENT ...]}
@@ -23,6 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 targets=("$@")
 # One process per experiment (not `run --all`), so that a crash costs only its own turn.
 [ ${#targets[@]} -eq 0 ] && mapfile -t targets < <(python3 tools/gpu_order.py)
+echo "order: ${targets[*]}"
 deadline=$((SECONDS + seconds))
 rc=0
 for target in "${targets[@]}"; do

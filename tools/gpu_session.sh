@@ -31,8 +31,9 @@ if [[ $skip != *" tests "* ]]; then
     # Only the files with GPU tests: the others import the book's tools (nbformat, papermill),
     # which the lent machine lacks.
     # SIGINT, not SIGTERM: pytest still prints its summary and the failures' tracebacks.
-    if [ "$(cap 150)" -gt 10 ]; then
-        timeout -s INT -k 10 "$(cap 150)" python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
+    limit=$(cap 150)
+    if [ "$limit" -gt 10 ]; then
+        timeout -s INT -k 10 "$limit" python3 -m pytest -q -rA -m gpu -p no:cacheprovider \
             $(grep -l "pytest.mark.gpu" tests/test_*.py) >"$out/gpu_tests.txt" 2>&1
         echo "pytest -m gpu: exit $?"; tail -5 "$out/gpu_tests.txt"
     fi
@@ -40,16 +41,13 @@ fi
 if [[ $skip != *" bench "* ]]; then
     for bench in "train 180" "dgp 40" "vision 60"; do
         set -- $bench
-        [ "$(cap "$2")" -gt 10 ] || { echo "== bench $1: no time left"; continue; }
+        limit=$(cap "$2")
+        [ "$limit" -gt 10 ] || { echo "== bench $1: no time left"; continue; }
         echo "== bench $1"
-        timeout -s INT -k 10 "$(cap "$2")" \
+        timeout -s INT -k 10 "$limit" \
             python3 -m sithlib bench "$1" --device "${SITH_DEVICE:-cuda}" 2>&1 | tail -25
     done
 fi
 
 echo "== paper results ($(left) s left)"
-if [ ${#targets[@]} -eq 0 ]; then
-    mapfile -t targets < <(python3 tools/gpu_order.py)
-fi
-echo "order: ${targets[*]}"
-bash tools/gpu_results.sh "$(left)" "${targets[@]}"
+bash tools/gpu_results.sh "$(left)" "${targets[@]}"  # none named: gpu_order.py's queue

@@ -10,17 +10,20 @@ finished grid cells (``.cache/cells/``) first, smallest first, then the training
 ``done.json`` without its tables would read back as a finished, empty cell); unfinished cells
 and the cells of experiments whose paper result is already fresh stay behind. What is left
 behind is listed: the next call reruns that cell or trains that run from its start. Both
-archives are written to a temporary name and renamed, so a killed call never leaves half an
-archive in place of the previous state.
+archives are written atomically (``sithlib.results.atomic_write_bytes``), so a killed call
+never leaves half an archive in place of the previous state.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import sys
 import tarfile
 from pathlib import Path
+
+from sithlib.experiments import EXPERIMENTS
+from sithlib.results import atomic_write_bytes, paper_status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,31 +45,30 @@ def units(root: Path) -> list[list[Path]]:
 
 def _fresh_experiments() -> set[str]:
     """Experiments whose committed paper result is current: their cells are spent."""
-    try:
-        from sithlib.experiments import EXPERIMENTS
-        from sithlib.results import paper_status
-    except ImportError:  # no sithlib on the path: keep every cell
-        return set()
     return {name for name in EXPERIMENTS if paper_status(name)[0] == "fresh"}
+
+
+def _write_tgz(path: Path, files: list[Path], root: Path) -> None:
+    """A gzipped tarball of ``files`` (paths relative to ``root``), written atomically."""
+    buffer = io.BytesIO()  # at most the limit: small enough to build in memory
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for p in files:
+            tar.add(p, arcname=str(p.relative_to(root)))
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def pack(out: Path, limit: int, root: Path = ROOT) -> list[Path]:
     """Write ``out/results.tgz`` and ``out/state.tgz``; returns the files left behind."""
-    out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out / "results.tgz.tmp", "w:gz") as tar:
-        tar.add(root / "results", arcname="results")
-    os.replace(out / "results.tgz.tmp", out / "results.tgz")
-    used, left = 0, []
-    with tarfile.open(out / "state.tgz.tmp", "w:gz") as tar:
-        for group in units(root):
-            size = sum(p.stat().st_size for p in group)
-            if used + size > limit:  # sizes before compression: float tensors barely compress
-                left += group
-                continue
+    _write_tgz(out / "results.tgz", [root / "results"], root)
+    used, kept, left = 0, [], []
+    for group in units(root):
+        size = sum(p.stat().st_size for p in group)
+        if used + size > limit:  # sizes before compression: float tensors barely compress
+            left += group
+        else:
             used += size
-            for p in group:
-                tar.add(p, arcname=str(p.relative_to(root)))
-    os.replace(out / "state.tgz.tmp", out / "state.tgz")
+            kept += group
+    _write_tgz(out / "state.tgz", kept, root)
     return left
 
 

@@ -443,12 +443,9 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     cells = [{**asdict(cfg), "rows": g} for g in groups(cfg.rows)]
-    if cfg.cache_cells:
-        from sithlib.results import run_grid  # results imports experiments: import late
+    from sithlib.results import run_grid  # results imports experiments: import late
 
-        return run_grid(NAME, cells, lambda cell: run_cell(cell, device))
-    parts = [run_cell(cell, device) for cell in cells]
-    return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in ("metrics", "curves")}
+    return run_grid(NAME, cells, lambda cell: run_cell(cell, device), cache=cfg.cache_cells)
 
 
 # --------------------------------------------------------------------------- tables and plots

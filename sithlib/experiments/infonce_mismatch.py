@@ -224,14 +224,9 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         raise ValueError(f"rows must be drawn from {list(ROWS)}, got {unknown}")
     shared = asdict(cfg)
     cells = [{**shared, "row": r} for r in cfg.rows]
-    if cfg.cache_cells:
-        from sithlib.results import run_grid  # results imports experiments: import late
+    from sithlib.results import run_grid  # results imports experiments: import late
 
-        tables = run_grid(NAME, cells, lambda cell: run_cell(cell, device))
-    else:
-        parts = [run_cell(cell, device) for cell in cells]
-        tables = {k: pd.concat([p[k] for p in parts], ignore_index=True)
-                  for k in ("metrics", "curves")}
+    tables = run_grid(NAME, cells, lambda cell: run_cell(cell, device), cache=cfg.cache_cells)
     metrics = pd.concat([tables["metrics"], _raw_baselines(cfg, device)], ignore_index=True)
     return {"metrics": metrics, "curves": tables["curves"]}
 

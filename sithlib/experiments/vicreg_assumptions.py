@@ -299,18 +299,15 @@ def _train(setting: _Setting, cfg: Config, device: str):
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
-    cells = [{**asdict(cfg), "settings": (name,)} for name in cfg.settings]
-    if cfg.cache_cells:
-        from sithlib.results import run_grid  # results imports experiments: import late
+    from sithlib.results import run_grid  # results imports experiments: import late
 
-        return run_grid(NAME, cells, lambda cell: run_cell(cell, device))
-    parts = [run_cell(cell, device)["metrics"] for cell in cells]
-    return {"metrics": pd.concat(parts, ignore_index=True), "curves": None}
+    cells = [{**asdict(cfg), "settings": (name,)} for name in cfg.settings]
+    return run_grid(NAME, cells, lambda cell: run_cell(cell, device), cache=cfg.cache_cells)
 
 
 def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
     """Train and measure one setting (``cell`` is the config as a dict, one setting in it)."""
-    cfg = Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cell.items()})
+    cfg = Config(**cell)  # run_grid hands over the cell as built, tuples and all
     (name,) = cfg.settings
     rows = []
     setting = _Setting(name, cfg, device)
