@@ -266,7 +266,7 @@ def store(names) -> None:
     command = "python benchmarks/bench_cost.py --store " + " ".join(names)
     config = {"command": "; ".join([c for c in commands if c != command] + [command]),
               "paper_config_hash": {**hashes, **_hashes(names)}}
-    print(f"wrote {results.write_benchmark('cost', _tidy(per), env, config)}")
+    results.write_benchmark('cost', _tidy(per), env, config)
 
 
 def main(argv=None):

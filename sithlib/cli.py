@@ -137,7 +137,7 @@ def _bench(args) -> int:
                                                            if args.device else "")
             # A benchmark may attach more provenance (e.g. the configs it counted) to its table.
             config = {"command": command, **table.attrs.get("config", {})}
-            print(f"wrote {results.write_benchmark(name, table, env, config)}")
+            results.write_benchmark(name, table, env, config)
     return 0
 
 

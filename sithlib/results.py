@@ -833,7 +833,8 @@ def hardware_slug(env: dict) -> str:
 
 
 def write_benchmark(name: str, table: pd.DataFrame, env: dict, config: dict) -> Path:
-    """Store one benchmark run (one table per benchmark and hardware) and update the manifest."""
+    """Store one benchmark run (one table per benchmark and hardware), update the manifest and
+    say which it did: wrote the table, or kept the complete one an interrupted run met."""
     for column in ("case", "metric", "value"):
         if column not in table.columns:
             raise ValueError(f"benchmark table lacks column {column!r} (tidy: case, metric, value)")
@@ -848,6 +849,7 @@ def write_benchmark(name: str, table: pd.DataFrame, env: dict, config: dict) -> 
     atomic_write_text(folder / "env.json", _json_text(env))
     atomic_write_text(folder / "config.json", _json_text({"benchmark": name, **config}))
     update_manifest()
+    print(f"wrote {folder}")
     return folder
 
 

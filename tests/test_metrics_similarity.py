@@ -181,6 +181,21 @@ def test_mutual_knn_breaks_ties_towards_the_lower_index():
     assert mutual_knn(a, b, k=1) == pytest.approx(want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_repeated_rows_tie_exactly_at_any_memory_offset(dtype):
+    # A collapsed representation repeats rows; a BLAS kernel may round their dot products
+    # differently at different places of its output (here: memory offsets), which would turn
+    # exact ties into rounding noise and the tie rule into chance.
+    base = randn(40, 6, seed=3).to(dtype)
+    tied = torch.cat([base] * 5)
+    for offset in range(4):
+        shifted = torch.empty(tied.numel() + offset, dtype=dtype)[offset:].view(tied.shape)
+        shifted.copy_(tied)
+        for batch in (7, 200):
+            assert mutual_knn(shifted, tied, k=2, batch_size=batch) == 1.0
+            assert cycle_knn(shifted, tied, k=2, batch_size=batch) == cycle_knn(tied, tied, k=2)
+
+
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),

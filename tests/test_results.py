@@ -410,7 +410,7 @@ def test_benchmarks_are_stored_listed_and_verified(store):
         results.write_benchmark("toy", table.drop(columns="case"), env, {})
 
 
-def test_an_interrupted_benchmark_never_replaces_a_complete_table(store):
+def test_an_interrupted_benchmark_never_replaces_a_complete_table(store, capsys):
     env = results.environment("cpu", 1.0)
     full = pd.DataFrame({"case": ["a", "b"], "metric": ["rate"] * 2, "value": [2.0, 3.0]})
     part = full.iloc[:1]
@@ -418,7 +418,10 @@ def test_an_interrupted_benchmark_never_replaces_a_complete_table(store):
     folder = results.write_benchmark("toy", part, env, cut)  # nothing stored yet: kept
     assert len(results.read_benchmarks()[0]["table"]) == 1
     results.write_benchmark("toy", full, env, {"command": "c"})  # complete replaces partial
+    capsys.readouterr()
     assert results.write_benchmark("toy", part, env, cut) == folder
+    said = capsys.readouterr().out
+    assert said == f"kept the complete table in {folder}: this run was interrupted\n"
     (run,) = results.read_benchmarks()
     assert len(run["table"]) == 2 and "interrupted" not in run["config"]
 

@@ -42,12 +42,14 @@ from sithlib.metrics import (
     r2_linear,
     r2_nonlinear,
 )
-from sithlib.metrics.similarity import _top_k
+from sithlib.metrics.similarity import _sorted_neighbours
 from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "platonic"
-VERSION = 3  # 2: BYOL heads end in a bias-free Linear (official); 3: kNN ties to the lower index
+# 2: BYOL heads end in a bias-free Linear (official); 3: kNN ties to the lower index;
+# 4: repeated rows tie exactly
+VERSION = 4
 TITLE = "The Platonic convergence on an identifiable DGP"
 CHAPTER = "chapters/01_sith/05_platonic"
 
@@ -189,12 +191,9 @@ def neighbours(h: torch.Tensor, k: int) -> torch.Tensor:
     The neighbourhoods of ``sithlib.metrics.mutual_knn`` (L2-normalised rows, no clamping),
     computed once per representation so that all pairs of models reuse them.
     """
-    u = F.normalize(h, dim=1)
-    sim = u @ u.T
-    sim.fill_diagonal_(-float("inf"))
-    # Ties (a collapsed method's identical rows) go to the lower index, as in mutual_knn:
-    # torch.topk alone would break them differently on the CPU and on a GPU.
-    return _top_k(sim, k)
+    # One block of all rows; ties (a collapsed method's identical rows) go to the lower index,
+    # on the CPU and on a GPU alike.
+    return _sorted_neighbours(F.normalize(h, dim=1), k, batch_size=h.shape[0])
 
 
 def knn_overlap(knn_a: torch.Tensor, knn_b: torch.Tensor) -> float:

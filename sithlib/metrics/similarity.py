@@ -210,8 +210,18 @@ def _sorted_neighbours(x: torch.Tensor, k: int, batch_size: int, select=None) ->
     select = select or _top_k
     n = x.shape[0]
     out = torch.empty(n, k, dtype=torch.long, device=x.device)
+    # Equal rows (a collapsed representation) must get bitwise-equal similarities, or the tie
+    # rule never applies: a BLAS kernel may round one dot product differently at different
+    # places of its output (blocking edges, memory alignment). So each block computes every
+    # pair of distinct rows once and spreads it to the copies.
+    distinct, cls = torch.unique(x, dim=0, return_inverse=True)
+    repeated = distinct.shape[0] < n
     for s in range(0, n, batch_size):
-        sim = x[s : s + batch_size] @ x.T
+        if repeated:
+            block, local = torch.unique(cls[s : s + batch_size], return_inverse=True)
+            sim = (distinct[block] @ distinct.T)[local][:, cls]
+        else:
+            sim = x[s : s + batch_size] @ x.T
         rows = torch.arange(sim.shape[0], device=x.device)
         sim[rows, rows + s] = -math.inf
         out[s : s + batch_size] = select(sim, k)
