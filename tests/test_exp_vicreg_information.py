@@ -103,3 +103,31 @@ def test_logdet_objective_raises_the_bound_it_maximizes():
     curves = exp.run(cfg)["curves"]
     assert curves.bound.iloc[-1] > curves.bound.iloc[0]
     assert curves.entropy.iloc[-1] > curves.entropy.iloc[0]
+
+
+def test_pairwise_bandwidth_is_the_conditional_width_and_sets_the_balance():
+    cfg = exp.PROFILES["quick"]
+    assert exp.bandwidth(cfg, 64) == pytest.approx(math.sqrt(64 / (2 * cfg.sim_coeff)))
+    assert exp.bandwidth(dataclasses.replace(cfg, sigma_scale=2.0), 64) == pytest.approx(
+        2 * math.sqrt(64 / 50))
+    with pytest.raises(ValueError, match="sim_coeff must be > 0 with the pairwise method"):
+        dataclasses.replace(cfg, sim_coeff=0.0)
+    # Small embeddings: the loss is about (sim_coeff / d)(E|Z - Z'|^2 - 2 tr Sigma) times the
+    # squared scale c, so it falls as c grows (the loss spreads them) exactly when the views
+    # are closer than two inputs: a relative invariance below 1.
+    d = 8
+    z = _z(400, d, seed=1)
+    noise = torch.randn(400, d, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    sigma = exp.bandwidth(cfg, d)
+    # Views near each other, and views farther apart than two inputs (anti-correlated).
+    for spread, sign in ((True, 1.0), (False, -1.0)):
+        z_b = sign * z + 0.3 * noise
+        # tr Sigma: the mean over the two views, as the loss averages their entropies.
+        tr = 0.5 * sum(torch.cov(v.T, correction=0).trace() for v in (z, z_b))
+        want = cfg.sim_coeff / d * (((z - z_b) ** 2).sum(1).mean() - 2 * tr)
+        assert (want < 0) == spread
+        losses = [float(vicreg_entropy(c * z, c * z_b, estimator="pairwise", sigma=sigma))
+                  for c in (1e-3, 2e-3)]
+        assert (losses[1] < losses[0]) == spread
+        assert (losses[1] - losses[0]) / (2e-3 ** 2 - 1e-3 ** 2) == pytest.approx(
+            float(want), rel=1e-3)

@@ -31,7 +31,9 @@ from sithlib.dgp.images import SHAPES, render, sample_latents
 class ImageTensors(NamedTuple):
     """Images (n, 3, H, W), float in [0, 1], and integer labels (n,) (-1: unlabeled)."""
 
+    #: Images, shape (n, 3, H, W), float in [0, 1].
     x: torch.Tensor
+    #: Integer labels, shape (n,); -1 where unlabeled.
     y: torch.Tensor
 
 

@@ -238,17 +238,24 @@ class Pairs(NamedTuple):
     """A batch of positive pairs: latents ``z``, ``z_pos`` and observations ``x = g(z)``,
     ``x_pos = g(z_pos)``."""
 
+    #: Latents, shape (n, dim).
     z: torch.Tensor
+    #: Positive latents drawn from the conditional around ``z``, shape (n, dim).
     z_pos: torch.Tensor
+    #: Observations ``g(z)``, shape (n, obs_dim).
     x: torch.Tensor
+    #: Observations ``g(z_pos)``, shape (n, obs_dim).
     x_pos: torch.Tensor
 
 
 class Negatives(NamedTuple):
     """Negatives of shape (n, m, dim) and, for finite datasets and instances, their indices."""
 
+    #: Negative latents, shape (n, m, dim).
     z: torch.Tensor
+    #: Their observations ``g(z)``, shape (n, m, obs_dim).
     x: torch.Tensor
+    #: Their indices into the finite dataset or the instances, shape (n, m); None otherwise.
     index: torch.Tensor | None
 
 

@@ -414,9 +414,13 @@ def positive_latents(
 class ImagePairs(NamedTuple):
     """Positive pairs of rendered images with their latents."""
 
+    #: First views, images (n, 3, H, W) in [0, 1].
     x1: torch.Tensor
+    #: Second views, images (n, 3, H, W) in [0, 1].
     x2: torch.Tensor
+    #: Latents of the first views.
     z1: torch.Tensor
+    #: Latents of the second views.
     z2: torch.Tensor
 
 

@@ -51,12 +51,18 @@ SOURCE = "Reizinger et al. 2024, Table 2 (arXiv 2410.21869) [V]"
 class Row(NamedTuple):
     """One row of Table 2: the setting and the published mean and sd (R^2 in %)."""
 
+    #: Number of instances N (the DIET classes).
     n_instances: int
+    #: Latent dimension d.
     dim: int
+    #: Number of clusters, :math:`|C|`.
     n_clusters: int
-    conditional: str  # "vmf", "laplace" or "normal"
-    param: float  # kappa for vMF, the noise scale otherwise
-    published: dict  # quantity -> (mean, sd), as printed in the paper
+    #: Conditional around the cluster vectors: "vmf", "laplace" or "normal".
+    conditional: str
+    #: kappa for vMF, the noise scale otherwise.
+    param: float
+    #: Quantity -> (mean, sd), as printed in the paper.
+    published: dict
 
 
 def _pub(r2o_z, r2o_w, maeo_z, maeo_w, r2a_z, r2a_w) -> dict:

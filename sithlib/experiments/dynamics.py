@@ -288,13 +288,17 @@ def plot_scores(curves: pd.DataFrame, metrics: pd.DataFrame | None = None, axes=
     return axes
 
 
+# Two panels a row: four in one row shrink to unreadable text at the book's page width.
+PANELS_PER_ROW = 2
+
+
 def plot_loss(curves: pd.DataFrame):
     """Training loss per method (own y-axis each: the losses have different scales)."""
     import seaborn as sns
 
     data = curves.assign(run=_label(curves))
     grid = sns.relplot(data=data, x="step", y="loss", col="run", kind="line", errorbar="sd",
-                       col_wrap=min(4, data.run.nunique()), height=2.6, aspect=1.2,
+                       col_wrap=min(PANELS_PER_ROW, data.run.nunique()), height=3.0, aspect=1.4,
                        facet_kws={"sharey": False})
     grid.set_titles("{col_name}")
     grid.set_axis_labels("training step", "training loss")
@@ -337,8 +341,8 @@ def plot_spectrum(curves: pd.DataFrame, relative: bool = True):
 
     grid = sns.relplot(data=long, x="step", y="eigenvalue", hue="k", col="run", kind="line",
                        estimator=geometric_mean, errorbar=geometric_sd_band, palette="viridis",
-                       col_wrap=min(4, data.run.nunique()),
-                       height=2.6, aspect=1.2, facet_kws={"sharey": False}, legend="full")
+                       col_wrap=min(PANELS_PER_ROW, data.run.nunique()),
+                       height=3.0, aspect=1.4, facet_kws={"sharey": False}, legend="full")
     grid.legend.set_title("rank $k$")
     grid.set(yscale="log")
     grid.set_titles("{col_name}")
@@ -358,8 +362,9 @@ def plot_latent_r2(curves: pd.DataFrame):
     long["latent"] = long.latent.str[4:].astype(int) + 1  # z_1, ..., z_n as in the chapter
     palette = "tab10" if len(cols) <= 10 else "viridis"
     grid = sns.relplot(data=long, x="step", y="r2", hue="latent", col="run", kind="line",
-                       errorbar="sd", palette=palette, col_wrap=min(4, data.run.nunique()),
-                       height=2.6, aspect=1.2, legend="full")
+                       errorbar="sd", palette=palette,
+                       col_wrap=min(PANELS_PER_ROW, data.run.nunique()),
+                       height=3.0, aspect=1.4, legend="full")
     grid.legend.set_title("latent $j$")
     grid.set_titles("{col_name}")
     grid.set_axis_labels("training step", "held-out $R^2$ of $z_j$")

@@ -271,9 +271,12 @@ def plot_condition_sweep(metrics: pd.DataFrame, n: int | None = None, k: int = 1
         ax.plot(stats.index, stats["mean"], style, color=color, marker="o", ms=3, label=label)
         ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
     if n is not None:
-        ax.axhline(k / (n - 1), color="0.5", ls=":", lw=1)
+        chance = k / (n - 1)
+        ax.axhline(chance, color="0.2", ls=":", lw=1.5,
+                   label=f"chance level of mutual kNN, k / (n − 1) = {chance:.2g}")
+    # The lower limit below 0 keeps the chance line (near 0 for large n) off the axis.
     ax.set(xscale="log", xlabel="condition number c of each linear map $A_i$",
-           ylabel="alignment", ylim=(0, 1.03))
+           ylabel="alignment", ylim=(-0.04, 1.03))
     # Below the axes: the curves fill the upper half at every condition number.
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return ax

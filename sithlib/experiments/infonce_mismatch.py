@@ -277,6 +277,7 @@ def plot_mismatch(metrics: pd.DataFrame, axes=None):
     does not match the data; dashed grey and dotted black, the raw observations of the sphere
     and of the box."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
     from matplotlib.patches import Patch
 
     scores = ("r2_linear", "mcc")
@@ -288,7 +289,9 @@ def plot_mismatch(metrics: pd.DataFrame, axes=None):
         for i, r in enumerate(order):
             v = m[m.row == r].value
             color = ROW_COLORS[r]
-            ax.barh(i, v.mean(), color=color, alpha=0.35, edgecolor=color, lw=0,
+            # The hatch takes the edge colour: a dark edge and a translucent face keep it
+            # visible (the row's own colour at the face's alpha was not).
+            ax.barh(i, v.mean(), color=to_rgba(color, 0.35), edgecolor="0.3", lw=0,
                     hatch=None if ROWS[r].matches else "///")
             ax.plot(v, [i] * len(v), "o", color=color, ms=4)
         for space, (ls, color) in RAW_STYLE.items():

@@ -392,17 +392,17 @@ def plot_similarity(metrics: pd.DataFrame, axes=None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(12.5, 5.2))
+    if axes is None:  # one above the other: side by side, the numbers shrink out of reach
+        _, axes = plt.subplots(2, 1, figsize=(7.0, 12.5), constrained_layout=True)
     for ax, metric, title in zip(axes, ("mutual_knn", "cka_linear"),
                                  ("mutual kNN (k = 10)", "linear CKA"), strict=True):
         mat = similarity_matrix(metrics, metric)
         labels = [label(m) for m in mat.index]
         sns.heatmap(mat.to_numpy(dtype=float), annot=True, fmt=".2f", vmin=0, vmax=1,
                     cmap="viridis", xticklabels=labels, yticklabels=labels, square=True,
-                    cbar=False, annot_kws={"fontsize": 7}, ax=ax)
+                    cbar=False, annot_kws={"fontsize": 9}, ax=ax)
         ax.set_title(title)
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=9)
     return axes
 
 

@@ -48,7 +48,9 @@ from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_information"
-VERSION = 2  # 2: pairwise bandwidth sqrt(d) instead of 1
+# 2: pairwise bandwidth sqrt(d) instead of 1; 3: bandwidth sqrt(d / (2 sim_coeff)) (the bound's
+# conditional width)
+VERSION = 3
 TITLE = "VICReg as information maximization in training"
 CHAPTER = "chapters/02_vicreg/03_information_training"
 
@@ -74,8 +76,8 @@ class Config:
     # invariance weight and put weight 1 on the entropy (the follow-up states no coefficients).
     sim_coeff: float = 25.0
     entropy_coeff: float = 1.0
-    # Bandwidth of the pairwise estimator in units of sqrt(d), d the expander width (at unit
-    # variance per dimension its KL distances are then about 1; see losses.pairwise_entropy).
+    # Width of the pairwise estimator's mixture components in units of the bound's conditional
+    # width sqrt(d / (2 sim_coeff)) (see bandwidth): 1 gives both Gaussians one width.
     sigma_scale: float = 1.0
     knn_k: int = 20
     # vector DGP: cl-ica's sphere (n = 10, kappa = 10, 3-layer mixing)
@@ -111,6 +113,10 @@ class Config:
                                  f"{getattr(self, name)!r}")
         if not self.sigma_scale > 0:
             raise ValueError(f"sigma_scale must be > 0, got {self.sigma_scale!r}")
+        if "pairwise" in self.methods and not self.sim_coeff > 0:
+            raise ValueError("sim_coeff must be > 0 with the pairwise method (its bandwidth is "
+                             f"the conditional width sqrt(d / (2 sim_coeff))), got "
+                             f"{self.sim_coeff!r}")
 
 
 PROFILES = {
@@ -239,8 +245,21 @@ def _probes(h: torch.Tensor, ev: _EvalSet, k: int) -> dict[str, float]:
 
 
 def bandwidth(cfg: Config, d: int) -> float:
-    """The pairwise estimator's sigma for d-dimensional embeddings: ``sigma_scale`` sqrt(d)."""
-    return cfg.sigma_scale * math.sqrt(d)
+    r"""The pairwise estimator's sigma for d-dimensional embeddings: ``sigma_scale`` times the
+    width of the bound's Gaussian conditional, :math:`\sigma^2 = d / (2\lambda_s)`.
+
+    In the paper's model the embeddings are a mixture of the Gaussians that the augmentations
+    spread around each input, and the conditional :math:`q(z \mid z')` is such a Gaussian, so one
+    width serves both. It also fixes the balance of the VICReg-pairwise loss, which (unlike
+    VICReg) has no unit-variance target to hold the scale: while the embeddings are close
+    compared with sigma, the estimator is about :math:`\mathrm{tr}\hat\Sigma_Z / \sigma^2`, so the
+    loss is about :math:`rac{\lambda_s}{d}(\mathbb{E}\|Z - Z'\|^2 - 2\,\mathrm{tr}\hat\Sigma_Z)`
+    (for :math:`\lambda_H = 1`): it spreads the embeddings when two views are closer than two
+    inputs (relative invariance below 1) and shrinks them otherwise. A width of
+    :math:`\sqrt d` (KL distances near 1 at unit variance) weighs the spread :math:`2\lambda_s`
+    = 50 times less, so the loss spreads the embeddings only below a relative invariance of
+    1/50; VICReg-pairwise collapsed with it."""
+    return cfg.sigma_scale * math.sqrt(d / (2 * cfg.sim_coeff))
 
 
 def _objective(method_name: str, cfg: Config):

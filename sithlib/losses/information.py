@@ -146,7 +146,9 @@ def pairwise_entropy(
         1, where the bound responds to the spread. A fixed :math:`\sigma = 1` puts them near d:
         beyond a few dozen dimensions every :math:`e^{-D}` with :math:`j \ne i` underflows, the
         estimate sits at its ceiling :math:`\tfrac d2 \log(2\pi e\sigma^2) + \log N` and its
-        gradient is zero.
+        gradient is zero. In a loss without a unit-variance target the width also sets how
+        strongly the estimate spreads the embeddings against other terms:
+        ``sithlib.experiments.vicreg_information.bandwidth`` ties it to the invariance weight.
     kind : {"kl", "bhattacharyya"}
         Upper (KL) or lower (Bhattacharyya) bound.
     distributed : bool
