@@ -70,8 +70,10 @@ def test_plots_return_axes(trained):
     _, out = trained
     ax = cs.plot_r2(out["metrics"])
     assert len(ax) == 2 and ax[1].get_title() == "nonlinear regression"
-    ax2 = cs.plot_curves(out["curves"])
-    assert ax2.get_xlabel() == "training step"
+    grid = cs.plot_curves(out["curves"])
+    settings = out["curves"][["change_prob", "dependence"]].drop_duplicates()
+    shown = [ax for ax in grid.ravel() if ax.get_visible()]
+    assert len(shown) == len(settings) and shown[0].get_xlabel() == "training step"
     plt.close("all")
 
 

@@ -549,6 +549,8 @@ def plot_pairs(
             ax.imshow(images[j].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[i, 0].set_ylabel(label, fontsize=9)
+        # Upright and large: the figure is shrunk to the page width.
+        axes[i, 0].set_ylabel(label, fontsize=13, rotation=0, ha="right", va="center",
+                              labelpad=6)
     fig.tight_layout(pad=0.3)
     return fig

@@ -233,10 +233,14 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
 
     w = wide(metrics)
     dims = [d for d in dims if d in set(w.dim)]
-    if axes is None:
-        fig, axes = plt.subplots(1, len(dims), figsize=(3.3 * len(dims) + 0.6, 3.6),
+    if axes is None:  # at most two a row: more shrink to unreadable text at page width
+        cols = min(2, len(dims))
+        rows = -(-len(dims) // cols)
+        fig, grid = plt.subplots(rows, cols, figsize=(4.2 * cols + 0.4, 3.3 * rows + 0.5),
                                  squeeze=False, sharey=True, constrained_layout=True)
-        axes = axes[0]
+        for ax in grid.ravel()[len(dims):]:
+            ax.set_visible(False)
+        axes = grid.ravel()[:len(dims)]
     log_m = float(w.log_components.iloc[0])
     colours = {metric: f"C{i}" for i, metric in enumerate(ESTIMATORS)}
     for ax, d in zip(axes, dims, strict=True):
@@ -249,7 +253,9 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
         ax.axhline(log_m, color="0.3", ls=":", lw=1, label=r"$\log m$")
         ax.axhline(0.0, color="0.3", lw=0.6)
         ax.set(xlabel="separation $s$", title=f"d = {d}", ylim=(-0.6, log_m + 1.2))
-    axes[0].set_ylabel(r"$\hat H - \sum_i c_i H(p_i)$ (nats)")
+    for ax in axes:
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(r"$\hat H - \sum_i c_i H(p_i)$ (nats)")
     fig = axes[0].figure
     handles, labels = axes[0].get_legend_handles_labels()
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):

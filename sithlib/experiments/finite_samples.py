@@ -265,8 +265,9 @@ def plot_sweeps(metrics: pd.DataFrame, config: dict, metric=("r2_linear", "r2_un
     import matplotlib.pyplot as plt
 
     names = (metric,) if isinstance(metric, str) else tuple(metric)
-    if axes is None:
-        _, axes = plt.subplots(1, 4, figsize=(13, 3.3), sharey=True)
+    if axes is None:  # two a row: four in one row shrink to unreadable text at page width
+        _, grid = plt.subplots(2, 2, figsize=(9.0, 6.6), sharey=True)
+        axes = grid.ravel()
     handles = {}
     for ax, factor in zip(axes, _FACTORS, strict=True):
         any_data = False
@@ -291,12 +292,13 @@ def plot_sweeps(metrics: pd.DataFrame, config: dict, metric=("r2_linear", "r2_un
             ax.minorticks_off()
         ax.set_visible(any_data)
         ax.set(xlabel=_FACTORS[factor][1])
-    axes[0].set_ylabel("held-out linear $R^2$")
+    for ax in axes[::2]:
+        ax.set_ylabel("held-out linear $R^2$")
     fig = axes[0].figure
     order = sorted(handles, key=lambda k: (k.endswith("seeds"), k))
-    fig.legend([handles[k] for k in order], order, loc="lower center", ncol=2, fontsize=9,
-               frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.legend([handles[k] for k in order], order, loc="lower center", ncol=2, fontsize=10,
+               frameon=False, bbox_to_anchor=(0.5, -0.01))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return axes
 
 

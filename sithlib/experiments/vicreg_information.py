@@ -387,7 +387,8 @@ def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
     if data.empty:
         raise ValueError(f"no curves for dgp {dgp!r}; available: {sorted(curves.dgp.unique())}")
     if axes is None:
-        _, axes = plt.subplots(2, 3, figsize=(11.5, 6.0), constrained_layout=True)
+        # Two a row: three shrink to unreadable text at the book's page width.
+        _, axes = plt.subplots(3, 2, figsize=(8.6, 8.4), constrained_layout=True)
     axes = list(getattr(axes, "flat", axes))
     for ax, (col, label) in zip(axes, _PANELS, strict=False):
         sns.lineplot(data=data, x="step", y=col, hue="method", errorbar="sd", ax=ax,
