@@ -194,9 +194,12 @@ def _float32_precision(matmul: str, tf32_convolutions: bool):
         torch.backends.cudnn.allow_tf32 = previous[1]
 
 
-def _matmul_precision(cfg: TrainConfig):
+def _matmul_precision(cfg: TrainConfig, device="cuda"):
     """TF32 for the run's float32 matmuls and cuDNN convolutions where ``precision`` asks for
-    it, off otherwise (PyTorch's default lets convolutions use TF32 even in a float32 run).
+    it on a GPU, off otherwise (PyTorch's default lets convolutions use TF32 even in a float32
+    run). On the CPU a ``tf32`` run stays in full float32: PyTorch's "high" precision would
+    also let oneDNN run CPU matmuls in reduced precision on CPUs that have the instructions
+    (AMX), so the same run would give different numbers on different CPUs.
 
     ``tf32`` lets float32 matmuls and convolutions use TensorFloat-32 on Ampere+ GPUs (10-bit
     mantissa inputs, fp32 accumulation); ``bf16`` also runs the forward under bfloat16 autocast
@@ -204,7 +207,7 @@ def _matmul_precision(cfg: TrainConfig):
     losses still upcast to float32 and accumulate in it) use TF32 too; the data (``sample``)
     and the held-out evaluations are computed in full float32 (:func:`full_fp32`).
     """
-    tf32 = cfg.precision in ("tf32", "bf16")
+    tf32 = cfg.precision in ("tf32", "bf16") and torch.device(device).type == "cuda"
     return _float32_precision("high" if tf32 else "highest", tf32)
 
 
@@ -368,7 +371,7 @@ def train(make_model: Callable[[int], nn.Module], sample: Callable, loss_fn: Cal
     loss), ``channels_last`` (memory format of image models and 4-d batches). Adam and SGD use
     their fused CUDA kernels when every parameter is on a GPU.
     """
-    with _matmul_precision(cfg):
+    with _matmul_precision(cfg, device):
         return _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
                       data_seed_offset, project)
 

@@ -187,17 +187,20 @@ def test_cost_store_keeps_earlier_counts_and_commands(store, monkeypatch):
     assert set(run["config"]["paper_config_hash"]) == {"platonic", "infonce_sphere"}
 
 
-def test_best_seconds_warms_up_then_keeps_the_fastest_synchronised_call():
+def test_best_seconds_warms_up_then_keeps_the_fastest_synchronised_call(monkeypatch):
+    # A fake clock that only fn advances: the measurement is exact whatever the machine's load.
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
     calls, syncs = [], []
-    delays = iter([0.05, 0.03, 0.0, 0.02])  # the warm-up (slowest) is not timed
+    delays = iter([0.05, 0.03, 0.001, 0.02])  # the warm-up (slowest) is not timed
 
     def fn():
         calls.append(1)
-        time.sleep(next(delays))
+        now[0] += next(delays)
 
     seconds = best_seconds(fn, 3, sync=lambda: syncs.append(1))
     assert len(calls) == 4 and len(syncs) == 6
-    assert 0.0 <= seconds < 0.02
+    assert seconds == pytest.approx(0.001, abs=1e-12)
 
 
 def test_metrics_benchmark_times_every_case_and_checks_neighbour_sets():

@@ -27,12 +27,17 @@ def test_every_experiment_has_a_tiny_config():
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
-def test_experiment_runs_and_is_tidy(name):
+def test_experiment_runs_and_is_tidy(name, tmp_path, monkeypatch):
     module = EXPERIMENTS[name]
+    # Each run with its own empty cache (grid cells and checkpoints live beside the cached
+    # results): a sweep's cached cells would otherwise let the second run read the first's
+    # numbers (or a stale checkout's) instead of recomputing them.
+    monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path / "first" / "results"))
     tables = module.run(TINY[name], device="cpu")
     metrics = tables["metrics"]
     assert {"metric", "value", "seed"} <= set(metrics.columns)
     assert metrics.value.notna().all() and len(metrics) > 0
+    monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path / "second" / "results"))
     again = module.run(TINY[name], device="cpu")["metrics"]
     assert metrics.equals(again), "same config and seeds must give the same numbers"
 

@@ -59,8 +59,10 @@ def ref_info_nce(za, zb, tau, similarity="dot", p=2.0, pool="positives", include
         else:
             source = zb if pool == "positives" else za
             neg_set = [source[k] for k in range(n) if include or k != i]
-        den = math.exp(pos) + sum(math.exp(phi(za[i], c, similarity, p) / tau) for c in neg_set)
-        total += -(pos - math.log(den))
+        logits = [pos] + [phi(za[i], c, similarity, p) / tau for c in neg_set]
+        top = max(logits)  # log-sum-exp: with -|a - b|^p / tau every exp can underflow to 0
+        log_den = top + math.log(sum(math.exp(v - top) for v in logits))
+        total += -(pos - log_den)
     return total / n
 
 
@@ -79,7 +81,7 @@ def ref_uniformity(z, t):
 # ---------------------------------------------------------------- NT-Xent
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, derandomize=True)
 @given(
     n=st.integers(2, 7),
     d=st.integers(1, 6),
@@ -121,7 +123,7 @@ def test_nt_xent_symmetry_and_invariances():
 # ---------------------------------------------------------------- InfoNCE
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     n=st.integers(2, 6),
     d=st.integers(1, 5),

@@ -11,7 +11,6 @@ errors are reported to its own test.
 from __future__ import annotations
 
 import json
-import socket
 import traceback
 from pathlib import Path
 
@@ -136,11 +135,11 @@ def _run_case(fn, inputs, axes, kwargs, rank):
     return value_err, grad_err
 
 
-def _worker(rank, port, out_dir):
+def _worker(rank, store, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
-    )
+    # A file store, not a TCP port picked in advance: under pytest-xdist another worker could
+    # take that port between the pick and the bind.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     results = {}
     try:
         for name, (fn, inputs, axes, kwargs) in ddp_cases().items():
@@ -153,16 +152,10 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(out / "store"), str(out)), nprocs=WORLD, join=True)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 

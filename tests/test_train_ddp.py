@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 
 import torch
 import torch.distributed as torch_dist
@@ -16,9 +15,8 @@ from tests.test_train import CFG, make_model, regression, sample
 DDP_CFG = dataclasses.replace(CFG, seeds=2, ensemble=False, steps=12, eval_every=6)
 
 
-def _worker(rank: int, world: int, port: int, out: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch_dist.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, out: str):
+    _join(rank, world, store)
     try:
         result = train(make_model, sample, regression, DDP_CFG)
         if rank == 0:
@@ -28,15 +26,16 @@ def _worker(rank: int, world: int, port: int, out: str):
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _join(rank: int, world: int, store: str):
+    # A file store, not a TCP port picked in advance: under pytest-xdist another worker could
+    # take that port between the pick and the bind.
+    torch_dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                                  world_size=world)
 
 
 def test_two_process_ddp_matches_single_process_global_batch(tmp_path):
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
     single = train(make_model, sample, regression, DDP_CFG)
     for ps, ms in zip(ddp["params"], single.models, strict=True):
@@ -58,7 +57,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
             "--set", "hidden=32", "--set", "batch_size=128", "--device", "cpu"]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = {**os.environ, "SITH_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port", str(_free_port()),
+    # --standalone: torchrun picks and holds its own free port.
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2",
                           "-m", "sithlib", "run", "infonce_sphere", "--out", str(tmp_path / "two"),
                           *sets], capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
@@ -115,10 +115,9 @@ def _method_loss(method, batch):
     return loss, method.embed(x_a), {"center_norm": logs["center_norm"]}
 
 
-def _method_worker(rank: int, world: int, port: int, out: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _method_worker(rank: int, world: int, store: str, out: str):
     torch.set_num_threads(1)
-    torch_dist.init_process_group("gloo", rank=rank, world_size=world)
+    _join(rank, world, store)
     try:
         states = {name: train(_method(name), _pairs, _method_loss, METHOD_CFG).models[0]
                   .state_dict() for name in METHODS}
@@ -134,7 +133,7 @@ def _has_batch_norm(model) -> bool:
 def test_two_process_methods_match_single_process_global_batch(tmp_path):
     """Replicas stay equal; without BatchNorm (per process on gloo) they equal one process."""
     out = str(tmp_path / "rank{rank}.pt")
-    mp.spawn(_method_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_method_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
     ranks = [torch.load(out.format(rank=r), weights_only=False) for r in range(2)]
     for name in METHODS:
         single = train(_method(name), _pairs, _method_loss, METHOD_CFG).models[0]

@@ -96,7 +96,10 @@ def random_wishart(
     if df < n:
         raise ValueError(f"df must be >= n = {n} for a positive-definite Wishart draw, got {df}")
     a = torch.randn(n, df, dtype=torch.float64, generator=generator)
-    return a @ a.T / df
+    w = a @ a.T / df
+    # Exactly symmetric: a BLAS kernel may round entries (i, j) and (j, i), the same dot
+    # product at two places of its output, differently.
+    return (w + w.mT) / 2
 
 
 def subseed(seed: int, name: str) -> int:

@@ -33,7 +33,7 @@ from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "content_style"
-VERSION = 1
+VERSION = 2  # 2: Wishart draws exactly symmetric (last-bit changes)
 TITLE = "Content and style: block identifiability"
 CHAPTER = "chapters/01_sith/03_content_style"
 
@@ -210,27 +210,37 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
     return ax
 
 
-def plot_curves(curves: pd.DataFrame, ax=None):
-    """Held-out linear R^2 of content and style against training steps (one line per seed)."""
+def plot_curves(curves: pd.DataFrame, axes=None):
+    """Held-out linear R^2 of content and style against training steps: one panel per setting,
+    one line per seed. Returns the axes, an array of the grid's shape."""
     import matplotlib.pyplot as plt
+    import numpy as np
     import seaborn as sns
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3.8))
     c = curves.melt(id_vars=["step", "seed", "change_prob", "dependence"],
                     value_vars=["r2_content_linear", "r2_style_linear"], var_name="block",
                     value_name="R²")
     c["block"] = c.block.str.split("_").str[1]
     c["setting"] = [setting_label(p, d) for p, d in zip(c.change_prob, c.dependence,
                                                         strict=True)]
-    c["unit"] = c.setting + c.seed.astype(str)
-    sns.lineplot(data=c, x="step", y="R²", hue="block", units="unit", estimator=None,
-                 lw=0.9, alpha=0.7, ax=ax)
-    ax.set(xlabel="training step", ylabel="held-out linear R²")
-    # Outside the axes: the style curves run along the bottom, the content curves along the top.
-    ax.legend(title="block", fontsize=9, title_fontsize=9, loc="upper left",
-              bbox_to_anchor=(1.01, 1))
-    return ax
+    settings = list(dict.fromkeys(c.setting))
+    if axes is None:
+        cols = min(3, len(settings))
+        rows = -(-len(settings) // cols)
+        _, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows + 0.5),
+                               sharex=True, sharey=True, squeeze=False,
+                               constrained_layout=True)
+    flat = np.ravel(axes)
+    for i, (ax, setting) in enumerate(zip(flat, settings, strict=False)):
+        sns.lineplot(data=c[c.setting == setting], x="step", y="R²", hue="block",
+                     hue_order=["content", "style"], units="seed", estimator=None, lw=1.0,
+                     ax=ax, legend=i == 0)
+        ax.set_title(setting, fontsize=10)
+        ax.set(xlabel="training step", ylabel="held-out linear R²")
+    for ax in flat[len(settings):]:
+        ax.set_visible(False)
+    flat[0].legend(title="block", fontsize=9, title_fontsize=9)
+    return axes
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
