@@ -458,7 +458,7 @@ def summary_table(metrics: pd.DataFrame, dgp: str | None = None) -> pd.DataFrame
     table = table.reindex(columns=[c for c in order if c in set(data.metric)])
     table = table.fillna("–").rename(columns=_TABLE_LABELS)
     table["seeds"] = agg["count"].groupby(["dgp", "method"]).max()
-    return table
+    return table.rename_axis(index=["process", "objective"], columns=None)
 
 
 def tracking_table(curves: pd.DataFrame, scores=("knn", "r2_linear")) -> pd.DataFrame:
