@@ -305,4 +305,4 @@ def error_table(metrics: pd.DataFrame, separation: float = 3.0) -> pd.DataFrame:
     out["MC s.e."] = cell.groupby("dim").mc_se.mean()
     table = pd.DataFrame(out)
     table.index = table.index.astype(int)
-    return table.round(3)
+    return table.round(3).rename_axis(index="d")

@@ -491,7 +491,8 @@ def checks_table(metrics: pd.DataFrame) -> pd.DataFrame:
         if len(values):
             worst = float(values.max())
             rows.append({"check": meaning, "largest |value|": f"{worst:.1e}",
-                         "tolerance": f"{tol:.0e}", "holds": worst <= tol, "cases": len(values)})
+                         "tolerance": f"{tol:.0e}", "holds": "yes" if worst <= tol else "no",
+                         "cases": len(values)})
     return pd.DataFrame(rows).set_index("check")
 
 

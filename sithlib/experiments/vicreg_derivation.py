@@ -429,4 +429,4 @@ def mi_table(metrics: pd.DataFrame) -> pd.DataFrame:
         "gap (samples)": t.mi_exact - t.bound_sample,
     })
     out.index = out.index.set_levels([out.index.levels[0].astype(int), out.index.levels[1]])
-    return out.round(3)
+    return out.round(3).rename_axis(index=["d", "noise scale"])
