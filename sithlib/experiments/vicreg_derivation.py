@@ -334,8 +334,8 @@ def plot_noise_scan(metrics: pd.DataFrame, axes=None):
     dashed: the same statistics for exact Gaussian samples of the affine model (the floor)."""
     import matplotlib.pyplot as plt
 
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(12.0, 3.6))
+    if axes is None:  # stacked: side by side, the text shrinks out of reach at page width
+        _, axes = plt.subplots(3, 1, figsize=(7.2, 7.8), sharex=True)
     m = metrics[metrics.step == "noise"]
     panels = [("same_region_fraction", None, "fraction in the region of $x^*$", "linear"),
               ("mardia_skewness_ratio", "mardia_skewness_ratio_floor",
@@ -353,9 +353,10 @@ def plot_noise_scan(metrics: pd.DataFrame, axes=None):
                     marker="o" if style == "-" else None,
                     label="network output" if style == "-" else "Gaussian reference")
             ax.fill_between(mid.index, lo.values, hi.values, color=colour, alpha=0.2, lw=0)
-        ax.set(xscale="log", yscale=yscale, xlabel=r"noise scale $\sigma$", ylabel=label)
+        ax.set(xscale="log", yscale=yscale, ylabel=label)
+    axes[-1].set_xlabel(r"noise scale $\sigma$")
     axes[0].set_ylim(-0.02, 1.02)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=9)
     axes[0].figure.tight_layout()
     return axes
 
