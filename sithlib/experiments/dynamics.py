@@ -269,21 +269,21 @@ def plot_scores(curves: pd.DataFrame, metrics: pd.DataFrame | None = None, axes=
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    if axes is None:  # stacked: side by side, the text shrinks out of reach at page width
+        _, axes = plt.subplots(3, 1, figsize=(7.2, 7.8), sharex=True)
     data = curves.assign(run=_label(curves))
     for ax, (col, label) in zip(axes, (("r2_linear", "held-out linear $R^2$"), ("mcc", "MCC"),
                                        ("effective_rank", "effective rank of $h$")), strict=True):
         sns.lineplot(data=data, x="step", y=col, hue="run", errorbar="sd", ax=ax,
-                     legend=ax is axes[-1])
+                     legend=ax is axes[0])
         ax.set(xlabel="training step", ylabel=label)
     if metrics is not None and (metrics.method == RAW).any():
         raw = float(metrics[metrics.method == RAW].value.iloc[0])
         axes[0].axhline(raw, color="0.4", ls="--", lw=1)
-        axes[0].annotate("raw x", (curves.step.max(), raw), ha="right", va="bottom", fontsize=8,
+        axes[0].annotate("raw x", (curves.step.max(), raw), ha="right", va="bottom", fontsize=9,
                          color="0.3")
-    if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title=None)
+    if axes[0].get_legend() is not None:
+        sns.move_legend(axes[0], "upper left", bbox_to_anchor=(1.02, 1), title=None)
     axes[-1].figure.tight_layout()
     return axes
 
