@@ -362,19 +362,27 @@ def plot_noise_scan(metrics: pd.DataFrame, axes=None):
 
 
 def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
-    """Step (c), one column per dimension. Top: exact I(Z; Z') per dimension against the bound
-    (best sigma, exact and from samples with the log-det entropy, and a fixed sigma). Bottom:
-    the gap I - bound per dimension (symmetric-log axis; below zero the sample bound would
-    exceed I). Bands: min-max over seeds (random covariances of X)."""
+    """Step (c), a pair of panels per dimension, two dimensions a row (``axes``: a (2 x rows,
+    columns) grid). Upper panel: exact I(Z; Z') per dimension against the bound (best sigma,
+    exact and from samples with the log-det entropy, and a fixed sigma). Lower panel: the gap
+    I - bound per dimension (symmetric-log axis; below zero the sample bound would exceed I).
+    Bands: min-max over seeds (random covariances of X)."""
     import matplotlib.pyplot as plt
 
     m = metrics[metrics.step == "mi_bound"].copy()
     dims = sorted(m.dim.dropna().unique())
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-    if axes is None:
-        _, axes = plt.subplots(2, len(dims), figsize=(3.6 * len(dims), 6.4), squeeze=False,
-                               sharex=True, height_ratios=(3, 2), constrained_layout=True)
+    if axes is None:  # two dimensions a row: more shrink to unreadable text at page width
+        per_row = min(2, len(dims))
+        blocks = -(-len(dims) // per_row)
+        _, axes = plt.subplots(2 * blocks, per_row, figsize=(4.2 * per_row + 0.4, 5.6 * blocks),
+                               squeeze=False, sharex=True, height_ratios=(3, 2) * blocks,
+                               constrained_layout=True)
+        for col in range(len(dims) % per_row or per_row, per_row):  # an odd last block
+            axes[-2][col].set_visible(False)
+            axes[-1][col].set_visible(False)
+    per_row = len(axes[0])  # a (values, gap) pair of rows for every per_row dimensions
     m["per_dim"] = m.value / m.dim
     fixed = m.q_sigma.isna() | np.isclose(m.q_sigma.fillna(-1.0), q_sigma)
     curves = [("mi_exact", "exact $I(Z;Z')$", "-", "C0"),
@@ -388,8 +396,9 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
         ax.plot(mid.index, mid.values, style, color=colour, label=label, marker=".")
         ax.fill_between(mid.index, lo.values, hi.values, color=colour, alpha=0.2, lw=0)
 
-    for col, d in enumerate(dims):
-        top, bottom = axes[0][col], axes[1][col]
+    for k, d in enumerate(dims):
+        block, col = divmod(k, per_row)
+        top, bottom = axes[2 * block][col], axes[2 * block + 1][col]
         cell = m[(m.dim == d) & fixed]
         wide = cell.pivot_table(index=["seed", "aug_std"], columns="metric",
                                 values="per_dim").reset_index()
@@ -404,8 +413,9 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
         bottom.set_ylim(bottom=min(-2e-3, 2 * lowest))
         bottom.axhline(0.0, color="0.3", lw=0.6)
         bottom.set(xscale="log", xlabel="augmentation std $s$")
-    axes[0][0].set_ylabel("nats per dimension")
-    axes[1][0].set_ylabel("gap $I$ - bound (nats / dim)")
+    for block in range(len(axes) // 2):
+        axes[2 * block][0].set_ylabel("nats per dimension")
+        axes[2 * block + 1][0].set_ylabel("gap $I$ - bound (nats / dim)")
     fig = axes[0][0].figure
     handles, labels = axes[0][0].get_legend_handles_labels()
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the panels
