@@ -110,8 +110,9 @@ def test_pairwise_bandwidth_is_the_conditional_width_and_sets_the_balance():
     assert exp.bandwidth(cfg, 64) == pytest.approx(math.sqrt(64 / (2 * cfg.sim_coeff)))
     assert exp.bandwidth(dataclasses.replace(cfg, sigma_scale=2.0), 64) == pytest.approx(
         2 * math.sqrt(64 / 50))
-    with pytest.raises(ValueError, match="sim_coeff must be > 0 with the pairwise method"):
-        dataclasses.replace(cfg, sim_coeff=0.0)
+    for methods in (("pairwise",), ("vicreg", "logdet")):  # every run logs the pairwise term
+        with pytest.raises(ValueError, match="sim_coeff must be > 0"):
+            dataclasses.replace(cfg, sim_coeff=0.0, methods=methods)
     # Small embeddings: the loss is about (sim_coeff / d)(E|Z - Z'|^2 - 2 tr Sigma) times the
     # squared scale c, so it falls as c grows (the loss spreads them) exactly when the views
     # are closer than two inputs: a relative invariance below 1.

@@ -254,7 +254,8 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
         ax.axhline(0.0, color="0.3", lw=0.6)
         ax.set(xlabel="separation $s$", title=f"d = {d}", ylim=(-0.6, log_m + 1.2))
     for ax in axes:
-        if ax.get_subplotspec().is_first_col():
+        spec = ax.get_subplotspec()
+        if spec is None or spec.is_first_col():
             ax.set_ylabel(r"$\hat H - \sum_i c_i H(p_i)$ (nats)")
     fig = axes[0].figure
     handles, labels = axes[0].get_legend_handles_labels()

@@ -292,8 +292,10 @@ def plot_sweeps(metrics: pd.DataFrame, config: dict, metric=("r2_linear", "r2_un
             ax.minorticks_off()
         ax.set_visible(any_data)
         ax.set(xlabel=_FACTORS[factor][1])
-    for ax in axes[::2]:
-        ax.set_ylabel("held-out linear $R^2$")
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        if spec is None or spec.is_first_col():
+            ax.set_ylabel("held-out linear $R^2$")
     fig = axes[0].figure
     order = sorted(handles, key=lambda k: (k.endswith("seeds"), k))
     fig.legend([handles[k] for k in order], order, loc="lower center", ncol=2, fontsize=10,

@@ -354,7 +354,9 @@ def plot_noise_scan(metrics: pd.DataFrame, axes=None):
                     label="network output" if style == "-" else "Gaussian reference")
             ax.fill_between(mid.index, lo.values, hi.values, color=colour, alpha=0.2, lw=0)
         ax.set(xscale="log", yscale=yscale, ylabel=label)
-    axes[-1].set_xlabel(r"noise scale $\sigma$")
+        spec = ax.get_subplotspec()
+        if spec is None or spec.is_last_row():  # a caller's side-by-side axes: each one
+            ax.set_xlabel(r"noise scale $\sigma$")
     axes[0].set_ylim(-0.02, 1.02)
     axes[1].legend(fontsize=9)
     axes[0].figure.tight_layout()
@@ -413,6 +415,7 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
         bottom.set_ylim(bottom=min(-2e-3, 2 * lowest))
         bottom.axhline(0.0, color="0.3", lw=0.6)
         bottom.set(xscale="log", xlabel="augmentation std $s$")
+        bottom.tick_params(labelbottom=True)  # shared x hides them on all but the last row
     for block in range(len(axes) // 2):
         axes[2 * block][0].set_ylabel("nats per dimension")
         axes[2 * block + 1][0].set_ylabel("gap $I$ - bound (nats / dim)")

@@ -65,7 +65,6 @@ TERMS = ("entropy", "invariance", "bound", "knn", "r2_linear")
 class Config:
     # Intervals for --set values beyond the sign rule of results.field_domain.
     DOMAINS: ClassVar[dict[str, str]] = {
-        "sim_coeff": "[0, inf)",
         "entropy_coeff": "[0, inf)",
         "kappa": "[0, inf)",  # 0: uniform positives
     }
@@ -113,10 +112,9 @@ class Config:
                                  f"{getattr(self, name)!r}")
         if not self.sigma_scale > 0:
             raise ValueError(f"sigma_scale must be > 0, got {self.sigma_scale!r}")
-        if "pairwise" in self.methods and not self.sim_coeff > 0:
-            raise ValueError("sim_coeff must be > 0 with the pairwise method (its bandwidth is "
-                             f"the conditional width sqrt(d / (2 sim_coeff))), got "
-                             f"{self.sim_coeff!r}")
+        if not self.sim_coeff > 0:
+            raise ValueError("sim_coeff must be > 0: it also sets the pairwise estimator's "
+                             f"width sqrt(d / (2 sim_coeff)), got {self.sim_coeff!r}")
 
 
 PROFILES = {
@@ -253,7 +251,7 @@ def bandwidth(cfg: Config, d: int) -> float:
     width serves both. It also fixes the balance of the VICReg-pairwise loss, which (unlike
     VICReg) has no unit-variance target to hold the scale: while the embeddings are close
     compared with sigma, the estimator is about :math:`\mathrm{tr}\hat\Sigma_Z / \sigma^2`, so the
-    loss is about :math:`rac{\lambda_s}{d}(\mathbb{E}\|Z - Z'\|^2 - 2\,\mathrm{tr}\hat\Sigma_Z)`
+    loss is about :math:`\frac{\lambda_s}{d}(\mathbb{E}\|Z - Z'\|^2 - 2\,\mathrm{tr}\hat\Sigma_Z)`
     (for :math:`\lambda_H = 1`): it spreads the embeddings when two views are closer than two
     inputs (relative invariance below 1) and shrinks them otherwise. A width of
     :math:`\sqrt d` (KL distances near 1 at unit variance) weighs the spread :math:`2\lambda_s`
