@@ -194,6 +194,11 @@ def _float32_precision(matmul: str, tf32_convolutions: bool):
         torch.backends.cudnn.allow_tf32 = previous[1]
 
 
+def _uses_tf32(cfg: TrainConfig, device) -> bool:
+    """Whether the run's training steps use TF32: a tf32 / bf16 run on a GPU."""
+    return cfg.precision in ("tf32", "bf16") and torch.device(device).type == "cuda"
+
+
 def _matmul_precision(cfg: TrainConfig, device="cuda"):
     """TF32 for the run's float32 matmuls and cuDNN convolutions where ``precision`` asks for
     it on a GPU, off otherwise (PyTorch's default lets convolutions use TF32 even in a float32
@@ -207,7 +212,7 @@ def _matmul_precision(cfg: TrainConfig, device="cuda"):
     losses still upcast to float32 and accumulate in it) use TF32 too; the data (``sample``)
     and the held-out evaluations are computed in full float32 (:func:`full_fp32`).
     """
-    tf32 = cfg.precision in ("tf32", "bf16") and torch.device(device).type == "cuda"
+    tf32 = _uses_tf32(cfg, device)
     return _float32_precision("high" if tf32 else "highest", tf32)
 
 
@@ -438,9 +443,9 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
     def current_models() -> list[nn.Module]:
         return [ens.unstack(i) for i in range(len(seeds))] if use_vmap else models
 
-    # Data and evaluations in full float32; a float32 run is in it already, so its per-step
-    # draws pay nothing for switching.
-    exact = contextlib.nullcontext if cfg.precision == "fp32" else full_fp32
+    # Data and evaluations in full float32; a run without TF32 is in it already, so its
+    # per-step draws pay nothing for switching.
+    exact = full_fp32 if _uses_tf32(cfg, device) else contextlib.nullcontext
 
     def record(step: int, losses: torch.Tensor, embeddings: torch.Tensor | list, logs):
         # Outside autocast and TF32: held-out evaluations read the model in full float32,

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._figures import panel_grid
 from sithlib.experiments._tables import of_values
 from sithlib.losses import info_nce
 from sithlib.metrics import block_r2
@@ -212,8 +213,7 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
 
 def plot_curves(curves: pd.DataFrame, axes=None):
     """Held-out linear R^2 of content and style against training steps: one panel per setting,
-    one line per seed. Returns the axes, an array of the grid's shape."""
-    import matplotlib.pyplot as plt
+    one line per seed. Returns the axes, one per setting."""
     import numpy as np
     import seaborn as sns
 
@@ -225,11 +225,8 @@ def plot_curves(curves: pd.DataFrame, axes=None):
                                                         strict=True)]
     settings = list(dict.fromkeys(c.setting))
     if axes is None:
-        cols = min(3, len(settings))
-        rows = -(-len(settings) // cols)
-        _, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows + 0.5),
-                               sharex=True, sharey=True, squeeze=False,
-                               constrained_layout=True)
+        axes = panel_grid(len(settings), 3, 3.3, 2.5, sharex=True, sharey=True,
+                          constrained_layout=True)
     flat = np.ravel(axes)
     for i, (ax, setting) in enumerate(zip(flat, settings, strict=False)):
         sns.lineplot(data=c[c.setting == setting], x="step", y="R²", hue="block",

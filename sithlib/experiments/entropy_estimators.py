@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sithlib.experiments._figures import label_first_column, panel_grid
 from sithlib.losses import logdet_entropy as logdet_objective
 from sithlib.metrics import gaussian_entropy, mixture_entropy_mc, mixture_entropy_pairwise
 
@@ -228,19 +229,12 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
     """Each estimate minus the components' entropy against the separation, one panel per d
     (those of ``dims`` that were run); dotted grey: log m (the most a mixture adds); band:
     min-max over seeds. The legend sits below the panels."""
-    import matplotlib.pyplot as plt
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     w = wide(metrics)
     dims = [d for d in dims if d in set(w.dim)]
     if axes is None:  # at most two a row: more shrink to unreadable text at page width
-        cols = min(2, len(dims))
-        rows = -(-len(dims) // cols)
-        fig, grid = plt.subplots(rows, cols, figsize=(4.2 * cols + 0.4, 3.3 * rows + 0.5),
-                                 squeeze=False, sharey=True, constrained_layout=True)
-        for ax in grid.ravel()[len(dims):]:
-            ax.set_visible(False)
-        axes = grid.ravel()[:len(dims)]
+        axes = panel_grid(len(dims), 2, 4.4, 3.3, sharey=True, constrained_layout=True)
     log_m = float(w.log_components.iloc[0])
     colours = {metric: f"C{i}" for i, metric in enumerate(ESTIMATORS)}
     for ax, d in zip(axes, dims, strict=True):
@@ -253,10 +247,7 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
         ax.axhline(log_m, color="0.3", ls=":", lw=1, label=r"$\log m$")
         ax.axhline(0.0, color="0.3", lw=0.6)
         ax.set(xlabel="separation $s$", title=f"d = {d}", ylim=(-0.6, log_m + 1.2))
-    for ax in axes:
-        spec = ax.get_subplotspec()
-        if spec is None or spec.is_first_col():
-            ax.set_ylabel(r"$\hat H - \sum_i c_i H(p_i)$ (nats)")
+    label_first_column(axes, r"$\hat H - \sum_i c_i H(p_i)$ (nats)")
     fig = axes[0].figure
     handles, labels = axes[0].get_legend_handles_labels()
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, ClusterInstance, DGPConfig, Sphere, sample_marginal, sample_vmf
+from sithlib.experiments._figures import label_first_column, panel_grid
 from sithlib.experiments._tables import mean_sd
 from sithlib.losses import info_nce
 from sithlib.metrics import r2_linear
@@ -262,12 +263,10 @@ def plot_sweeps(metrics: pd.DataFrame, config: dict, metric=("r2_linear", "r2_un
 
     ``metric`` is one score or several (default: on the anchors' distribution and on uniform
     latents; the two differ only on the clustered points), drawn side by side."""
-    import matplotlib.pyplot as plt
 
     names = (metric,) if isinstance(metric, str) else tuple(metric)
     if axes is None:  # two a row: four in one row shrink to unreadable text at page width
-        _, grid = plt.subplots(2, 2, figsize=(9.0, 6.6), sharey=True)
-        axes = grid.ravel()
+        axes = panel_grid(len(_FACTORS), 2, 4.5, 3.05, sharey=True)
     handles = {}
     for ax, factor in zip(axes, _FACTORS, strict=True):
         any_data = False
@@ -292,10 +291,7 @@ def plot_sweeps(metrics: pd.DataFrame, config: dict, metric=("r2_linear", "r2_un
             ax.minorticks_off()
         ax.set_visible(any_data)
         ax.set(xlabel=_FACTORS[factor][1])
-    for ax in axes:
-        spec = ax.get_subplotspec()
-        if spec is None or spec.is_first_col():
-            ax.set_ylabel("held-out linear $R^2$")
+    label_first_column(axes, "held-out linear $R^2$")
     fig = axes[0].figure
     order = sorted(handles, key=lambda k: (k.endswith("seeds"), k))
     fig.legend([handles[k] for k in order], order, loc="lower center", ncol=2, fontsize=10,
