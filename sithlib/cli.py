@@ -90,12 +90,18 @@ def _run_all(args) -> int:
         names = [args.experiment]
     for name in names:  # every input error is reported before any work starts
         results.resolve_config(get_experiment(name), args.profile, overrides or None)
+        if args.out is not None:
+            results.check_out(args.out, name)
     for name in names:
         print(f"running {name} (profile {args.profile}) ...", flush=True)
         result = results.run_experiment(name, args.profile, overrides or None, args.device,
                                         args.out)
         env = result.env
-        print(f"wrote {result.path}  [{env['wall_time_s']} s on {env['device_name']}]")
+        # The wall time is what the result cost, cached cells and resumed training included;
+        # say how much of it this call reused, or a rerun of a finished sweep looks like work.
+        reused = (f", {env['reused_s']} s of it reused from earlier runs"
+                  if env.get("reused_s") else "")
+        print(f"wrote {result.path}  [{env['wall_time_s']} s on {env['device_name']}{reused}]")
     return 0
 
 
@@ -142,7 +148,10 @@ def _bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sithlib", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m sithlib",
+        description="The command line of the results store: list the experiments, run them, "
+                    "measure the benchmarks, verify the committed results.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="experiments and the state of their paper results").set_defaults(
         func=_list)
@@ -199,3 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, results.ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a folder that vanished: said plainly, not traced
+        print(f"error: {err}", file=sys.stderr)
+        return 1

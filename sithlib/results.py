@@ -104,10 +104,11 @@ def check_profile(profile: str, allowed: tuple[str, ...] = PROFILES) -> str:
 def config_hash(experiment: str, version: int, config) -> str:
     """sha256 of the canonical JSON of (experiment, VERSION, config): the staleness key.
 
-    A config that names a method added with ``sithlib.methods.register_method``, in a field
-    its experiment lists in ``METHOD_FIELDS``, also hashes that method's code, which no
-    ``VERSION`` tracks. Other fields are never read for method names, so registering a method
-    cannot change the hash of a config that does not train it.
+    A config (or a sweep's cell) that names a method added with
+    ``sithlib.methods.register_method``, in a field called ``method`` or ``methods`` or one its
+    experiment lists in ``METHOD_FIELDS``, also hashes that method's code, which no ``VERSION``
+    tracks. Other fields are never read for method names, so registering a method cannot
+    change the hash of a config that does not train it.
     """
     body = {"experiment": experiment, "version": version, "config": _as_dict(config)}
     code = _registered_code(experiment, body["config"])
@@ -121,7 +122,7 @@ def _registered_code(experiment: str, config: dict) -> dict[str, str]:
     from sithlib.experiments import EXPERIMENTS
     from sithlib.methods import BUILTIN_METHODS, METHODS, method_fingerprint
 
-    fields = getattr(EXPERIMENTS.get(experiment), "METHOD_FIELDS", ())
+    fields = {"method", "methods", *getattr(EXPERIMENTS.get(experiment), "METHOD_FIELDS", ())}
     names = set()
     for value in (config.get(f) for f in fields):
         for item in value if isinstance(value, (list, tuple)) else (value,):
@@ -134,25 +135,59 @@ def _as_dict(config) -> dict:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
-def _coerce(field: dataclasses.Field, hint, raw: str):
+def _shape(hint) -> tuple[type, int | None]:
+    """(item type, required length or None) of a tuple field's hint such as tuple[int, ...]."""
+    args = typing.get_args(hint)
+    items = {a for a in args if a is not Ellipsis} or {str}
+    (item,) = items
+    return item, None if not args or Ellipsis in args else len(args)
+
+
+def _check_length(given: str, hint, n: int) -> None:
+    length = _shape(hint)[1]
+    if n == 0:
+        raise ValueError(f"{given}: give at least one value")
+    if length is not None and n != length:
+        raise ValueError(f"{given}: expected {length} values, got {n}")
+
+
+def _coerce(field: dataclasses.Field, hint, raw: str, given: str | None = None):
     """Turn the string of ``--set key=value`` into the field's type."""
-    origin = typing.get_origin(hint)
-    if origin in (tuple, list):
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis} or {str}
+    given = given or f"--set {field.name}={raw}"
+    if typing.get_origin(hint) in (tuple, list):
         parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
-        return tuple(_coerce(field, item, p.strip()) for p in parts)
+        _check_length(given, hint, len(parts))
+        return tuple(_coerce(field, _shape(hint)[0], p.strip(), given) for p in parts)
     if hint is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--set {field.name}={raw}: expected true or false")
+        raise ValueError(f"{given}: expected true or false, got {raw!r}")
     try:
         return hint(raw) if hint in (int, float, str) else type(field.default)(raw)
     except ValueError:
-        raise ValueError(
-            f"--set {field.name}={raw}: expected a value of type {getattr(hint, '__name__', hint)}"
-        ) from None
+        raise ValueError(f"{given}: expected a value of type "
+                         f"{getattr(hint, '__name__', hint)}, got {raw!r}") from None
+
+
+def _typed(name: str, hint, value):
+    """A Python override (``load_or_run(name, {"n": 1000})``) checked against the field's type:
+    an int field takes an int (not a bool), a float field a real number, a tuple field a
+    non-empty tuple or list of such."""
+    given = f"override {name}={value!r}"
+    if typing.get_origin(hint) in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(f"{given}: expected a tuple of {_shape(hint)[0].__name__}")
+        _check_length(given, hint, len(value))
+        return tuple(_typed(name, _shape(hint)[0], v) for v in value)
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}.get(hint, lambda v: True)
+    if not ok(value):
+        raise ValueError(f"{given}: expected a value of type {getattr(hint, '__name__', hint)}")
+    return value  # as given: an int for a float field hashes as before
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
@@ -170,9 +205,16 @@ def resolve_config(module, profile: str, overrides: dict | None = None):
     """The experiment's config for a run profile, with ``overrides`` (strings or values).
 
     Unknown fields, values of the wrong type and values outside the field's
-    :func:`field_domain` raise ValueError naming the field and what it allows."""
+    :func:`field_domain` raise ValueError naming the field and what it allows, as does the
+    experiment's optional ``check(cfg)``."""
     check_profile(profile, RUN_PROFILES)
-    base = module.PROFILES[profile]
+    cfg = _override(module, module.PROFILES[profile], overrides)
+    if hasattr(module, "check"):
+        module.check(cfg)
+    return cfg
+
+
+def _override(module, base, overrides: dict | None):
     if not overrides:
         return base
     fields = {f.name: f for f in dataclasses.fields(base)}
@@ -184,7 +226,8 @@ def resolve_config(module, profile: str, overrides: dict | None = None):
                 f"unknown config field {key!r} for experiment {module.NAME}; "
                 f"allowed: {', '.join(fields)}"
             )
-        changes[key] = _coerce(fields[key], hints[key], value) if isinstance(value, str) else value
+        changes[key] = (_coerce(fields[key], hints[key], value) if isinstance(value, str)
+                        and hints[key] is not str else _typed(key, hints[key], value))
         _check_domain(module, key, changes[key])
     return dataclasses.replace(base, **changes)
 
@@ -229,6 +272,12 @@ def in_domain(value: float, domain: str) -> bool:
 
 
 def _check_domain(module, key: str, value) -> None:
+    if key.endswith("precision"):  # read by the engine only once training starts
+        from sithlib.train import PRECISIONS
+
+        if value not in PRECISIONS:
+            raise ValueError(f"--set {key}: must be one of {', '.join(PRECISIONS)}, "
+                             f"got {value!r}")
     domain = field_domain(module, key)
     if domain is None:
         return
@@ -478,22 +527,29 @@ def _concat_cells(parts: list[dict]) -> dict[str, pd.DataFrame | None]:
 
 
 def _git_commit() -> str:
+    """HEAD's hash, with ``-dirty`` when the code differs from it. Where the tree is a copy
+    without its git history (a lent GPU machine), ``SITH_GIT_COMMIT`` names the commit the
+    copy was made from; otherwise "unknown"."""
+    unknown = os.environ.get("SITH_GIT_COMMIT", "unknown")
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
             timeout=10,
         )
-        # Dirty means code or configuration differ from the commit; result files written by
-        # other runs (results/) do not change what this run computes.
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+        # Dirty means code or configuration differ from the commit, a new Python file included
+        # (a fork's experiment or method not yet committed); result files written by other
+        # runs (results/) and untracked notes or data do not change what this run computes.
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", ".", ":!results"],
             cwd=repo_root(), capture_output=True, text=True, timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return unknown
     if out.returncode != 0:
-        return "unknown"
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return unknown
+    dirty = any(not line.startswith("??") or line.rstrip().endswith(".py")
+                for line in status.stdout.splitlines())
+    return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def short_commit(commit: str) -> str:
@@ -680,6 +736,8 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     module = get_experiment(experiment)
     check_profile(profile, RUN_PROFILES)
     cfg = resolve_config(module, profile, overrides)
+    if out is not None:
+        check_out(out, module.NAME)
     device = device or default_device()
     _earlier_s[0], _untimed_cells[0] = 0.0, 0
     start = time.perf_counter()
@@ -701,6 +759,33 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     if publish:
         update_manifest()
     return result
+
+
+def check_out(out, experiment: str) -> Path:
+    """The folder ``--out`` names, checked before any work: a folder (or a path that can be
+    made one) that is not inside the published results, nor holds another experiment's result.
+    Published results are written only by a paper run without overrides or ``--out``."""
+    folder = Path(out)
+    published = results_dir().resolve()
+    if folder.resolve() == published or published in folder.resolve().parents:
+        raise ValueError(f"--out {out}: inside the published results ({results_dir()}); "
+                         "choose a folder elsewhere (a paper run without --set and --out "
+                         "writes there itself)")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    if (folder / "config.json").exists():
+        try:
+            found = _read_json(folder / "config.json").get("experiment")
+        except CorruptResultError:
+            found = None
+        if found != experiment:
+            what = f"a result of experiment {found!r}" if found else "a config.json"
+            raise ValueError(f"--out {out}: holds {what}, which this run of {experiment!r} "
+                             "would replace; choose an empty folder")
+    parent = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot create or write in {parent}")
+    return folder
 
 
 def cache_folder(module, cfg, device: str | None = None) -> Path:
@@ -905,6 +990,8 @@ def verify(root: Path | None = None) -> tuple[list[str], list[str]]:
     from sithlib.experiments import EXPERIMENTS
 
     root = Path(root or results_dir())
+    if not root.is_dir():
+        return [f"{root}: the results folder does not exist or is not a folder"], []
     problems: list[str] = []
     notes: list[str] = []
     manifest_path = root / "MANIFEST.json"
@@ -914,6 +1001,16 @@ def verify(root: Path | None = None) -> tuple[list[str], list[str]]:
             manifest = _read_json(manifest_path)
         except CorruptResultError as err:
             problems.append(str(err))
+    # A manifest of the wrong shape is a problem to report, not a traceback.
+    for key in ("experiments", "benchmarks"):
+        if not isinstance(manifest.get(key, {}), dict):
+            problems.append(f"{manifest_path}: {key!r} must be a JSON object")
+            manifest[key] = {}
+    for name, entry in list(manifest.get("experiments", {}).items()):
+        if not isinstance(entry, dict) or not isinstance(entry.get("files", {}), dict):
+            problems.append(f"{manifest_path}: the entry of {name!r} must be an object with "
+                            "an object 'files'")
+            manifest["experiments"][name] = {"files": {}}
     listed = manifest.get("experiments", {})
     total = 0
     for path in sorted(root.rglob("*")):

@@ -75,6 +75,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn.parallel import DistributedDataParallel
 
 from sithlib.losses import distributed as dist
+from sithlib.losses._common import flag, in_range, integer, nonnegative, positive
 from sithlib.optim import LARS
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
@@ -122,14 +123,16 @@ class TrainConfig:
             raise ValueError(f"compile must be False, True or one of {', '.join(COMPILE_MODES)}, "
                              f"got {self.compile!r}")
         for name in ("steps", "batch_size", "seeds", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.eta < 0:
-            raise ValueError(f"eta (the LARS trust coefficient) must be >= 0, got {self.eta}")
-        if self.checkpoint_every < 0:
-            raise ValueError("checkpoint_every must be >= 0 (0 turns checkpoints off)")
+            integer(name, getattr(self, name), low=1)
+        integer("first_seed", self.first_seed, low=0)
+        integer("checkpoint_every (0 turns checkpoints off)", self.checkpoint_every, low=0)
+        positive("lr", self.lr)
+        nonnegative("weight_decay", self.weight_decay)
+        in_range("momentum", self.momentum, 0.0, 1.0, closed_high=False)
+        nonnegative("eta (the LARS trust coefficient)", self.eta)
+        nonnegative("collapse_std", self.collapse_std)
+        for name in ("ensemble", "eval_at_start", "channels_last"):
+            flag(name, getattr(self, name))
         if self.prefetch is not None and (isinstance(self.prefetch, bool) or self.prefetch < 1):
             raise ValueError(f"prefetch must be None (automatic) or an int >= 1, "
                              f"got {self.prefetch!r}")

@@ -15,6 +15,7 @@ TINY = vmf_concentration.Config(dims=(3,), kappas=(0.0, 5.0), n=400, seeds=1)
 def store(tmp_path, monkeypatch):
     """Empty results/ and cache folders, and a small paper config, so tests never touch the repo."""
     results, cache = tmp_path / "results", tmp_path / "cache"
+    results.mkdir()
     monkeypatch.setenv("SITH_RESULTS_DIR", str(results))
     monkeypatch.setenv("SITH_CACHE_DIR", str(cache))
     monkeypatch.setitem(vmf_concentration.PROFILES, "quick", TINY)

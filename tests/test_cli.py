@@ -39,6 +39,13 @@ def run_cli(*args, env=None):
         (["run", "vmf_concentration", "--set", "seeds=0"],
          "--set seeds: the value must be > 0 for experiment vmf_concentration, got 0"),
         (["run", "platonic", "--set", "ema_tau0=1.5"], "ema_tau0: the value must be in [0, 1]"),
+        (["run", "vmf_concentration", "--out", "results/vmf_concentration"],
+         "inside the published results"),
+        (["run", "vmf_concentration", "--set", "dims=()"], "--set dims=(): give at least one"),
+        (["run", "infonce_sphere", "--set", "precision=fp8"],
+         "--set precision: must be one of fp32, tf32, bf16, got 'fp8'"),
+        (["run", "dynamics", "--set", "methods=infonce,foo"], "methods must be among"),
+        (["run", "infonce_sphere", "--set", "batch_size=1"], "batch_size: the value must be in"),
     ],
 )
 def test_bad_input_gives_clear_error(args, message, capsys):
@@ -66,6 +73,18 @@ def test_run_list_verify_end_to_end(store, tmp_path):
     assert "missing" in listed.stdout
     verified = run_cli("verify", env=env)
     assert verified.returncode == 0 and "0 problem(s)" in verified.stdout
+
+
+def test_rerun_says_how_much_it_reused(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path / "cache" / "results"))
+    args = ["run", "dynamics", "--device", "cpu"] + [
+        a for kv in ("methods=infonce", "hidden=16", "head_dims=8,8", "steps=4", "eval_every=2",
+                     "batch_size=32", "n_eval=100", "seeds=1", "init_scales=1")
+        for a in ("--set", kv)]
+    assert cli.main(args) == 0
+    assert "reused" not in capsys.readouterr().out
+    assert cli.main(args) == 0  # every grid cell is read back
+    assert " s of it reused from earlier runs]" in capsys.readouterr().out
 
 
 def test_verify_reports_corrupt_file_without_traceback(store, tmp_path, capsys):

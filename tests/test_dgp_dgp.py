@@ -67,6 +67,9 @@ def test_finite_dataset_and_negatives_exclude_the_anchor():
     assert torch.equal(neg.z, dgp.dataset[neg.index])
     with pytest.raises(ValueError, match="index="):
         dgp.sample_negatives(10)
+    for m in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"m \(negatives per anchor\) must be an int >= 1"):
+            DGP(DGPConfig(dim=3)).sample_negatives(4, m=m, generator=g)
     # Without index, anchors are random rows of the dataset.
     for z in (dgp.sample_latents(200, _gen(11)), dgp.sample_pairs(200, _gen(12)).z):
         nearest = torch.cdist(z.double(), dgp.dataset.double()).min(1).values

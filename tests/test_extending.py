@@ -141,9 +141,22 @@ def test_hash_covers_registered_code_and_nothing_else(align_uniform):
     assert len(method_fingerprint("align_uniform")) == 16
 
 
+def test_a_sweep_cell_naming_a_registered_method_hashes_its_code(align_uniform):
+    """A reader's own sweep keys its cells by ``method`` without declaring METHOD_FIELDS: the
+    cell's hash still follows the method's code, so an edited method is trained again."""
+    cell = {"method": "align_uniform", "seed": 0}
+    body = {"experiment": "platonic", "version": platonic.VERSION, "config": cell}
+    plain = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    assert config_hash("platonic", platonic.VERSION, cell) != plain.hexdigest()[:16]
+    builtin = {"method": "byol", "seed": 0}
+    body["config"] = builtin
+    plain = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    assert config_hash("platonic", platonic.VERSION, builtin) == plain.hexdigest()[:16]
+
+
 def test_registering_a_method_leaves_configs_that_do_not_train_it_alone():
-    """Only fields an experiment lists in METHOD_FIELDS are read for method names: a method
-    named like a string of a committed config does not make that result stale."""
+    """Only fields called method / methods or listed in METHOD_FIELDS are read for method
+    names: a method named like a string of a committed config does not make it stale."""
     from sithlib.experiments import identifiability_classes
     from sithlib.results import paper_status
 
@@ -208,6 +221,10 @@ def test_cli_imports_a_plugin(tmp_path, monkeypatch, capsys):
         assert cli.main(["run", "platonic", "--import", item]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+    # A method nobody registered is an input error found before any work starts.
+    assert cli.main(["run", "platonic", "--set", "methods=infonce,align_uniform"]) == 2
+    out, err = capsys.readouterr()
+    assert "running" not in out and "--import FILE" in err and "align_uniform" in err
     try:
         code = cli.main(["run", "platonic", "--import", str(EXAMPLE), "--out",
                          str(tmp_path / "out"), "--set", "methods=align_uniform",

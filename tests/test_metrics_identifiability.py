@@ -326,6 +326,9 @@ def test_block_r2_content_and_style():
     lin = block_r2(h, z, blocks, nonlinear=False, generator=gen(3))
     assert lin["content"] == r2_linear(h, c, generator=gen(3))
     assert lin["style"] == r2_linear(h, s, generator=gen(3))
+    for cols in (slice(0, 10), slice(-9, 2), [0, 10]):
+        with pytest.raises(ValueError, match="outside z's 4 columns"):
+            block_r2(h, z, {"c": cols}, nonlinear=False)
 
 
 # --------------------------------------------------------------------------- MCC

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import typing
 
 import pandas as pd
 import pytest
@@ -93,9 +95,9 @@ def test_quick_results_are_cached_by_config_hash(store, tmp_path):
     assert other.path != first.path and other.config["config"]["n"] == 500
 
 
-def test_same_seed_same_numbers(store):
-    a = results.run_experiment("vmf_concentration", "quick", device="cpu", out=store / "a")
-    b = results.run_experiment("vmf_concentration", "quick", device="cpu", out=store / "b")
+def test_same_seed_same_numbers(store, tmp_path):
+    a = results.run_experiment("vmf_concentration", "quick", device="cpu", out=tmp_path / "a")
+    b = results.run_experiment("vmf_concentration", "quick", device="cpu", out=tmp_path / "b")
     pd.testing.assert_frame_equal(a.metrics, b.metrics)
 
 
@@ -150,6 +152,67 @@ def test_verify_detects_edits_unlisted_files_and_pickles(store):
     problems, _ = results.verify(store)
     text = "\n".join(problems)
     assert "sha256 differs" in text and "extra.csv" in text and "never committed" in text
+
+
+def test_verify_reports_a_manifest_of_the_wrong_shape_and_a_missing_folder(store, tmp_path):
+    results.run_experiment("vmf_concentration", "paper", device="cpu")
+    manifest = store / "MANIFEST.json"
+    good = json.loads(manifest.read_text())
+    for broken, message in (({**good, "experiments": []}, "'experiments' must be a JSON object"),
+                            ({**good, "experiments": {"vmf_concentration": {"files": None}}},
+                             "the entry of 'vmf_concentration' must be an object")):
+        manifest.write_text(json.dumps(broken))
+        assert any(message in p for p in results.verify(store)[0])
+    problems, notes = results.verify(tmp_path / "nowhere")
+    assert problems == [f"{tmp_path / 'nowhere'}: the results folder does not exist or is not a "
+                        "folder"] and notes == []
+
+
+def test_out_never_replaces_published_or_other_results(store, tmp_path):
+    published = results.run_experiment("vmf_concentration", "paper", device="cpu").path
+    before = (published / "metrics.csv").read_bytes()
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((published, "inside the published results"),
+                         (store / "elsewhere", "inside the published results"),
+                         (tmp_path / "afile", "exists and is not a folder"),
+                         (tmp_path / "afile" / "below", "cannot create or write in")):
+        with pytest.raises(ValueError, match=message):
+            results.run_experiment("vmf_concentration", "quick", device="cpu", out=out)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"experiment": "entropy_estimators"}))
+    with pytest.raises(ValueError, match="holds a result of experiment 'entropy_estimators'"):
+        results.check_out(other, "vmf_concentration")
+    assert (published / "metrics.csv").read_bytes() == before
+    mine = tmp_path / "mine"  # a folder of the same experiment is rewritten
+    results.run_experiment("vmf_concentration", "quick", device="cpu", out=mine)
+    results.run_experiment("vmf_concentration", "quick", device="cpu", out=mine)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"n": 1.5}, "override n=1.5: expected a value of type int"),
+    ({"seeds": True}, "override seeds=True: expected a value of type int"),
+    ({"dims": 3}, "override dims=3: expected a tuple of int"),
+    ({"dims": ()}, "override dims=(): give at least one value"),
+    ({"dims": "()"}, "--set dims=(): give at least one value"),
+    ({"dims": "3,x"}, "--set dims=3,x: expected a value of type int, got 'x'"),
+])
+def test_overrides_are_checked_against_the_field_types(override, message):
+    from sithlib.experiments import vmf_concentration
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        results.resolve_config(vmf_concentration, "quick", override)
+
+
+def test_fixed_length_fields_take_that_many_values():
+    from sithlib.experiments import identifiability_classes as ic
+
+    field = next(f for f, h in typing.get_type_hints(ic.Config).items()
+                 if h == tuple[float, float])
+    for raw in ("2", "1,2,3"):
+        with pytest.raises(ValueError, match=f"--set {field}={raw}: expected 2 values"):
+            results.resolve_config(ic, "quick", {field: raw})
+    assert len(getattr(results.resolve_config(ic, "quick", {field: "0.5,2"}), field)) == 2
 
 
 def test_verify_size_budget(store, monkeypatch):
@@ -217,10 +280,13 @@ def test_overrides_stay_in_each_fields_domain():
     are checked value by value, and NaN lies in no interval."""
     from sithlib.experiments import dynamics, finite_samples, platonic
 
-    for key, raw in (("seeds", "0"), ("n", "-5"), ("dims", "3,0")):
+    for key, raw in (("seeds", "0"), ("n", "-5")):
         with pytest.raises(ValueError, match=f"--set {key}: .* must be > 0 for experiment "
                                              "vmf_concentration, got"):
             results.resolve_config(vmf_concentration, "quick", {key: raw})
+    with pytest.raises(ValueError, match=re.escape("--set dims: each value must be in [2, inf) "
+                                                   "for experiment vmf_concentration, got 1")):
+        results.resolve_config(vmf_concentration, "quick", {"dims": "3,1"})
     with pytest.raises(ValueError, match="kappas: each value must be >= 0.*got nan"):
         results.resolve_config(vmf_concentration, "quick", {"kappas": "1,nan"})
     assert results.resolve_config(vmf_concentration, "quick", {"kappas": "0,5"}).kappas == (0, 5)
@@ -544,8 +610,24 @@ def test_git_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_pa
     # Another run's result files do not change what this run computes.
     (tmp_path / "results" / "MANIFEST.json").write_text('{"a": 1}\n')
     assert results._git_commit() == head
+    (tmp_path / "notes.txt").write_text("untracked notes\n")
+    assert results._git_commit() == head
+    # An experiment or method of a fork, not yet committed, is code the run used.
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "my_study.py").write_text("NAME = 'mine'\n")
+    assert results._git_commit() == head + "-dirty"
+    (tmp_path / "pkg" / "my_study.py").unlink()
     (tmp_path / "code.py").write_text("x = 2\n")
     assert results._git_commit() == head + "-dirty"
+
+
+def test_git_commit_outside_a_repository_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "repo_root", lambda: tmp_path)  # a copy without .git
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("SITH_GIT_COMMIT", raising=False)
+    assert results._git_commit() == "unknown"
+    monkeypatch.setenv("SITH_GIT_COMMIT", "ab" * 20)
+    assert results._git_commit() == "ab" * 20
 
 
 def test_short_commit_keeps_the_dirty_mark():

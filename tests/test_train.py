@@ -334,17 +334,26 @@ def test_evaluate_hook_adds_columns():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("optimizer", "lion", "optimizer must be one of adam, adamw, sgd"),
-     ("steps", 0, "steps must be >= 1"), ("lr", -1.0, "lr must be > 0"),
-     ("batch_size", 0, "batch_size must be >= 1"), ("seeds", 0, "seeds must be >= 1"),
-     ("eval_every", 0, "eval_every must be >= 1"),
-     ("eta", -1.0, r"eta \(the LARS trust coefficient\) must be >= 0"),
-     ("checkpoint_every", -1, "checkpoint_every must be >= 0"),
+     ("steps", 0, "steps must be an int >= 1, got 0"), ("steps", 2.5, "steps must be an int"),
+     ("lr", -1.0, "lr must be a finite number > 0"), ("lr", float("nan"), "lr must be a finite"),
+     ("lr", "1e-3", "lr must be a real number > 0, got '1e-3'"),
+     ("batch_size", 0, "batch_size must be an int >= 1"),
+     ("batch_size", "8", "batch_size must be an int >= 1, got '8'"),
+     ("seeds", 0, "seeds must be an int >= 1"), ("seeds", True, "seeds must be an int"),
+     ("first_seed", -3, "first_seed must be an int >= 0"),
+     ("eval_every", 0, "eval_every must be an int >= 1"),
+     ("eta", -1.0, r"eta \(the LARS trust coefficient\) must be a finite number >= 0"),
+     ("checkpoint_every", -1, r"checkpoint_every \(0 turns checkpoints off\) must be an int >= 0"),
+     ("weight_decay", -1.0, "weight_decay must be a finite number >= 0"),
+     ("momentum", 5.0, r"momentum must lie in \[0.0, 1.0\)"),
+     ("collapse_std", -1.0, "collapse_std must be a finite number >= 0"),
+     ("ensemble", 1, "ensemble must be True or False"),
      ("precision", "fp16", "precision must be one of fp32, tf32, bf16"),
      ("compile", "fast", "compile must be False, True or one of default, reduce-overhead"),
      ("prefetch", 0, "prefetch must be None"), ("prefetch", True, "prefetch must be None")],
 )
 def test_config_validation(field, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         TrainConfig(**{field: value})
 
 

@@ -9,7 +9,8 @@
 # 3. paper results for the rest of the time (tools/gpu_results.sh): the named experiments, or
 #    every missing or stale one, cheapest first by the committed cost counts.
 # Everything comes back in $OUT/results.tgz and $OUT/state.tgz: unpack both in the repository
-# and commit results/.
+# and commit results/. Where the copy of the tree has no git history, prefix the call with
+# SITH_GIT_COMMIT=<the hash of the clean commit it was copied from> (the results' provenance).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: tools/gpu_session.sh SECONDS [EXPERIMENT ...]}
@@ -18,6 +19,9 @@ targets=("$@")
 out=${OUT:-.gpu_state}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 SITH_PROGRESS=0
+if ! git rev-parse HEAD >/dev/null 2>&1 && [ -z "${SITH_GIT_COMMIT:-}" ]; then
+    echo "warning: no git history here and SITH_GIT_COMMIT unset: results record commit unknown"
+fi
 deadline=$((SECONDS + seconds))
 left() { echo $((deadline - SECONDS)); }
 # A step's cap, cut so that a minute stays for the paper results' packing at the end.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -462,6 +463,8 @@ class DGP:
         draws of other instances), never the anchor's own.
         """
         index = self._check_n(n, index)
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+            raise ValueError(f"m (negatives per anchor) must be an int >= 1, got {m!r}")
         if self.finite:
             if index is None:
                 raise ValueError("with a finite dataset or instances pass the anchors' index= "

@@ -1,9 +1,14 @@
 """Experiments: one module per chapter group, the only layer that knows the papers' settings.
 
 Each module defines ``NAME``, ``VERSION`` (bump it when the code changes what the experiment
-computes, so committed results turn stale), ``TITLE``, ``CHAPTER``, a frozen ``Config``
+computes, so committed results turn stale), ``TITLE``, ``CHAPTER`` (its notebook's path
+without ``.ipynb``, e.g. ``"chapters/01_sith/05_platonic"``), a frozen ``Config``
 dataclass, ``PROFILES = {"quick": Config(...), "paper": Config(...)}``,
 ``run(cfg, device) -> {"metrics": DataFrame, "curves": DataFrame | None}`` and plot functions.
+Optional: ``check(cfg)``, checks that depend on more than the config (such as the methods a
+reader registered), run by ``resolve_config`` before any work starts; ``METHOD_FIELDS``,
+config fields besides ``method`` / ``methods`` that may name registered methods, whose code
+the results store then hashes.
 
 Modules are discovered: a new file in this package that defines ``NAME`` is an experiment
 (``python -m sithlib list`` shows it), so a fork adds a study without touching a registry.
@@ -31,6 +36,9 @@ __all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join", "count_o
            "number_word", "get_experiment", "shrink", "trains"]
 
 
+REQUIRED = ("NAME", "VERSION", "TITLE", "CHAPTER", "Config", "PROFILES", "run")
+
+
 def _discover() -> dict[str, ModuleType]:
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
@@ -38,6 +46,12 @@ def _discover() -> dict[str, ModuleType]:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "NAME"):
+            missing = [a for a in REQUIRED if not hasattr(module, a)]
+            if missing:
+                raise AttributeError(
+                    f"experiment module {module.__file__} defines NAME but not "
+                    f"{', '.join(missing)}; an experiment needs {', '.join(REQUIRED)} "
+                    "(see the docstring of sithlib.experiments)")
             if module.NAME in found:
                 raise RuntimeError(f"two experiment modules share the NAME {module.NAME!r}")
             found[module.NAME] = module

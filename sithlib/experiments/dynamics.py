@@ -69,6 +69,11 @@ class Config:
     r2_targets: tuple[float, ...] = (0.7, 0.8, 0.9)
     dgp_seed: int = 0
 
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods must be among {', '.join(METHODS)}, got {unknown[0]!r}")
+
 
 PROFILES = {
     "quick": Config(),

@@ -32,7 +32,8 @@ CHAPTER = "chapters/01_sith/02_contrastive_inverts"
 @dataclass(frozen=True)
 class Config:
     # Intervals for --set values beyond the sign rule of results.field_domain.
-    DOMAINS: ClassVar[dict[str, str]] = {"kappa": "[0, inf)"}  # 0: uniform positives
+    # 0: uniform positives; a batch of one has no negatives
+    DOMAINS: ClassVar[dict[str, str]] = {"kappa": "[0, inf)", "batch_size": "[2, inf)"}
     dim: int = 10
     kappa: float = 10.0
     tau: float = 0.1  # matched: 1 / kappa

@@ -54,8 +54,6 @@ TITLE = "The Platonic convergence on an identifiable DGP"
 CHAPTER = "chapters/01_sith/05_platonic"
 
 METHODS = ("infonce", "diet", "vicreg", "barlow_twins", "byol", "simsiam", "swav", "dino")
-# Config fields that may name a reader's registered methods: the results store hashes their code.
-METHOD_FIELDS = ("methods",)
 # Reference representations compared with every trained encoder.
 REFERENCES = ("latent z", "raw x")
 
@@ -163,12 +161,15 @@ def method_config(cfg: Config, name: str) -> dict:
     return configs.get(name, {})
 
 
-def _check(cfg: Config) -> None:
+def check(cfg: Config) -> None:
+    """The methods must be registered when the run starts (``resolve_config`` calls this
+    before any work), so a reader's own ones are not checked when ``Config`` is built."""
     allowed = allowed_methods()
     unknown = [m for m in cfg.methods if m not in allowed]
     if unknown or not cfg.methods or len(set(cfg.methods)) < len(cfg.methods):
-        raise ValueError(f"methods must be distinct names from {allowed} (add your own with "
-                         f"sithlib.methods.register_method), got {cfg.methods}")
+        raise ValueError(f"methods must be distinct names from {allowed}, got {cfg.methods} "
+                         "(add your own with sithlib.methods.register_method, from the "
+                         "command line with --import FILE)")
     if cfg.n_nonlinear > cfg.n_eval or cfg.knn_k >= cfg.n_eval:
         raise ValueError("n_nonlinear must be <= n_eval and knn_k < n_eval")
 
@@ -245,7 +246,7 @@ def _train_method(name: str, cfg: Config, dgp: DGP, test, lr: float, device: str
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     """Train every method on the DGP, score its encoder output and compare all pairs."""
-    _check(cfg)
+    check(cfg)
     lrs = method_lrs(cfg)
     dgp = DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa, mixing_layers=cfg.mixing_layers,
                         n_samples=cfg.n_samples, seed=cfg.dgp_seed), device=device)
@@ -330,6 +331,10 @@ def similarity_matrix(metrics: pd.DataFrame, metric: str = "mutual_knn",
     pairs = metrics[metrics.metric == metric]
     pairs = pairs[(pairs.seed != pairs.seed_b) | pairs.model.isin(REFERENCES)
                   | pairs.model_b.isin(REFERENCES)]
+    if not (~pairs.model.isin(REFERENCES) & ~pairs.model_b.isin(REFERENCES)).any():
+        seeds = sorted({int(s) for s in metrics.seed.dropna()})
+        raise ValueError("similarity_matrix compares trained encoders of different seeds; "
+                         f"these results have seeds {seeds}: run with seeds >= 2")
     # Each unordered pair is stored once; mirror the cross-model ones to fill both triangles.
     mirror = pairs[pairs.model != pairs.model_b].rename(
         columns={"model": "model_b", "model_b": "model", "seed": "seed_b", "seed_b": "seed"})

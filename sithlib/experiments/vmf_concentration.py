@@ -8,6 +8,7 @@ spread of mu^T x with the closed-form variance 1 - A_d/kappa * (d - 1) - A_d^2.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ CHAPTER = "chapters/00_foundations/01_vmf"
 
 @dataclass(frozen=True)
 class Config:
+    DOMAINS: ClassVar[dict[str, str]] = {"dims": "[2, inf)"}  # the sphere S^(d-1) needs d >= 2
     dims: tuple[int, ...] = (3, 10, 64)
     kappas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0, 1e4, 1e5)
     n: int = 20_000

@@ -508,6 +508,12 @@ def block_r2(
     state = gen.get_state() if gen is not None else None
     out = {}
     for name, cols in blocks.items():
+        if isinstance(cols, slice) and not all(
+                b is None or (isinstance(b, int) and -z.shape[1] <= b <= z.shape[1])
+                for b in (cols.start, cols.stop)):
+            # Python would clip an out-of-range slice silently to a smaller block.
+            raise ValueError(f"blocks[{name!r}] = {cols!r} reaches outside z's {z.shape[1]} "
+                             "columns")
         idx = torch.arange(z.shape[1])[cols] if isinstance(cols, slice) else torch.as_tensor(cols)
         if idx.ndim != 1 or idx.numel() == 0 or idx.dtype not in (torch.int32, torch.int64):
             raise ValueError(
