@@ -83,9 +83,11 @@ anti-collapse device each (all off by default).
      - ``targets="softmax"``: codes are the row softmax of the scores over epsilon, with no
        equipartition
    * - ``dino``
-     - ``dino``, student temperature 0.1, teacher 0.04 (no warm-up),
-       center momentum 0.9; head 2048-2048-256 with GELU, weight-normalised last layer
-       with gain 1, 65536 outputs; EMA 0.996 -> 1, cosine per step
+     - ``dino``, student temperature 0.1, teacher 0.04 (the official code's default; the
+       paper warms it up from 0.04 to 0.07 over 30 epochs: ``teacher_temp=0.07``,
+       ``warmup_teacher_temp_steps``), center momentum 0.9; head 2048-2048-256 with GELU,
+       weight-normalised last layer with gain 1, 65536 outputs; EMA 0.996 -> 1, cosine per
+       step
      - two global crops, no local crops; the last layer is frozen for 0 steps by default
        (official: 1 epoch, set ``freeze_last_layer_steps``); teacher BatchNorm buffers
        copied (official: the teacher's own, ``ema_buffers="own"``); EMA cosine over T - 1

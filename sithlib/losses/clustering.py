@@ -297,8 +297,9 @@ def dino_teacher_temp(
     :math:`T_t = \mathrm{start} + (\mathrm{end} - \mathrm{start})\, k / (W - 1)` for step
     :math:`k < W` (W = ``warmup_steps``; W = 1 gives start), and end afterwards. The official
     code counts epochs; pass steps or epochs consistently. Official defaults: 0.04 to 0.04
-    over 0 epochs (a constant 0.04); its help text suggests end <= 0.07, with warm-up (e.g.
-    30 epochs) when raising it.
+    over 0 epochs (a constant 0.04), which are ours; its help text suggests end <= 0.07, with
+    warm-up (e.g. 30 epochs) when raising it, and the paper's recipe is 0.04 to 0.07 over the
+    first 30 epochs.
 
     Parameters
     ----------

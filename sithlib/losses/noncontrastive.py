@@ -166,7 +166,9 @@ def vicreg(
     :math:`C(z)` use the unbiased (N - 1) batch variance and covariance. The /2 convention: the
     official code halves the variance term (the mean of the two views' hinges) but not the
     covariance term (the sum of the two views'); the paper's equations and solo-learn sum both
-    hinge terms, so their variance term is twice ours.
+    hinge terms, so their variance term is twice ours. The paper's invariance term (its Eq. 4)
+    has no 1/d, :math:`\frac1N \sum_i \|z_{a,i} - z_{b,i}\|^2`; the official code, whose
+    weights 25 / 25 / 1 the defaults are, takes the mean over batch and dimensions as here.
 
     Parameters
     ----------
