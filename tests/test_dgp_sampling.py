@@ -295,6 +295,20 @@ def test_logit_scale_is_the_maximum_likelihood_of_a_naive_reference():
     assert 0 < ours < 100
 
 
+def test_instance_logit_scale_uses_the_unequal_cluster_sizes_as_prior():
+    v = Sphere(3).uniform(7, generator=_gen(36), dtype=torch.float64)
+    ci = ClusterInstance(v, 40, conditional="laplace", scale=0.5)  # clusters of 6 and of 5
+    ours = ci.logit_scale(3000, generator=_gen(37))
+    g = _gen(37)  # the same draws, by hand
+    idx = torch.randint(40, (3000,), generator=g)
+    z = ci.sample(idx, generator=g, dtype=torch.float64)
+    sizes = np.bincount(np.arange(40) % 7)
+    assert sorted(set(sizes)) == [5, 6]
+    prior = torch.from_numpy(np.log(sizes))
+    assert ours == pytest.approx(logit_scale(z, idx % 7, v, log_prior=prior), rel=1e-12)
+    assert ours != pytest.approx(logit_scale(z, idx % 7, v), rel=1e-6)  # the prior matters
+
+
 def test_logit_scale_edge_cases_and_bad_inputs():
     z = Sphere(3).uniform(50, generator=_gen(35), dtype=torch.float64)
     same = torch.tensor([[1.0, 0.0, 0.0]] * 4, dtype=torch.float64)

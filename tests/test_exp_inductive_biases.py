@@ -10,6 +10,7 @@ import torch
 
 from sithlib.dgp.images import LATENTS
 from sithlib.experiments import inductive_biases as ib
+from sithlib.train import train
 
 matplotlib.use("Agg")
 
@@ -29,13 +30,25 @@ def test_cells_cover_each_sweep_once():
     assert kinds == ["untrained", "latent_content_style", "augment"]
 
 
-def test_lars_cell_trains_with_its_own_learning_rate():
-    cfg = dataclasses.replace(TINY["inductive_biases"], optimizers=("lars",), steps=40)
-    cell = next(c for c in ib.mlp_cells(cfg) if c["optimizer"] == "lars")
+@pytest.mark.parametrize("optimizer", ["lars", "sgd", "adam"])
+def test_optimizer_cell_trains_with_its_own_learning_rate(optimizer, monkeypatch):
+    seen = []
+
+    def spy(make_model, sample, loss_fn, cfg, **kwargs):
+        seen.append(cfg)
+        return train(make_model, sample, loss_fn, cfg, **kwargs)
+
+    monkeypatch.setattr(ib, "train", spy)
+    cfg = dataclasses.replace(TINY["inductive_biases"], optimizers=(optimizer,), steps=40,
+                              lr=1e-3, sgd_lr=0.05, lars_lr=0.2, lars_eta=0.02)
+    cell = next(c for c in ib.mlp_cells(cfg) if c["optimizer"] == optimizer)
     out = ib.run_mlp_cell(cell)
     m, curves = out["metrics"], out["curves"]
     assert set(m.metric) == {"r2_before", "r2_after"} and m.value.notna().all()
-    assert (curves.optimizer == "lars").all() and curves.loss.notna().all()
+    assert (curves.optimizer == optimizer).all() and curves.loss.notna().all()
+    (used,) = seen
+    assert used.optimizer == optimizer and used.eta == 0.02
+    assert used.lr == {"adam": 1e-3, "sgd": 0.05, "lars": 0.2}[optimizer]
 
 
 def test_projected_encoder_shapes_and_init_scale():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -117,6 +118,33 @@ def test_defaults_are_the_official_values():
     assert method_config("diet", num_instances=10).label_smoothing == 0.0
 
 
+def _defaults(fn) -> dict:
+    import inspect
+
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items()
+            if v.default is not inspect.Parameter.empty}
+
+
+def test_loss_functions_default_to_the_papers_values():
+    """The defaults of the loss functions themselves, for readers who call them directly (the
+    papers' values, reference/papers.md 7.9; InfoNCE tau = 1 as cl-ica)."""
+    assert _defaults(losses.nt_xent)["temperature"] == 0.1
+    assert _defaults(losses.info_nce)["temperature"] == 1.0
+    assert _defaults(losses.barlow_twins)["lambd"] == 0.0051
+    d = _defaults(losses.vicreg)
+    assert (d["sim_coeff"], d["std_coeff"], d["cov_coeff"], d["gamma"], d["eps"]) == (
+        25.0, 25.0, 1.0, 1.0, 1e-4)
+    d = _defaults(losses.swav)
+    assert (d["temperature"], d["epsilon"], d["iterations"]) == (0.1, 0.05, 3)
+    assert (_defaults(losses.sinkhorn)["epsilon"], _defaults(losses.sinkhorn)["iterations"]) == (
+        0.05, 3)
+    d = _defaults(losses.dino)
+    assert (d["student_temp"], d["teacher_temp"]) == (0.1, 0.04)
+    assert _defaults(losses.dino_center_update)["momentum"] == 0.9
+    d = _defaults(losses.dino_teacher_temp)
+    assert (d["start"], d["end"], d["warmup_steps"]) == (0.04, 0.04, 0)
+
+
 def test_config_is_frozen_and_accepts_mappings_and_overrides():
     c = method_config("vicreg", {"proj_dims": [16, 8]}, sim_coeff=10.0)
     assert c.proj_dims == (16, 8) and c.sim_coeff == 10.0
@@ -198,16 +226,30 @@ def test_infonce_uses_encoder_output_and_config():
     torch.testing.assert_close(loss, ref)
 
 
+def _move_student(m, *modules):
+    """Shift the student's weights away from the teacher's copy (equal at construction), so a
+    test can tell which network made the targets."""
+    g = gen(7)
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+
+
 def test_byol_sums_both_directions_against_the_teacher():
     m = make("byol")
+    _move_student(m, m.encoder, m.projector)
     x_a, x_b, _, _ = batch()
     loss, _ = m(x_a, x_b)
+    encoder, projector = m.teacher.module
     with torch.no_grad():
-        # At construction the teacher is an exact copy of encoder + projector.
-        t_a, t_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+        t_a, t_b = (projector(encoder(x)) for x in (x_a, x_b))
         p_a, p_b = (m.predictor(m.projector(m.encoder(x))) for x in (x_a, x_b))
         ref = losses.byol(p_a, t_b) + losses.byol(p_b, t_a)
+        s_a, s_b = (m.projector(m.encoder(x)) for x in (x_a, x_b))
+        from_student = losses.byol(p_a, s_b) + losses.byol(p_b, s_a)
     torch.testing.assert_close(loss.detach(), ref)
+    assert not torch.allclose(ref, from_student, rtol=1e-3)  # the targets are the teacher's
 
 
 def test_simsiam_averages_both_directions():
@@ -245,16 +287,18 @@ def test_vicreg_entropy_variants(estimator):
     torch.testing.assert_close(loss.detach(), ref)
 
 
-def test_diet_and_supervised_cross_entropy_over_views():
-    m = make("diet", beta=2.0)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_diet_and_supervised_cross_entropy_over_views(smoothing):
+    m = make("diet", beta=2.0, label_smoothing=smoothing)
     x_a, x_b, index, y = batch()
     logits = [2.0 * m.encoder(x) @ m.head.weight.t() for x in (x_a, x_b)]
-    ref = 0.5 * sum(F.cross_entropy(lg, index) for lg in logits)
+    ce = functools.partial(F.cross_entropy, label_smoothing=smoothing)
+    ref = 0.5 * sum(ce(lg, index) for lg in logits)
     torch.testing.assert_close(m(x_a, x_b, index=index)[0], ref)
-    torch.testing.assert_close(m(x_a, index=index)[0], F.cross_entropy(logits[0], index))
+    torch.testing.assert_close(m(x_a, index=index)[0], ce(logits[0], index))
     assert m.head.bias is None and not m.beta.requires_grad
-    s = make("supervised")
-    ref = F.cross_entropy(s.classifier(s.encoder(x_a)), y)
+    s = make("supervised", label_smoothing=smoothing)
+    ref = ce(s.classifier(s.encoder(x_a)), y)
     torch.testing.assert_close(s(x_a, y=y)[0], ref)
 
 
@@ -431,6 +475,7 @@ def test_dino_center_update_in_training_only():
 
 def test_dino_loss_uses_center_and_teacher_temperature():
     m = make("dino", warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_steps=4)
+    _move_student(m, m.encoder, m.head)
     with torch.no_grad():
         m.center.copy_(torch.randn(1, 20, generator=gen(2)))
     c = m.center.clone()
@@ -442,7 +487,11 @@ def test_dino_loss_uses_center_and_teacher_temperature():
         ref = losses.dino(
             torch.stack([s[:N], s[N:]]), torch.stack([t[:N], t[N:]]), c, teacher_temp=0.04
         )
+        from_student = losses.dino(
+            torch.stack([s[:N], s[N:]]), torch.stack([s[N:], s[:N]]), c, teacher_temp=0.04
+        )
     torch.testing.assert_close(loss.detach(), ref)
+    assert not torch.allclose(ref, from_student, rtol=1e-3)  # the targets are the teacher's
     temps = []
     for step in range(6):
         temps.append(m.teacher_temp())

@@ -50,6 +50,10 @@ def test_recipes():
     b1, b2 = A.recipe("byol_1"), A.recipe("byol_2")
     assert (b1.blur_p, b1.solarize_p, b2.blur_p, b2.solarize_p) == (1.0, 0.0, 0.1, 0.2)
     assert (b1.saturation, b1.hue) == (0.2, 0.1)
+    simsiam = A.recipe("simsiam")
+    assert simsiam.crop_scale == (0.2, 1.0) and simsiam.blur_p == 0.5
+    assert (simsiam.brightness, simsiam.contrast, simsiam.saturation, simsiam.hue) == (
+        pytest.approx((0.4, 0.4, 0.4, 0.1)))
     assert A.recipe("simsiam", size=16).size == 16
     assert A.AugmentConfig().kernel_size(224) == 23 and A.AugmentConfig().kernel_size(32) == 3
     with pytest.raises(ValueError):
