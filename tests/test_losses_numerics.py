@@ -105,6 +105,16 @@ SMALL_TEMPERATURE = {
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_nan_input_gives_a_nan_loss_not_an_error(name):
+    """No loss checks its inputs for NaN (on a GPU that would wait for the host every step);
+    a NaN embedding makes the loss NaN, which the engine reports with its step and seed."""
+    fn, args, kwargs = cases()[name]
+    args = [a.clone() for a in args]
+    args[0].view(-1)[0] = float("nan")
+    assert torch.isnan(fn(*args, **kwargs))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_fp16_inputs_give_finite_values_and_gradients(name):
     """fp16 inputs are upcast exactly, so loss and gradient are the float32 computation's on the
     same values, the gradient rounded back to fp16; and finite with small temperatures."""

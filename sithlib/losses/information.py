@@ -37,6 +37,10 @@ def _logdet_spd(m: torch.Tensor) -> torch.Tensor:
     chol, info = torch.linalg.cholesky_ex(m)
     if not bool(info.any()):
         return 2 * torch.log(torch.diagonal(chol)).sum()
+    if not bool(torch.isfinite(m).all()):
+        # NaN / Inf embeddings give a NaN loss, as on a GPU and in every other loss (eigvalsh
+        # would raise instead); the engine then reports the failure with its step and seed.
+        return torch.linalg.slogdet(m).logabsdet
     eig = torch.linalg.eigvalsh(m)
     return torch.log(eig.clamp_min(torch.finfo(m.dtype).tiny)).sum()
 
