@@ -101,6 +101,15 @@ def test_block_transform_never_mixes_across_blocks():
     assert not torch.allclose(t(z)[:, cfg.block:], t(z2)[:, cfg.block:])
 
 
+def test_dgp_seed_draws_other_latents_and_maps(result):
+    cfg = dataclasses.replace(TINY["identifiability_classes"], seeds=1, classes=("linear",),
+                              conds=(1.0, 4.0))
+    first = exp.run(cfg)["metrics"]
+    assert exp.run(dataclasses.replace(cfg, dgp_seed=0))["metrics"].equals(first)
+    other = exp.run(dataclasses.replace(cfg, dgp_seed=1))["metrics"]
+    assert not other.value.equals(first.value)
+
+
 def test_bad_inputs_are_named():
     cfg = exp.PROFILES["quick"]
     with pytest.raises(ValueError, match="class must be one of"):

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.experiments import stability_mechanism as exp
+from sithlib.train import train
 
 matplotlib.use("Agg")
 
@@ -119,3 +120,24 @@ def test_bad_configs():
         exp.Config(k_views=1)
     with pytest.raises(ValueError, match="taus"):
         exp.Config(taus=(0.0,))
+
+
+def test_checkpoint_every_gives_each_method_a_checkpoint(monkeypatch, tmp_path):
+    """checkpoint_every reaches the engine with a checkpoint per method, so a killed paper run
+    resumes; the image probe does not depend on any kNN bank (this experiment draws none)."""
+    from sithlib.experiments import stability_monitor
+
+    seen = []
+
+    def spy(*args, checkpoint=None, **kwargs):
+        seen.append(checkpoint)
+        return train(*args, checkpoint=checkpoint, **kwargs)
+
+    monkeypatch.setenv("SITH_CACHE_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(stability_monitor, "train", spy)
+    cfg = dataclasses.replace(TINY["stability_mechanism"], methods=("simclr", "byol"), seeds=1,
+                              steps=4, checkpoint_every=2)
+    exp.run(cfg)
+    assert len(seen) == 2 and all(c is not None for c in seen)
+    assert seen[0].path != seen[1].path
+    assert not hasattr(exp.Config(), "n_bank")

@@ -84,8 +84,8 @@ class Config:
 
 PROFILES = {
     "quick": Config(),
-    # The issue's ranges: N from 1e3 to 1e5 and fresh, batch 64 to 6144 (cl-ica's), kappa and
-    # clusters over two decades; the cl-ica encoder widths' first layers, 3 seeds.
+    # The issue's ranges: N from 1e3 to 1e5 and fresh, batch 64 to 6144 (cl-ica's), kappa over
+    # two decades and clusters over three; a 256-wide, 3-layer encoder, 3 seeds.
     "paper": Config(n_samples=(1000, 3000, 10_000, 30_000, 100_000, 0),
                     batch_sizes=(64, 256, 1024, 6144), kappas=(1.0, 3.0, 10.0, 30.0, 100.0),
                     n_clusters=(1, 3, 10, 100, 1000, 0), base_batch=1024,

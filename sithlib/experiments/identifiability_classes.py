@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig, make_mixing, random_matrix
+from sithlib.dgp._random import generator_for
 from sithlib.experiments._tables import readable
 from sithlib.metrics import (
     cka_linear,
@@ -79,6 +80,8 @@ class Config:
     offset: float = 1.0  # affine class: norm of the translation
     mixing_layers: int = 3
     mixing_cond: float = 4.0
+    # Another draw of the latents and of every map (the uniform sphere itself has nothing to
+    # draw); 0 keeps each seed's own generator.
     dgp_seed: int = 0
 
 
@@ -199,7 +202,9 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     dgp = DGP(DGPConfig(dim=cfg.dim, seed=cfg.dgp_seed), dtype=torch.float64)
     rows = []
     for seed in range(cfg.seeds):
-        gen = torch.Generator().manual_seed(seed)
+        # (torch's CPU generator keeps only the low 32 bits of a seed: hash the pair instead)
+        gen = (torch.Generator().manual_seed(seed) if cfg.dgp_seed == 0
+               else generator_for(cfg.dgp_seed, f"identifiability_classes-{seed}"))
         z = dgp.sample_latents(cfg.n, gen)
         on = z.to(device)
         for name in cfg.classes:

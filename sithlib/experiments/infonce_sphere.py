@@ -36,7 +36,7 @@ class Config:
     DOMAINS: ClassVar[dict[str, str]] = {"kappa": "[0, inf)", "batch_size": "[2, inf)"}
     dim: int = 10
     kappa: float = 10.0
-    tau: float = 0.1  # matched: 1 / kappa
+    tau: float = 0.1  # matched to kappa = 10; it does not follow kappa: set both (tau = 1 / kappa)
     hidden: tuple[int, ...] = (256, 256, 256)
     mixing_layers: int = 3
     steps: int = 3000

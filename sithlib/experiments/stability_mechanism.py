@@ -50,7 +50,8 @@ from sithlib.metrics import mean_norm_decomposition
 from sithlib.models import ResNet18
 
 NAME = "stability_mechanism"
-VERSION = 3  # 2: bias-free BYOL heads; 3: the shift check calls the losses
+VERSION = 4  # 2: bias-free BYOL heads; 3: the shift check calls the losses;
+# 4: no kNN bank drawn before the image probe
 TITLE = "The common stability mechanism, checked on real batches"
 CHAPTER = "chapters/03_stability/01_mechanism"
 
@@ -87,9 +88,6 @@ class Config:
     resnet_width: int = 4
     augment: str = "simclr_cifar"
     dgp_seed: int = 0
-    # read by the shared data source; the kNN bank is not used here
-    n_bank: int = 16
-    n_test: int = 16
     checkpoint_every: int = 0
 
     def __post_init__(self):
@@ -322,6 +320,8 @@ def device_rows(method, x_a, x_b) -> list[dict]:
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    from sithlib.results import checkpoint_for  # results imports experiments: import late
+
     source = VectorSource(cfg, device)
     k, n = source.probe.shape[:2]
     flat = source.probe.reshape(k * n, -1)
@@ -331,10 +331,14 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     def add(new, **keys):
         rows.extend({**keys, **r} for r in new)
 
+    checkpoints = []
     for name in cfg.methods:
         fresh = [make_method(name, source, cfg, s).to(device) for s in range(cfg.seeds)]
+        checkpoint = checkpoint_for(NAME, cfg, part=name) if cfg.checkpoint_every else None
+        checkpoints.append(checkpoint)
         trained = train_method(name, source, cfg, steps=cfg.steps, batch_size=cfg.batch_size,
-                               evals=1, device=device, evaluate=False).finished()
+                               evals=1, device=device, evaluate=False,
+                               checkpoint=checkpoint).finished()
         for state, models in (("init", list(enumerate(fresh))), ("trained", trained)):
             for seed, model in models:
                 keys = {"data": "vector", "method": name, "state": state, "seed": seed}
@@ -362,6 +366,9 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         if col not in table:
             table[col] = fill
     table["variant"] = table["variant"].fillna("")
+    for checkpoint in checkpoints:  # kept until the end, so a killed run resumes per method
+        if checkpoint is not None:
+            checkpoint.clear()
     return {"metrics": table, "curves": None}
 
 

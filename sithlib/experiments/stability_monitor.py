@@ -50,7 +50,8 @@ from sithlib.models import MLP, ResNet18
 from sithlib.train import TrainConfig, TrainingFailure, train
 
 NAME = "stability_monitor"
-VERSION = 3  # 2: bias-free BYOL heads; 3: mean ||mu_x|| from distinct view pairs
+VERSION = 4  # 2: bias-free BYOL heads; 3: mean ||mu_x|| from distinct view pairs;
+# 4: the image probe's views are drawn before the kNN bank and test set
 TITLE = "The center-vector monitor in training"
 CHAPTER = "chapters/03_stability/02_monitor"
 
@@ -218,6 +219,8 @@ class VectorSource(Source):
         gen = torch.Generator(device=device).manual_seed(2**31 - 1)
         z = self.dgp.sample_latents(cfg.n_probe, gen)
         self.probe = self._views(z, cfg.k_views, gen)
+        if not hasattr(cfg, "n_bank"):  # a probe only (stability_mechanism)
+            return
         zb, zt = self.dgp.sample_latents(cfg.n_bank, gen), self.dgp.sample_latents(cfg.n_test, gen)
         self.bank_x, self.bank_y = self.dgp.mixing(zb), self.label(zb)
         self.test_x, self.test_y, self.test_z = self.dgp.mixing(zt), self.label(zt), zt
@@ -248,12 +251,15 @@ class ImageSource(Source):
     def __init__(self, cfg, device="cpu"):
         self.size, self.augment = cfg.image_size, recipe(cfg.augment)
         gen = torch.Generator(device=device).manual_seed(2**31 - 1)
-        latents = [sample_latents(n, generator=gen, device=device)
-                   for n in (cfg.n_probe, cfg.n_bank, cfg.n_test)]
-        probe, bank, test = (render(z, self.size) for z in latents)
+        # The probe and its views first, as in VectorSource: the bank and test sizes then do
+        # not shift the probe's random stream (stability_mechanism draws no bank at all).
+        probe = render(sample_latents(cfg.n_probe, generator=gen, device=device), self.size)
         self.probe = self._views(probe, cfg.k_views, gen)
-        self.bank_x, self.bank_y = bank, latents[1][:, 6].long()
-        self.test_x, self.test_y, self.test_z = test, latents[2][:, 6].long(), latents[2][:, :6]
+        if not hasattr(cfg, "n_bank"):
+            return
+        zb, zt = (sample_latents(n, generator=gen, device=device) for n in (cfg.n_bank, cfg.n_test))
+        self.bank_x, self.bank_y = render(zb, self.size), zb[:, 6].long()
+        self.test_x, self.test_y, self.test_z = render(zt, self.size), zt[:, 6].long(), zt[:, :6]
 
     def view(self, x, generator):
         return augment(x, self.augment, generator=generator)[0]

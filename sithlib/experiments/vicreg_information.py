@@ -119,10 +119,10 @@ class Config:
 
 PROFILES = {
     "quick": Config(seeds=2, dgps=("vector", "image"), img_steps=40, img_eval_every=20),
-    # Vector: cl-ica-sized batch, 3 seeds. Image: the standard ResNet-18 (width 64) on 32 x 32
-    # renders with a 2048-wide expander (solo-learn's CIFAR VICReg), sized to fit the 8-minute
-    # budget on one H100 (about 2 CIFAR epochs' worth of images; the paper's protocol trains
-    # 20-50 epochs, which this budget does not allow).
+    # Vector: a batch of 2,048 (cl-ica's is 6,144), 3 seeds. Image: the standard ResNet-18 (width
+    # 64) on 32 x 32 renders with a 2048-wide expander (solo-learn's CIFAR VICReg), sized to fit the
+    # 8-minute budget on one H100 (about 2 CIFAR epochs' worth of images; the paper's protocol
+    # trains 20-50 epochs, which this budget does not allow).
     "paper": Config(seeds=3, hidden=(512, 512, 512), feature_dim=64,
                     vec_proj_dims=(256, 256, 256), vec_steps=2500, vec_batch_size=2048,
                     vec_eval_every=250, vec_n_eval=10_000, image_size=32, width=64,

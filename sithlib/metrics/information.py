@@ -83,7 +83,7 @@ def logdet_entropy(z, *, beta: float = 1.0) -> float:
     The identity keeps it finite for singular covariances (n <= d, collapsed directions), which
     makes it usable on mini-batches; :math:`\beta` sets the scale below which a direction stops
     counting. :math:`\hat\Sigma` is the unbiased sample covariance. The training loss's
-    :func:`sithlib.losses.logdet_entropy` is another quantity: the Gaussian entropy
+    :func:`sithlib.losses.information.logdet_entropy` is another quantity: the Gaussian entropy
     :math:`\frac12\log\det(2\pi e(\hat\Sigma + \epsilon I))`, which is this estimator with
     :math:`\beta = 1/\epsilon` plus :math:`\frac d2 \log(2\pi e\,\epsilon)`.
 
