@@ -44,3 +44,17 @@ def test_missing_cheapest_first_then_cpu_made_results(monkeypatch):
     # Uncounted (no training) first in the book's order, then by the guessed cost.
     assert queue.index(uncounted) < queue.index(cheap) < queue.index(expensive)
     assert queue[-2] == expensive
+
+
+def test_an_experiment_can_add_its_measurement_seconds(monkeypatch):
+    names = list(EXPERIMENTS)
+    light, heavy = names[:2]
+    table = pd.DataFrame([{"case": n, "metric": m, "value": v} for n in (light, heavy)
+                          for m, v in (("launches", 0.0), ("train_tflop", 0.0))])
+    table.loc[table.case == light, "value"] = [10.0 / gpu_order.LAUNCH_S, 0.0]
+    monkeypatch.setattr(sithlib.results, "paper_status", lambda n: ("missing", None, "why"))
+    monkeypatch.setattr(sithlib.results, "read_benchmarks",
+                        lambda: [{"name": "cost", "table": table}])
+    monkeypatch.setattr(EXPERIMENTS[heavy], "MEASURE_GPU_S", 20.0, raising=False)
+    queue = gpu_order.order()
+    assert queue.index(light) < queue.index(heavy)  # 10 s of training before 20 s of measuring

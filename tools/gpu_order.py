@@ -5,7 +5,9 @@ A lent GPU's call is short, so the cheap experiments go first: more of them fini
 committed. The cost of an experiment is guessed from the counts of ``bench_cost`` (committed
 under results/benchmarks/cost/): its kernel launches at LAUNCH_S each plus its training FLOPs
 at FLOPS per second. The guess only orders the queue; nothing is published from it.
-Experiments without counts (they do not train) come first, in the book's order.
+Experiments without counts (they do not train) come first, in the book's order. An experiment
+whose work after training outweighs its training (measurements, probes) says so with
+``MEASURE_GPU_S``, its own guess of those seconds, which is added.
 
 The experiments that do not train have paper results made on a CPU; they come last, so that a
 GPU with time to spare remakes them too: the book's regeneration budget (one hour on one H100,
@@ -32,7 +34,8 @@ def order() -> list[str]:
         if counts is None or name not in counts.index:
             return 0.0
         row = counts.loc[name]
-        return row["launches"] * LAUNCH_S + row["train_tflop"] * 1e12 / FLOPS
+        return (row["launches"] * LAUNCH_S + row["train_tflop"] * 1e12 / FLOPS
+                + getattr(EXPERIMENTS[name], "MEASURE_GPU_S", 0.0))
 
     status = {n: paper_status(n) for n in EXPERIMENTS}
     todo = [n for n, (state, _, _) in status.items() if state != "fresh"]

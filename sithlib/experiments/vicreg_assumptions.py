@@ -102,6 +102,10 @@ class Config:
                                  f"got {getattr(self, name)!r}")
 
 
+# tools/gpu_order.py's guess of the paper profile's GPU seconds after training (the per-anchor
+# Jacobians, SVDs and normality tests), from the sizing below; it only orders a GPU's queue.
+MEASURE_GPU_S = 330.0
+
 PROFILES = {
     "quick": Config(),
     # The standard ResNet-18 on 32 x 32 renders, more anchors, views, strengths and seeds.
