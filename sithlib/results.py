@@ -392,7 +392,16 @@ class Checkpoint:
         return saved["state"]
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Delete the checkpoint; inside ``run_experiment``, only once the result is written,
+        so a run killed between a part's training and the result's last file resumes from it."""
+        if _pending_clears[0] is not None:
+            _pending_clears[0].append(self)
+        else:
+            self.path.unlink(missing_ok=True)
+
+
+# Checkpoints an experiment has finished with, kept until run_experiment has written the result.
+_pending_clears: list[list[Checkpoint] | None] = [None]
 
 
 # The device of the run in progress. Experiments call run_grid and checkpoint_for without it,
@@ -699,7 +708,7 @@ def write_result(folder: Path, experiment: str, version: int, profile: str, conf
     if missing:
         raise ValueError(f"metrics table lacks column(s) {', '.join(missing)} (tidy format)")
     if (folder / "config.json").exists():
-        (folder / "config.json").unlink()
+        (folder / "config.json").unlink(missing_ok=True)  # another writer may remove it first
         _fsync_dir(folder)  # the removal must reach the disk before any new file does
     atomic_write_text(folder / "metrics.csv", metrics.to_csv(index=False))
     curves = tables.get("curves")
@@ -743,8 +752,13 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     start = time.perf_counter()
     from sithlib.train import full_fp32  # TF32 only where a training run asks for it
 
-    with running_on(device), full_fp32():
-        tables = module.run(cfg, device=device)
+    _pending_clears[0] = []
+    try:
+        with running_on(device), full_fp32():
+            tables = module.run(cfg, device=device)
+        done, _pending_clears[0] = _pending_clears[0], None
+    finally:
+        _pending_clears[0] = None
     # Work reused from earlier calls counts too: a result's wall time is what it cost.
     env = environment(device, time.perf_counter() - start + _earlier_s[0])
     env["reused_s"] = round(_earlier_s[0], 3)
@@ -756,6 +770,8 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     else:
         folder = results_dir() / module.NAME if publish else cache_folder(module, cfg, device)
     result = write_result(folder, module.NAME, module.VERSION, profile, cfg, tables, env)
+    for checkpoint in done:  # the result is safe: the training state can go
+        checkpoint.clear()
     if publish:
         update_manifest()
     return result
@@ -1018,6 +1034,12 @@ def verify(root: Path | None = None) -> tuple[list[str], list[str]]:
             total += path.stat().st_size
             if path.suffix in (".pkl", ".pickle", ".pt", ".pth", ".ckpt"):
                 problems.append(f"{path}: pickles and checkpoints are never committed")
+            elif path.name.endswith(".tmp"):
+                problems.append(f"{path}: left by an interrupted write; delete it")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "benchmarks"):
+        if not (folder / "config.json").exists() and any(folder.iterdir()):
+            problems.append(f"{folder}: files but no config.json, an interrupted write; rerun "
+                            f"the experiment or delete the folder")
     if total > SIZE_BUDGET_BYTES:
         problems.append(f"{root}: {total / 2**20:.1f} MB exceeds the 50 MB budget")
     folders = {f.name: f for f in _result_folders(root)}

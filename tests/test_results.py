@@ -215,6 +215,46 @@ def test_fixed_length_fields_take_that_many_values():
     assert len(getattr(results.resolve_config(ic, "quick", {field: "0.5,2"}), field)) == 2
 
 
+def test_verify_reports_leftovers_of_an_interrupted_write(store):
+    result = results.run_experiment("vmf_concentration", "paper", device="cpu")
+    (result.path / ".metrics.csv.x1y2.tmp").write_text("half")
+    orphan = store / "entropy_estimators"
+    orphan.mkdir()
+    (orphan / "metrics.csv").write_text("metric,value,seed\n")
+    problems = "\n".join(results.verify(store)[0])
+    assert ".metrics.csv.x1y2.tmp: left by an interrupted write" in problems
+    assert f"{orphan}: files but no config.json" in problems
+    results.update_manifest()  # --fix cannot make the orphan disappear
+    assert any("files but no config.json" in p for p in results.verify(store)[0])
+
+
+def test_checkpoints_are_cleared_only_after_the_result_is_written(store, monkeypatch):
+    seen = {"fail": True}
+
+    def run(cfg, device="cpu"):
+        checkpoint = results.checkpoint_for("vmf_concentration", cfg, part="a")
+        checkpoint.save({"step": 1})
+        checkpoint.clear()  # a part is done; the result is not written yet
+        seen["path"] = checkpoint.path
+        assert checkpoint.path.exists()
+        if seen["fail"]:
+            raise RuntimeError("killed before the result was written")
+        return {"metrics": pd.DataFrame({"metric": ["m"], "value": [1.0], "seed": [0]}),
+                "curves": None}
+
+    monkeypatch.setattr(vmf_concentration, "run", run)
+    with pytest.raises(RuntimeError, match="killed"):
+        results.run_experiment("vmf_concentration", "quick", device="cpu")
+    assert seen["path"].exists()  # the rerun resumes from it
+    seen["fail"] = False
+    results.run_experiment("vmf_concentration", "quick", device="cpu")
+    assert not seen["path"].exists()
+    outside = results.checkpoint_for("vmf_concentration", TINY, part="b")
+    outside.save({"step": 1})
+    outside.clear()  # not inside run_experiment: at once
+    assert not outside.path.exists()
+
+
 def test_verify_size_budget(store, monkeypatch):
     results.run_experiment("vmf_concentration", "paper", device="cpu")
     monkeypatch.setattr(results, "SIZE_BUDGET_BYTES", 10)
