@@ -404,6 +404,16 @@ class Checkpoint:
 _pending_clears: list[list[Checkpoint] | None] = [None]
 
 
+@contextlib.contextmanager
+def _clears_deferred():
+    """Collect the checkpoints cleared inside the block instead of deleting them."""
+    _pending_clears[0] = kept = []
+    try:
+        yield kept
+    finally:
+        _pending_clears[0] = None
+
+
 # The device of the run in progress. Experiments call run_grid and checkpoint_for without it,
 # so run_experiment sets it here (see `running_on`) for the caches to be keyed by it.
 _run_device: list[str | None] = [None]
@@ -752,13 +762,8 @@ def run_experiment(experiment: str, profile: str = "quick", overrides: dict | No
     start = time.perf_counter()
     from sithlib.train import full_fp32  # TF32 only where a training run asks for it
 
-    _pending_clears[0] = []
-    try:
-        with running_on(device), full_fp32():
-            tables = module.run(cfg, device=device)
-        done, _pending_clears[0] = _pending_clears[0], None
-    finally:
-        _pending_clears[0] = None
+    with running_on(device), full_fp32(), _clears_deferred() as done:
+        tables = module.run(cfg, device=device)
     # Work reused from earlier calls counts too: a result's wall time is what it cost.
     env = environment(device, time.perf_counter() - start + _earlier_s[0])
     env["reused_s"] = round(_earlier_s[0], 3)

@@ -241,7 +241,9 @@ def _train_method(name: str, cfg: Config, dgp: DGP, test, lr: float, device: str
                                seeds=cfg.seeds, eval_every=cfg.eval_every,
                                checkpoint_every=cfg.checkpoint_every),
                    device=device, evaluate=evaluate, checkpoint=checkpoint, name=f"{NAME}:{name}")
-    return result, checkpoint
+    if checkpoint is not None:  # deleted once the result is written (run_experiment)
+        checkpoint.clear()
+    return result
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
@@ -256,10 +258,9 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     test = fresh.sample_pairs(cfg.n_eval, torch.Generator(device=device).manual_seed(2**31 - 1))
 
     reps: dict[tuple[str, int], torch.Tensor] = {}
-    rows, curves, checkpoints = [], [], []
+    rows, curves = [], []
     for name in cfg.methods:
-        result, checkpoint = _train_method(name, cfg, dgp, test, lrs[name], device)
-        checkpoints.append(checkpoint)
+        result = _train_method(name, cfg, dgp, test, lrs[name], device)
         curves += [{"model": name, **row} for row in result.curves]
         for failure in result.failures:
             rows.append({"model": name, "seed": failure["seed"], "metric": "failure_step",
@@ -289,9 +290,6 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
                               ("cka_linear", cka_linear(reps[ka], reps[kb]))):
             rows.append({"model": ka[0], "seed": ka[1], "metric": metric, "value": value,
                          "model_b": kb[0], "seed_b": kb[1]})
-    for checkpoint in checkpoints:
-        if checkpoint is not None:
-            checkpoint.clear()
     metrics = pd.DataFrame(rows)
     metrics["seed_b"] = metrics["seed_b"].astype("Int64") if "seed_b" in metrics else pd.NA
     return {"metrics": metrics, "curves": pd.DataFrame(curves)}

@@ -331,14 +331,14 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     def add(new, **keys):
         rows.extend({**keys, **r} for r in new)
 
-    checkpoints = []
     for name in cfg.methods:
         fresh = [make_method(name, source, cfg, s).to(device) for s in range(cfg.seeds)]
         checkpoint = checkpoint_for(NAME, cfg, part=name) if cfg.checkpoint_every else None
-        checkpoints.append(checkpoint)
         trained = train_method(name, source, cfg, steps=cfg.steps, batch_size=cfg.batch_size,
                                evals=1, device=device, evaluate=False,
                                checkpoint=checkpoint).finished()
+        if checkpoint is not None:  # deleted once the result is written (run_experiment)
+            checkpoint.clear()
         for state, models in (("init", list(enumerate(fresh))), ("trained", trained)):
             for seed, model in models:
                 keys = {"data": "vector", "method": name, "state": state, "seed": seed}
@@ -366,9 +366,6 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         if col not in table:
             table[col] = fill
     table["variant"] = table["variant"].fillna("")
-    for checkpoint in checkpoints:  # kept until the end, so a killed run resumes per method
-        if checkpoint is not None:
-            checkpoint.clear()
     return {"metrics": table, "curves": None}
 
 

@@ -389,7 +389,7 @@ def _budget(kind: str, cfg) -> tuple[int, int, int]:
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
-    rows, curves, checkpoints = [], [], []
+    rows, curves = [], []
     for kind in cfg.datasets:
         source = make_source(kind, cfg, device)
         steps, batch, evals = _budget(kind, cfg)
@@ -401,13 +401,16 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
         for name in cfg.methods:
             checkpoint = (checkpoint_for(NAME, cfg, part=f"{kind}-{name}")
                           if cfg.checkpoint_every else None)
-            checkpoints.append(checkpoint)
             try:
                 result = train_method(name, source, cfg, steps=steps, batch_size=batch,
                                       evals=evals, device=device, checkpoint=checkpoint)
             except TrainingFailure:  # every seed diverged: record it and go on
+                result = None
                 rows += [{"data": kind, "method": name, "seed": s, "space": "", "metric":
                           "diverged", "value": 1.0} for s in range(cfg.seeds)]
+            if checkpoint is not None:  # deleted once the result is written (run_experiment)
+                checkpoint.clear()
+            if result is None:
                 continue
             table = pd.DataFrame(result.curves).assign(data=kind, method=name)
             curves.append(table)
@@ -422,9 +425,6 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
             rows += [{"data": kind, "method": name, "seed": f["seed"], "space": "",
                       "metric": "failure_step", "value": float(f["step"])}
                      for f in result.failures]
-    for checkpoint in checkpoints:  # kept until the end, so a killed run resumes per method
-        if checkpoint is not None:
-            checkpoint.clear()
     return {"metrics": pd.DataFrame(rows),
             "curves": pd.concat(curves, ignore_index=True) if curves else None}
 
