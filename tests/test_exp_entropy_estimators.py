@@ -110,6 +110,10 @@ def test_tables_and_plots(wide):
     assert shares.stack().between(0, 100).all()
     err = exp.error_table(metrics, separation=3.0)
     assert list(err.index) == [1, 4] and "MC s.e." in err.columns
+    w = exp.wide(metrics)
+    cell = w[np.isclose(w.separation, 3.0) & (w.dim == 4)]
+    kl = cell.kl_upper - cell.mc  # 'mean±sd' over seeds of each seed's error
+    assert err.loc[4, exp.ESTIMATORS["kl_upper"]] == f"{kl.mean():.3f}±{kl.std():.3f}"
     assert len(exp.plot_vs_separation(metrics, dims=(1, 4))) == 2
     ax = exp.plot_vs_dimension(metrics, separation=3.0)
     assert len(ax.lines) >= 5

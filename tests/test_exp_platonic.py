@@ -113,6 +113,12 @@ def test_tables(tiny):
     pairs = exp.pair_table(m)
     n = len(exp.METHODS)
     assert len(pairs) == 2 * n * (n + 1) // 2
+    # The x spread of a pair is the seed sd of the score of its lower method.
+    row = pairs[(pairs.a == "infonce") & (pairs.b == "dino")].iloc[0]
+    scores = m[m.metric == "procrustes_r2"].groupby("model").value
+    lower = min(("infonce", "dino"), key=lambda k: scores.mean()[k])
+    assert row.min_score == pytest.approx(scores.mean()[lower])
+    assert row.min_score_sd == pytest.approx(scores.std()[lower])
     assert -1 <= exp.prediction_correlation(m) <= 1
     with pytest.raises(ValueError, match="metric"):
         exp.similarity_matrix(m, "cka_rbf")

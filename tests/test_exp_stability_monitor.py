@@ -90,6 +90,10 @@ def test_table_and_figures(result):
     assert exp.LABELS["center_norm"] in table.columns and exp.LABELS["r2_linear"] in table.columns
     axes = exp.plot_curves(result["curves"], "image")
     assert axes[0].get_xlabel() == "training step"
+    titles = [ax.get_title() for ax in axes if ax.get_visible()]
+    # Every monitor quantity of the paper's argument, the embedding std included, is a panel.
+    assert exp.LABELS["std_sqrt_d"] + " (loss space)" in titles
+    assert len(titles) == 7
     ax = exp.plot_gap_vs_score(m, "vector")
     assert ax.get_ylabel() == exp.LABELS["knn_acc"]
     rho = exp.gap_accuracy_correlation(m, "vector")

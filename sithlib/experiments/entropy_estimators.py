@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from sithlib.experiments._figures import label_first_column, panel_grid
+from sithlib.experiments._tables import of_values
 from sithlib.losses import logdet_entropy as logdet_objective
 from sithlib.metrics import gaussian_entropy, mixture_entropy_mc, mixture_entropy_pairwise
 
@@ -288,13 +289,13 @@ def plot_vs_dimension(metrics: pd.DataFrame, separation: float = 3.0, ax=None):
 
 
 def error_table(metrics: pd.DataFrame, separation: float = 3.0) -> pd.DataFrame:
-    """Mean error of each estimator against the Monte-Carlo entropy (nats), per dimension, at one
-    separation, with the Monte-Carlo standard error."""
+    """Error of each estimator against the Monte-Carlo entropy (nats), 'mean±sd' over seeds per
+    dimension, at one separation, with the mean Monte-Carlo standard error."""
     w = wide(metrics)
     cell = w[np.isclose(w.separation, separation)]
-    out = {label: (cell[metric] - cell.mc).groupby(cell.dim).mean()
+    out = {label: (cell[metric] - cell.mc).groupby(cell.dim).agg(of_values)
            for metric, label in ESTIMATORS.items() if metric != "mc"}
-    out["MC s.e."] = cell.groupby("dim").mc_se.mean()
+    out["MC s.e."] = cell.groupby("dim").mc_se.mean().round(3)
     table = pd.DataFrame(out)
     table.index = table.index.astype(int)
-    return table.round(3).rename_axis(index="d")
+    return table.rename_axis(index="d")

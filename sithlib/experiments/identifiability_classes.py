@@ -25,7 +25,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, make_mixing, random_matrix
 from sithlib.dgp._random import generator_for
-from sithlib.experiments._tables import readable
+from sithlib.experiments._tables import of_agg, readable
 from sithlib.metrics import (
     cka_linear,
     mcc,
@@ -228,13 +228,13 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 # ------------------------------------------------------------------------ tables and figures
 def summary_table(metrics: pd.DataFrame, pairs: bool = False) -> pd.DataFrame:
-    """Mean over seeds per class (rows) and metric (columns); ``pairs`` picks the comparison of
-    two draws of the same class instead of the comparison with z."""
+    """'mean±sd' over seeds per class (rows) and metric (columns); ``pairs`` picks the
+    comparison of two draws of the same class instead of the comparison with z."""
     wanted = list(PAIR_METRICS) if pairs else [m for m in IDEAL if m in set(metrics.metric)]
     m = metrics[metrics.metric.isin(wanted)]
-    table = m.groupby(["class", "metric"]).value.mean().unstack("metric")
+    table = of_agg(m.groupby(["class", "metric"]).value.agg(["mean", "std"])).unstack("metric")
     order = [c for c in CLASSES if c in table.index]
-    table = table.loc[order, [c for c in wanted if c in table.columns]].round(3)
+    table = table.loc[order, [c for c in wanted if c in table.columns]]
     table = table.rename(index=CLASS_LABELS, columns=PAIR_LABELS)
     return readable(table.rename_axis(index=None))
 

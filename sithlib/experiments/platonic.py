@@ -344,8 +344,10 @@ def similarity_matrix(metrics: pd.DataFrame, metric: str = "mutual_knn",
 
 def pair_table(metrics: pd.DataFrame, score: str = "procrustes_r2") -> pd.DataFrame:
     """One row per pair of methods (and per method with itself, across seeds): mean and sd of
-    mutual kNN and CKA over seed pairs, and the lower of the two methods' mean ``score``."""
+    mutual kNN and CKA over seed pairs, and the lower of the two methods' mean ``score`` with
+    that method's sd over seeds."""
     means = method_means(metrics)
+    sds = metrics[metrics.metric == score].groupby("model").value.std()
     out = []
     for metric in ("mutual_knn", "cka_linear"):
         mean = similarity_matrix(metrics, metric, "mean")
@@ -353,9 +355,11 @@ def pair_table(metrics: pd.DataFrame, score: str = "procrustes_r2") -> pd.DataFr
         for a, b in itertools.combinations_with_replacement(_ordered(mean.index), 2):
             if pd.isna(mean.loc[a, b]):
                 continue
+            lower = min((a, b), key=lambda k: means.loc[k, score])
             out.append({"a": a, "b": b, "metric": metric, "mean": mean.loc[a, b],
                         "sd": sd.loc[a, b], "within": a == b,
-                        "min_score": min(means.loc[a, score], means.loc[b, score])})
+                        "min_score": means.loc[lower, score],
+                        "min_score_sd": sds.get(lower, float("nan"))})
     return pd.DataFrame(out)
 
 
@@ -423,8 +427,9 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
         for within, style in ((False, dict(marker="o", color="C0", label="two methods")),
                               (True, dict(marker="s", color="C3", label="one method, two seeds"))):
             part = table[table.within == within]
-            ax.errorbar(part.min_score, part["mean"], yerr=part.sd.fillna(0), ls="none",
-                        capsize=2, ms=5, **style)
+            # A spread of one seed (pair) is NaN, and matplotlib draws no bar for it.
+            ax.errorbar(part.min_score, part["mean"], xerr=part.min_score_sd, yerr=part.sd,
+                        ls="none", capsize=2, ms=5, **style)
         ax.set(xlabel=xlabel)
         ax.grid(True, alpha=0.4)
     axes[0].set_ylabel("mutual kNN alignment (k = 10)")

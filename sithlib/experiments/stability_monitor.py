@@ -434,8 +434,8 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def plot_curves(curves: pd.DataFrame, data: str = "vector",
-                metrics=("emb_center_norm", "emb_mean_norm", "emb_gap", "rep_rank", "knn_acc",
-                         "r2_linear"), axes=None):
+                metrics=("emb_center_norm", "emb_mean_norm", "emb_gap", "emb_std_sqrt_d",
+                         "rep_rank", "knn_acc", "r2_linear"), axes=None):
     """Monitor curves of every method on one data source: mean and sd band over seeds."""
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sithlib.experiments._tables import of_agg
 from sithlib.metrics import activation_pattern, gaussian_entropy, mardia_test, same_region_fraction
 from sithlib.models.mlp import MLP
 
@@ -431,16 +432,19 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
 
 
 def mi_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Step (c) per (dim, augmentation std), mean over seeds: exact I, the bounds and the gaps
-    (nats)."""
+    """Step (c) per (dim, augmentation std), 'mean±sd' over seeds: exact I, the bounds and the
+    gaps (nats)."""
     m = metrics[(metrics.step == "mi_bound") & metrics.q_sigma.isna()]
-    t = m.pivot_table(index=["dim", "aug_std"], columns="metric", values="value", aggfunc="mean")
-    out = pd.DataFrame({
+    t = m.pivot_table(index=["dim", "aug_std", "seed"], columns="metric", values="value")
+    per_seed = pd.DataFrame({
         "I exact": t.mi_exact,
         "bound (exact)": t.bound_exact,
         "bound (samples)": t.bound_sample,
         "gap (exact)": t.mi_exact - t.bound_exact,
         "gap (samples)": t.mi_exact - t.bound_sample,
     })
+    long = per_seed.stack().rename_axis(["dim", "aug_std", "seed", "column"])
+    agg = long.groupby(["dim", "aug_std", "column"], sort=False).agg(["mean", "std"])
+    out = of_agg(agg).unstack("column")[list(per_seed.columns)]
     out.index = out.index.set_levels([out.index.levels[0].astype(int), out.index.levels[1]])
-    return out.round(3).rename_axis(index=["d", "noise scale"])
+    return out.rename_axis(index=["d", "noise scale"], columns=None)
