@@ -588,6 +588,18 @@ def _cpu_name() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+def _package_versions(names) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def environment(device: str, wall_time_s: float) -> dict:
     import torch
 
@@ -597,6 +609,8 @@ def environment(device: str, wall_time_s: float) -> dict:
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # The numerics outside torch: metrics fit with scikit-learn and scipy, tables with pandas.
+        "packages": _package_versions(("numpy", "scipy", "scikit-learn", "pandas")),
         "cuda": torch.version.cuda if cuda else None,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),

@@ -349,6 +349,16 @@ class _Step(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def _sync_batchnorm(model: nn.Module, world_size: int, device) -> nn.Module:
+    """``model`` with every BatchNorm as SyncBatchNorm when several processes train on GPUs
+    (statistics over the global batch, as one process would see), else ``model`` unchanged:
+    gloo on the CPU has no SyncBatchNorm. A helper so that the decision is testable without
+    GPUs; it runs after ``make_model``, so an EMA teacher built there is converted too."""
+    if world_size > 1 and torch.device(device).type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
 def _per_seed(sample, n: int) -> list[Callable]:
     if callable(sample):
         return [sample] * n
@@ -398,8 +408,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
     # Under torchrun every process draws the same global batch and keeps its slice, so the run
     # equals a single-process run on the global batch (sampling is cheap next to the encoder).
-    if world > 1 and torch.device(device).type == "cuda":
-        models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in models]
+    models = [_sync_batchnorm(m, world, device) for m in models]
     if world > 1:
         forward = [DistributedDataParallel(_Step(m, loss_fn), **_NO_BUFFER_SYNC,
                                            find_unused_parameters=hasattr(m, "after_step"))

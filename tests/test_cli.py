@@ -46,6 +46,7 @@ def run_cli(*args, env=None):
          "--set precision: must be one of fp32, tf32, bf16, got 'fp8'"),
         (["run", "dynamics", "--set", "methods=infonce,foo"], "methods must be among"),
         (["run", "infonce_sphere", "--set", "batch_size=1"], "batch_size: the value must be in"),
+        (["run", "infonce_sphere", "--set", "kappa=50"], "tau must be 1 / kappa = 0.02"),
     ],
 )
 def test_bad_input_gives_clear_error(args, message, capsys):

@@ -170,6 +170,17 @@ def test_vicreg_known_values():
     collapsed = torch.ones(8, 5, dtype=torch.float64)
     # std = sqrt(eps) = 0.01 in every dimension; the variance term is (0.99 + 0.99) / 2.
     assert abs(vicreg(collapsed, collapsed).item() - 25 * 0.99) < 1e-12
+    # eps inside the square root keeps the gradient finite at and near complete collapse (the
+    # std's derivative is 1 / (2 sqrt(var + eps)), not 1 / 0), in float32 too; near collapse
+    # the variance hinge pushes the samples apart.
+    for dtype in (torch.float64, torch.float32):
+        base = torch.ones(8, 5, dtype=dtype)
+        for z in (base, base + 1e-6 * rand(8, 5, seed=3).to(dtype)):
+            z = z.clone().requires_grad_(True)
+            vicreg(z, z.detach().clone()).backward()
+            assert torch.isfinite(z.grad).all()
+        spread = (z - z.grad).var(0).sum() > z.var(0).sum()  # a gradient step widens the batch
+        assert spread
 
 
 def test_vicreg_halving_convention():

@@ -37,6 +37,11 @@ def test_paper_run_writes_provenance_and_manifest(store):
     for key in ("sithlib_version", "git_commit", "torch", "cuda", "device", "device_name",
                 "wall_time_s", "date"):
         assert key in result.env
+    import numpy
+    import sklearn
+
+    assert result.env["packages"]["numpy"] == numpy.__version__
+    assert result.env["packages"]["scikit-learn"] == sklearn.__version__
     assert set(result.metrics.columns) >= {"metric", "value", "seed", "d", "kappa"}
     manifest = json.loads((store / "MANIFEST.json").read_text())
     entry = manifest["experiments"]["vmf_concentration"]

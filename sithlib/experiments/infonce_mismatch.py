@@ -8,9 +8,10 @@ violated". This experiment reruns rows of that kind on one mixing g:
 
 * the sphere with a vMF(:math:`\kappa`) conditional and the dot-product model at the matched
   :math:`\tau = 1/\kappa` (the reference), and at unmatched temperatures;
-* the sphere with Laplace and Normal noise of per-coordinate variance :math:`1/\kappa`,
-  re-projected onto the sphere (which leaves the positives closer to their anchors than the
-  vMF's: shape and spread both differ), under the same vMF-shaped model;
+* the sphere with Laplace and Normal noise of per-coordinate variance :math:`1/\kappa` (the
+  large-:math:`\kappa` limit of the vMF's tangent variance :math:`A_d(\kappa)/\kappa`, 0.063 at
+  :math:`d = \kappa = 10`), re-projected onto the sphere (which leaves the positives closer to
+  their anchors than the vMF's: shape and spread both differ), under the same vMF-shaped model;
 * the box :math:`[0, 1]^n` with a uniform marginal and a Laplace conditional of scale
   :math:`\lambda`, with the matching L1 model :math:`\phi = -\lVert \cdot \rVert_1`,
   :math:`\tau = \lambda` (identifiable up to permutation, sign and scale: read MCC), with the
@@ -117,8 +118,10 @@ PROFILES = {
 def row_settings(name: str, cfg: Config) -> dict:
     """The DGP config and the loss settings (similarity, p, temperature) of one row.
 
-    Sphere noise conditionals get the vMF's per-coordinate spread: Laplace scale
-    :math:`1/\\sqrt{2\\kappa}`, Normal standard deviation :math:`1/\\sqrt{\\kappa}`. Box rows
+    Sphere noise conditionals get the vMF's per-coordinate variance in the large-:math:`\\kappa`
+    limit, :math:`1/\\kappa` (at finite :math:`\\kappa` the vMF's is
+    :math:`A_d(\\kappa)/\\kappa`, smaller): Laplace scale :math:`1/\\sqrt{2\\kappa}`, Normal
+    standard deviation :math:`1/\\sqrt{\\kappa}`. Box rows
     use ``box_scale``; the L1 model at :math:`\\tau = \\lambda` matches the Laplace density
     :math:`\\exp(-\\lVert \\tilde z - z \\rVert_1 / \\lambda)`, the L2 model's
     :math:`\\tau = 2\\,\\mathrm{Var}` matches a Normal of the same variance.

@@ -9,6 +9,7 @@ Baseline: the raw observations x, which a linear map cannot unmix.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,7 +37,7 @@ class Config:
     DOMAINS: ClassVar[dict[str, str]] = {"kappa": "[0, inf)", "batch_size": "[2, inf)"}
     dim: int = 10
     kappa: float = 10.0
-    tau: float = 0.1  # matched to kappa = 10; it does not follow kappa: set both (tau = 1 / kappa)
+    tau: float = 0.1  # matched to kappa = 10; check() refuses a tau that is not 1 / kappa
     hidden: tuple[int, ...] = (256, 256, 256)
     mixing_layers: int = 3
     steps: int = 3000
@@ -65,9 +66,21 @@ def _scores(h: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
     return {"r2_linear": r2_linear(h, z), "mcc": mcc(h, z)}
 
 
+def check(cfg: Config) -> None:
+    """This experiment is the theorem's matched setting, tau = 1 / kappa: a --set of one
+    without the other would silently train a mismatched model (those are infonce_mismatch's
+    rows). kappa = 0 (uniform positives) has no matched temperature and is let through."""
+    if cfg.kappa > 0 and not math.isclose(cfg.tau * cfg.kappa, 1.0, rel_tol=1e-6):
+        raise ValueError(f"tau must be 1 / kappa = {1 / cfg.kappa:g} (the matched setting), got "
+                         f"tau={cfg.tau:g} with kappa={cfg.kappa:g}: set both, e.g. --set "
+                         "kappa=50 --set tau=0.02; unmatched temperatures are rows of "
+                         "infonce_mismatch")
+
+
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
+    check(cfg)
     dgp = DGP(DGPConfig(dim=cfg.dim, kappa=cfg.kappa, mixing_layers=cfg.mixing_layers,
                         seed=cfg.dgp_seed), device=device)
     # Held-out pairs from their own stream, never seen in training.

@@ -2,7 +2,7 @@ r"""Stability chapter: the mechanism, derivation by derivation, checked on real 
 
 Jha et al. (2024) read every SSL method as keeping the center vector :math:`s = E_x \mu_x`
 small while each sample's mean embedding over augmentations :math:`\mu_x = E_\omega u(\omega(x))`
-stays large (:math:`u = z / \|z\|`). This experiment trains the seven methods of
+stays large (:math:`u = f(x) / \|f(x)\|`). This experiment trains the seven methods of
 :mod:`sithlib.experiments.stability_monitor` briefly on the vector DGP and measures, on real
 batches of their embeddings:
 

@@ -4,7 +4,7 @@ Seven SSL methods (SimCLR, BYOL, SwAV, SimSiam, Barlow Twins, DINO, VICReg, buil
 ``sithlib.methods.build_method``) are trained on a vector DGP (MLP encoder) and on the
 rendered-image DGP (ResNet-18, CIFAR stem, per-sample image augmentations). At every eval step
 a fixed probe set of N samples, each seen under the same K augmentations, is embedded and the
-monitor records, for the normalised embeddings :math:`u = z / \|z\|`,
+monitor records, for the normalised embeddings :math:`u = f(x) / \|f(x)\|`,
 
 .. math::
 
