@@ -76,9 +76,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sithlib.losses import distributed as dist
 from sithlib.losses._common import flag, in_range, integer, nonnegative, positive
+from sithlib.models.ema import cosine_schedule
 from sithlib.optim import LARS
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
+LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "tf32", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -87,8 +89,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 class TrainConfig:
     """Settings of one training run (paper defaults of cl-ica: Adam, lr 1e-4, batch 6144).
 
-    The learning rate is constant: no warm-up and no decay, as in cl-ica, but unlike the LARS
-    recipes of BYOL, Barlow Twins and VICReg (10 warm-up epochs, then a cosine). Weight decay,
+    The learning rate is constant by default, as in cl-ica (every experiment of the book uses
+    that); ``warmup_steps`` and ``lr_schedule="cosine"`` give the recipe of SimCLR, BYOL,
+    Barlow Twins and VICReg (a linear warm-up, then a cosine decay to ``min_lr``), see
+    :func:`learning_rate`. Weight decay,
     when set, applies to every parameter with Adam, AdamW and SGD (LARS leaves out biases and
     normalisation parameters); every experiment here uses none.
     """
@@ -96,6 +100,9 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 6144
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": from lr after the warm-up down to min_lr
+    warmup_steps: int = 0  # linear warm-up: update t <= warmup_steps uses lr * t / warmup_steps
+    min_lr: float = 0.0  # the cosine's last value
     optimizer: str = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
@@ -116,6 +123,9 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
                              f"got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                              f"got {self.precision!r}")
@@ -127,6 +137,13 @@ class TrainConfig:
         integer("first_seed", self.first_seed, low=0)
         integer("checkpoint_every (0 turns checkpoints off)", self.checkpoint_every, low=0)
         positive("lr", self.lr)
+        if integer("warmup_steps", self.warmup_steps, low=0) > self.steps:
+            raise ValueError(f"warmup_steps must be <= steps ({self.steps}), "
+                             f"got {self.warmup_steps}")
+        in_range("min_lr", self.min_lr, 0.0, self.lr)
+        if self.min_lr and self.lr_schedule == "constant":
+            raise ValueError(f"min_lr is the end of lr_schedule='cosine'; with 'constant' it must "
+                             f"be 0, got {self.min_lr!r}")
         nonnegative("weight_decay", self.weight_decay)
         in_range("momentum", self.momentum, 0.0, 1.0, closed_high=False)
         nonnegative("eta (the LARS trust coefficient)", self.eta)
@@ -149,6 +166,23 @@ class TrainConfig:
         if torch.device(device).type == "cpu":
             return 1
         return math.gcd(16, self.checkpoint_every) if self.checkpoint_every else 16
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    r"""The learning rate of update ``step`` (1 to ``cfg.steps``).
+
+    A linear warm-up over the first :math:`W` = ``warmup_steps`` updates,
+    :math:`\mathrm{lr}\, t / W` (Goyal et al. 2017, as in the SimCLR, BYOL, Barlow Twins and
+    VICReg recipes), then ``lr`` (``"constant"``) or a cosine from ``lr`` at update
+    :math:`W + 1` to ``min_lr`` at the last update (``"cosine"``, Loshchilov & Hutter 2017,
+    without restarts). A pure function of the step, so a resumed run follows the same schedule.
+    """
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return cosine_schedule(step - cfg.warmup_steps - 1, cfg.steps - cfg.warmup_steps, cfg.lr,
+                           cfg.min_lr)
 
 
 class TrainingFailure(RuntimeError):
@@ -557,6 +591,7 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
             record(0, *out)
             for m, state in zip(models, saved, strict=True):
                 _restore(m, state)
+    scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
     bar = _progress(cfg.steps, name)
     bar.update(start)
     for step in range(start + 1, cfg.steps + 1):
@@ -565,6 +600,9 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         with torch.autocast(**amp):
             losses, embeddings, logs = step_losses(batches)
         torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
+        if scheduled:
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(step, cfg)
         opt.step()
         if project is not None:
             apply_project()

@@ -160,6 +160,58 @@ def _kill_and_resume(tmp_path, cfg, draws: int):
     return killed_at, train(make_model, sample, regression, cfg, checkpoint=ckpt)
 
 
+def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
+    import math
+
+    cfg = TrainConfig(steps=10, lr=2.0, warmup_steps=4, lr_schedule="cosine", min_lr=0.2)
+    got = [tr.learning_rate(t, cfg) for t in range(1, 11)]
+    # Written from the recipe: lr t / W for t <= W, then a half cosine from lr (update W + 1)
+    # to min_lr (the last update).
+    want = [2.0 * t / 4 for t in range(1, 5)] + [
+        0.2 + (2.0 - 0.2) * (1 + math.cos(math.pi * (t - 5) / 5)) / 2 for t in range(5, 11)]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[4] == 2.0 and got[-1] == pytest.approx(0.2)
+    flat = dataclasses.replace(cfg, lr_schedule="constant", min_lr=0.0)
+    assert [tr.learning_rate(t, flat) for t in (1, 4, 5, 10)] == [0.5, 2.0, 2.0, 2.0]
+    assert {tr.learning_rate(t, TrainConfig(steps=10)) for t in range(1, 11)} == {1e-4}
+
+
+class _LrSpy:
+    """Wraps the engine's optimizer and records the learning rate each update is taken with."""
+
+    def __init__(self, opt, seen):
+        self.opt, self.seen = opt, seen
+
+    def step(self):
+        self.seen.append({g["lr"] for g in self.opt.param_groups})
+        return self.opt.step()
+
+    def __getattr__(self, name):
+        return getattr(self.opt, name)
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_every_update_uses_the_scheduled_learning_rate(monkeypatch, ensemble):
+    seen = []
+    make_opt = tr._optimizer
+    monkeypatch.setattr(tr, "_optimizer", lambda *a, **k: _LrSpy(make_opt(*a, **k), seen))
+    cfg = dataclasses.replace(CFG, ensemble=ensemble, warmup_steps=5, lr_schedule="cosine",
+                              min_lr=1e-3)
+    train(make_model, sample, regression, cfg)
+    assert all(len(s) == 1 for s in seen)  # every parameter group, every seed, the same rate
+    assert [s.pop() for s in seen] == [tr.learning_rate(t, cfg) for t in range(1, cfg.steps + 1)]
+
+
+def test_killed_scheduled_run_resumes_to_identical_numbers(tmp_path):
+    cfg = dataclasses.replace(CFG, checkpoint_every=7, warmup_steps=8, lr_schedule="cosine")
+    reference = train(make_model, sample, regression, cfg)
+    killed_at, resumed = _kill_and_resume(tmp_path, cfg, draws=16)
+    assert killed_at == 14  # inside the cosine, after the warm-up
+    assert resumed.curves == reference.curves
+    for x, y in zip(_params(resumed), _params(reference), strict=True):
+        assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("ensemble", [True, False])
 def test_killed_run_resumes_to_identical_numbers(tmp_path, ensemble):
     cfg = dataclasses.replace(CFG, checkpoint_every=7, ensemble=ensemble)
@@ -350,7 +402,12 @@ def test_evaluate_hook_adds_columns():
      ("ensemble", 1, "ensemble must be True or False"),
      ("precision", "fp16", "precision must be one of fp32, tf32, bf16"),
      ("compile", "fast", "compile must be False, True or one of default, reduce-overhead"),
-     ("prefetch", 0, "prefetch must be None"), ("prefetch", True, "prefetch must be None")],
+     ("prefetch", 0, "prefetch must be None"), ("prefetch", True, "prefetch must be None"),
+     ("lr_schedule", "step", "lr_schedule must be one of constant, cosine, got 'step'"),
+     ("warmup_steps", -1, "warmup_steps must be an int >= 0"),
+     ("warmup_steps", 2000, r"warmup_steps must be <= steps \(1000\), got 2000"),
+     ("min_lr", 1.0, r"min_lr must lie in \[0.0, 0.0001\]"),
+     ("min_lr", 1e-5, "min_lr is the end of lr_schedule='cosine'")],
 )
 def test_config_validation(field, value, message):
     with pytest.raises((ValueError, TypeError), match=message):
