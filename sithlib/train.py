@@ -588,9 +588,11 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
         with torch.no_grad():
             with torch.autocast(**amp):
                 out = step_losses(first)
-            record(0, *out)
+            # Put the buffers back before the evaluation too, so that it sees the initial
+            # networks, not batch-norm statistics already moved by the loss's forward pass.
             for m, state in zip(models, saved, strict=True):
                 _restore(m, state)
+            record(0, *out)
     scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
     bar = _progress(cfg.steps, name)
     bar.update(start)

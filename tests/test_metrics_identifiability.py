@@ -92,6 +92,46 @@ def test_r2_linear_generator_shuffles_reproducibly():
     assert r2_linear(h, z, generator=gen(7)) == r2_linear(h, z, generator=gen(7))
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("d", [30, 400])  # the primal (d <= n) and the dual (d > n) solve
+def test_r2_linear_ridge_matches_sklearn_ridge(fit_intercept, d):
+    from sklearn.linear_model import Ridge
+
+    h, z = randn(300, d, seed=8) * 3.0, randn(300, 3, seed=9)
+    z = z + h[:, :3] * 0.2
+    n_train, c = 150, 0.3
+    x = h[:n_train] - (h[:n_train].mean(0) if fit_intercept else 0)
+    alpha = c * float(x.pow(2).sum()) / d  # c times n tr(C) / d
+    model = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+    model.fit(h[:n_train].numpy(), z[:n_train].numpy())
+    want = r2_score(z[n_train:].numpy(), model.predict(h[n_train:].numpy()))
+    got = r2_linear(h, z, ridge=c, fit_intercept=fit_intercept)
+    assert abs(got - want) < 1e-8
+    # The strength is relative: rescaling h changes nothing.
+    assert abs(r2_linear(h * 1e3, z, ridge=c, fit_intercept=fit_intercept) - got) < 1e-8
+
+
+def test_r2_linear_ridge_grid_chooses_on_training_rows_only():
+    # As many pixels as training rows: least squares interpolates the training half and
+    # its held-out score collapses; the grid picks a penalty and stays sensible.
+    h, z = randn(200, 100, seed=10), randn(200, 2, seed=11)
+    z = z + h[:, :2]
+    grid = (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    plain, chosen = r2_linear(h, z), r2_linear(h, z, ridge=grid)
+    assert plain < 0 < chosen
+    # The same as picking by hand: fit on the first 80 of the 100 training rows, score the rest.
+    val = [r2_linear(h[:100], z[:100], test_fraction=0.2, ridge=c) for c in grid]
+    best = grid[int(np.argmax(val))]
+    assert chosen == r2_linear(h, z, ridge=best)
+    # Held-out rows never enter the choice: changing them leaves the chosen fit alone.
+    z2 = z.clone()
+    z2[100:] = randn(100, 2, seed=12)
+    assert r2_linear(h, z2, ridge=grid) == r2_linear(h, z2, ridge=best)
+    for bad in (-1.0, (), (0.1, float("nan")), True):
+        with pytest.raises(ValueError, match="ridge must be"):
+            r2_linear(h, z, ridge=bad)
+
+
 def test_r2_linear_raw_values_is_a_tensor_per_latent():
     h, z = nonlinear_data()
     raw = r2_linear(h, z, multioutput="raw_values")

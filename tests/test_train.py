@@ -586,6 +586,20 @@ def test_eval_at_start_leaves_batch_norm_statistics_alone():
     with_zero = train(make_bn, sample, regression, dataclasses.replace(cfg, eval_at_start=True))
     for a, b in zip(plain.models[0].buffers(), with_zero.models[0].buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # The step-0 evaluation itself sees the initial statistics (mean 0, variance 1), not those
+    # the first batch's forward pass would have moved.
+    seen = []
+
+    def evaluate(model, seed):
+        bn = model[1]
+        seen.append((bn.running_mean.clone(), bn.running_var.clone()))
+        return {}
+
+    train(make_bn, sample, regression, dataclasses.replace(cfg, eval_at_start=True),
+          evaluate=evaluate)
+    mean0, var0 = seen[0]
+    assert torch.equal(mean0, torch.zeros(16)) and torch.equal(var0, torch.ones(16))
+    assert not torch.equal(seen[1][0], mean0)  # later evaluations see trained statistics
 
 
 def test_eval_at_start_leaves_the_swav_queue_alone():

@@ -8,6 +8,7 @@ tensor, without gradients.
 """
 
 from .identifiability import (
+    RIDGE_GRID,
     block_r2,
     fit_linear_map,
     mcc,
@@ -62,6 +63,7 @@ __all__ = [
     "orthogonality_score",
     "procrustes_r2",
     "r2_linear",
+    "RIDGE_GRID",
     "r2_nonlinear",
     "same_region_fraction",
     "sample_mean_norm",

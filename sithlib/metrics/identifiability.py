@@ -28,6 +28,10 @@ from . import _checks
 
 _MULTIOUTPUT = ("uniform_average", "raw_values", "variance_weighted")
 
+#: Ridge strengths (relative to the mean eigenvalue of the features' covariance) that
+#: ``r2_linear(..., ridge=RIDGE_GRID)`` chooses from; 0 keeps plain least squares where it wins.
+RIDGE_GRID = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
 
 # --------------------------------------------------------------------------- shared helpers
 def _pair(h, z, min_rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,15 +95,44 @@ def _standardize(x_train: torch.Tensor, *others: torch.Tensor):
     return [(t - mean) / std for t in (x_train, *others)], mean, std
 
 
-def _fit_affine(x: torch.Tensor, y: torch.Tensor, fit_intercept: bool):
-    """Least-squares ``y ~ x W + b`` with the minimum-norm W (exact for rank-deficient x)."""
+def _fit_affine(x: torch.Tensor, y: torch.Tensor, fit_intercept: bool, ridge: float = 0.0):
+    r"""Least-squares ``y ~ x W + b`` with the minimum-norm W (exact for rank-deficient x); with
+    ``ridge`` = c > 0, ridge regression with penalty :math:`\alpha = c\, n\, \mathrm{tr}(C)/d`
+    on W (not b), C the covariance (second-moment matrix without an intercept) of x: c is the
+    penalty relative to the mean eigenvalue of C, whatever the scale of x."""
     if fit_intercept:
         x_mean, y_mean = x.mean(0), y.mean(0)
     else:
         x_mean = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
         y_mean = torch.zeros(y.shape[1], dtype=y.dtype, device=y.device)
-    w = torch.linalg.pinv(x - x_mean) @ (y - y_mean)
+    xc, yc = x - x_mean, y - y_mean
+    if ridge == 0:
+        w = torch.linalg.pinv(xc) @ yc
+    else:
+        n, d = xc.shape
+        alpha = ridge * xc.pow(2).sum() / d  # n tr(C) / d, C = xc^T xc / n
+        if d <= n:  # primal: (X^T X + a I) W = X^T Y
+            eye = torch.eye(d, dtype=xc.dtype, device=xc.device)
+            w = torch.linalg.solve(xc.T @ xc + alpha * eye, xc.T @ yc)
+        else:  # dual, the same W from an n x n system: W = X^T (X X^T + a I)^-1 Y
+            eye = torch.eye(n, dtype=xc.dtype, device=xc.device)
+            w = xc.T @ torch.linalg.solve(xc @ xc.T + alpha * eye, yc)
     return w, y_mean - x_mean @ w
+
+
+def _choose_ridge(h, z, ridges, fit_intercept: bool) -> float:
+    """The ridge strength among ``ridges`` whose fit on the first 80% of (h, z) scores the best
+    mean R^2 on the last 20% (the caller's training rows: the held-out rows are never seen)."""
+    n_fit = int(round(0.8 * h.shape[0]))
+    if n_fit < 2 or h.shape[0] - n_fit < 2:
+        raise ValueError(f"too few training rows ({h.shape[0]}) to choose the ridge strength; "
+                         "need >= 10")
+    scores = []
+    for c in ridges:
+        w, b = _fit_affine(h[:n_fit], z[:n_fit], fit_intercept, c)
+        r2, _ = _r2_per_dim(z[n_fit:], h[n_fit:] @ w + b)
+        scores.append(float(r2.mean()))
+    return ridges[int(np.argmax(scores))]
 
 
 # --------------------------------------------------------------------------- linear R^2
@@ -112,6 +145,7 @@ def r2_linear(
     fit_intercept: bool = True,
     multioutput: str = "uniform_average",
     generator: torch.Generator | None = None,
+    ridge: float | Sequence[float] = 0.0,
 ):
     r"""Held-out :math:`R^2` of the best affine map from the representation h to the latents z.
 
@@ -138,6 +172,12 @@ def r2_linear(
         How to combine the per-dimension scores, as in ``sklearn.metrics.r2_score``.
     generator : torch.Generator, optional
         Shuffles the rows before splitting; without one the last rows are held out.
+    ridge : float or sequence of floats
+        Ridge penalty on W relative to the mean eigenvalue of the features' covariance (0: plain
+        least squares). A sequence is a grid: the strength whose fit on the first 80% of the
+        training rows scores best on the other 20% is refitted on all training rows. Plain
+        least squares overfits when h has about as many dimensions as there are training rows
+        (raw pixels): a grid that includes 0 keeps it wherever it is best.
 
     Returns
     -------
@@ -147,8 +187,15 @@ def r2_linear(
     """
     h, z = _pair(h, z)
     _checks.choice("multioutput", multioutput, _MULTIOUTPUT)
+    ridges = tuple(ridge) if isinstance(ridge, Sequence) else (ridge,)
+    if not ridges or any(isinstance(c, bool) or not isinstance(c, (int, float)) or not c >= 0
+                         or not math.isfinite(c) for c in ridges):
+        raise ValueError(f"ridge must be a finite number >= 0 or a non-empty sequence of them, "
+                         f"got {ridge!r}")
     tr, te = _split(h.shape[0], test_fraction, in_sample, generator, h.device)
-    w, b = _fit_affine(h[tr], z[tr], fit_intercept)
+    strength = (ridges[0] if len(ridges) == 1
+                else _choose_ridge(h[tr], z[tr], ridges, fit_intercept))
+    w, b = _fit_affine(h[tr], z[tr], fit_intercept, strength)
     r2, ss_tot = _r2_per_dim(z[te], h[te] @ w + b)
     return _reduce_r2(r2, ss_tot, multioutput)
 
