@@ -188,6 +188,10 @@ def test_tables_and_curves_have_every_variant_and_seed(small_run):
     assert {"center_norm", "mean_mu_norm", "spread", "std_ratio", "effective_rank",
             "r2_linear", "batch_center_norm"} <= set(curves.columns)
     assert set(m.variant) == set(cfg.variants) | {"swav (untrained)"}
+    # The untrained networks are scored with batch norm calibrated on training batches, not
+    # its default statistics (which put every embedding near one point, std ratio ~0.05).
+    untrained = m[(m.variant == "swav (untrained)") & (m.metric == "std_ratio")].value
+    assert len(untrained) == 2 and (untrained > 0.5).all()
     runs = m[m.variant.isin(cfg.variants)].pivot_table(index=["variant", "seed"],
                                                        columns="metric", values="value")
     assert len(runs) == 4 and runs.collapse.isin([0, 1, 2, 3]).all()
@@ -237,3 +241,30 @@ def test_seed_outcome_reports_ties():
     assert exp.seed_outcome(pd.Series([2.0, 2.0])) == "complete (2/2)"
     assert exp.seed_outcome(pd.Series([0.0, 2.0, 0.0])) == "none (2/3)"
     assert exp.seed_outcome(pd.Series([2.0, 0.0])) == "split (1 complete, 1 none)"
+
+
+@pytest.mark.parametrize("method", ["simsiam", "byol", "dino", "swav"])
+def test_untrained_networks_are_scored_with_the_statistics_of_training_batches(method):
+    """Built, batch norm holds mean 0 and variance 1: in eval mode the untrained network
+    computes a function no training step computes, near a single point (std ratio about 0.1,
+    ||s|| about 1). With the statistics of training batches it is spread out; only the
+    networks' batch norms change, not DINO's center, SwAV's queue or the EMA teacher."""
+    cfg = TINY["collapse_ablations"]
+    dgp = exp.make_dgp(cfg)
+    test = exp.held_out(dgp, 400, 4)
+    model = exp.model_factory(method, {}, cfg)(0)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    flags = [m.training for m in model.modules()]
+    assert exp.calibrate_untrained(model, exp.calibration_batches(dgp, cfg)) > 0
+    assert [m.training for m in model.modules()] == flags
+    changed = {k for k, v in model.state_dict().items()
+               if torch.is_tensor(v) and not torch.equal(v, before[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                           and not k.startswith("teacher.") for k in changed)
+    values = exp.monitors(model.eval(), *test)
+    assert values["std_ratio"] > 0.5 and values["center_norm"] < cfg.s_threshold
+    # The batches come from their own fixed stream.
+    a, b = exp.calibration_batches(dgp, cfg), exp.calibration_batches(dgp, cfg)
+    assert len(a) == 4 and all(torch.equal(x, y) for p, q in zip(a, b, strict=True)
+                               for x, y in zip(p, q, strict=True))
+    assert a[0][0].shape == (cfg.batch_size, cfg.dim)

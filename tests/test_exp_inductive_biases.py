@@ -133,3 +133,38 @@ def test_run_tables_and_figures(tmp_path, monkeypatch):
     ib.plot_projector(m)
     ib.plot_latents(m)
     matplotlib.pyplot.close("all")
+
+
+def test_the_untrained_baseline_has_batch_statistics_of_renders(monkeypatch):
+    """The untrained cell's batch norms hold the statistics of training-size batches of renders
+    (what torch's own recomputation gives), not their defaults of mean 0 and variance 1, with
+    which the network computes a function that no step of training computes."""
+    from sithlib.dgp import render, sample_latents
+
+    cell = ib.image_cells(TINY["inductive_biases"])[0]
+    assert cell["pairs"] == "untrained"
+    scored = []
+    monkeypatch.setattr(ib, "image_scores", lambda features, z: scored.append(features) or {})
+    ib.run_image_cell(cell)
+    model = ib.build_method("simclr", ib.ResNet18(width=cell["image_width"],
+                                                  generator=torch.Generator().manual_seed(0)),
+                            {"temperature": cell["image_tau"], "proj_dim": 64},
+                            generator=torch.Generator().manual_seed(0)).eval()
+    gen = torch.Generator().manual_seed(2**31 - 2)
+    batches = [render(sample_latents(2 * cell["image_batch"], generator=gen), cell["image_size"])
+               for _ in range(4)]
+    assert ib.calibrate_untrained(model, cell) > 0 and not model.training
+    reference = ib.ResNet18(width=cell["image_width"], generator=torch.Generator().manual_seed(0))
+    torch.optim.swa_utils.update_bn(batches, reference)
+    norms = [(a, b) for a, b in zip(model.encoder.modules(), reference.modules(), strict=True)
+             if isinstance(a, torch.nn.BatchNorm2d)]
+    assert norms and not torch.allclose(norms[0][0].running_var, torch.ones(1))
+    for a, b in norms:
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)
+    # The cell scored exactly these features: the calibrated network's, in eval mode.
+    x_eval = render(sample_latents(cell["image_eval"],
+                                   generator=torch.Generator().manual_seed(2**31 - 1)),
+                    cell["image_size"])
+    (features,) = scored
+    torch.testing.assert_close(features, model.embed(x_eval))

@@ -124,3 +124,43 @@ def test_paper_cells_are_cached_per_setting_and_change_no_number(store, tiny_met
     again = exp.run(cfg)["metrics"]
     pd.testing.assert_frame_equal(first, again)
     pd.testing.assert_frame_equal(first, tiny_metrics)
+
+
+def test_the_init_network_is_measured_with_batch_statistics_of_training_pairs(monkeypatch):
+    """The init ResNet's batch norms hold the statistics of training pairs (each view its own
+    batch, as in training), not their defaults of mean 0 and variance 1: with those, the init
+    network is a function that no step of training computes."""
+    cfg = dataclasses.replace(TINY["vicreg_assumptions"], settings=("image",))
+    seen = {}
+
+    def spy(net, setting, family, strength, seed, jacobians=None):
+        seen.setdefault(id(net), net)
+        return dict.fromkeys(exp.MEASURES, 0.0)
+
+    class Untrained:  # the engine's result, without the training (not under test here)
+        def __init__(self, method):
+            self.method, self.failures = method, []
+
+        def finished(self):
+            return [(0, self.method)]
+
+    monkeypatch.setattr(exp, "train", lambda make_model, *a, **k: Untrained(make_model(0)))
+    monkeypatch.setattr(exp, "measure", spy)
+    monkeypatch.setattr(exp, "anchor_jacobian", lambda net, x: None)
+    exp.run(cfg)
+    init, trained = seen.values()
+    assert not init.training and not trained.training
+    # Only the init network is calibrated: the engine's network keeps its own statistics.
+    assert all(torch.equal(m.running_var, torch.ones_like(m.running_var))
+               for m in trained.modules() if isinstance(m, nn.BatchNorm2d))
+    setting = exp._Setting("image", cfg, "cpu")
+    reference = setting.encoder(torch.Generator().manual_seed(0))
+    views = [x for pair in setting.calibration_batches() for x in pair]
+    assert len(views) == 8 and views[0].shape[0] == cfg.img_batch_size
+    torch.optim.swa_utils.update_bn(views, reference)  # torch's own recomputation
+    norms = [(a, b) for a, b in zip(init.modules(), reference.modules(), strict=True)
+             if isinstance(a, nn.BatchNorm2d)]
+    assert norms and not torch.allclose(norms[0][0].running_var, torch.ones(1))
+    for a, b in norms:
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)

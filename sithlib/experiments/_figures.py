@@ -27,3 +27,23 @@ def label_first_column(axes, ylabel: str) -> None:
         spec = ax.get_subplotspec()
         if spec is None or spec.is_first_col():
             ax.set_ylabel(ylabel)
+
+
+def label_bottom_row(axes, xlabel: str) -> None:
+    """The x label (and the x tick labels, which a shared x axis hides above the bottom row)
+    on the lowest visible panel of each column only, so that a panel's title does not run into
+    the x label of the panel above it; on every panel a caller placed by hand."""
+    axes = [ax for ax in axes if ax.get_visible()]
+    lowest: dict[int, int] = {}
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        if spec is not None:
+            col, row = spec.colspan.start, spec.rowspan.stop
+            lowest[col] = max(lowest.get(col, row), row)
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        if spec is None or spec.rowspan.stop == lowest[spec.colspan.start]:
+            ax.set_xlabel(xlabel)
+            ax.tick_params(axis="x", labelbottom=True)
+        else:
+            ax.set_xlabel("")

@@ -49,11 +49,14 @@ from sithlib.metrics import (
     r2_linear,
     sample_mean_norm,
 )
+from sithlib.models import calibrate_batchnorm
 from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
 NAME = "collapse_ablations"
-VERSION = 3  # 2: bias-free BYOL heads; 3: DINO's bottleneck, unbiased mean ||mu_x||
+# 2: bias-free BYOL heads; 3: DINO's bottleneck, unbiased mean ||mu_x||; 4: the untrained
+# networks' batch norms hold statistics of training batches (calibrate_untrained).
+VERSION = 4
 TITLE = "Induced collapse"
 CHAPTER = "chapters/03_stability/03_collapse"
 
@@ -265,6 +268,39 @@ def model_factory(method: str, switches: dict, cfg):
     return make_model
 
 
+def calibration_batches(dgp: DGP, cfg, device="cpu", n_batches: int = 4,
+                        seed: int = 2**31 - 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n_batches`` training batches (pairs of views, ``cfg.batch_size`` each) drawn from a
+    stream of their own, so the training streams of the seeds are not disturbed."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return [(p.x, p.x_pos) for p in (dgp.sample_pairs(cfg.batch_size, gen)
+                                     for _ in range(n_batches))]
+
+
+def calibrate_untrained(method, batches) -> int:
+    """Give an untrained method's batch norms the statistics of training batches.
+
+    Built, its batch norms hold mean 0 and variance 1, and in eval mode it would compute a
+    function it never computes (its first training step normalises with batch statistics);
+    see :func:`sithlib.models.batchnorm.calibrate_batchnorm`. Only the networks run (the
+    encoder, then the projector, predictor or head), with the batching of training: both views
+    in one batch for the methods that concatenate them (SwAV, DINO), each view on its own for
+    the others;
+    the loss never runs, so DINO's center, SwAV's queue and the EMA teachers stay as built.
+    Returns the number of batch norms calibrated.
+    """
+    nets = [method.encoder] + [net for name in ("projector", "predictor", "head")
+                               if isinstance(net := getattr(method, name, None), torch.nn.Module)]
+
+    def forward(batch):
+        x_a, x_b = batch
+        for x in ([torch.cat([x_a, x_b])] if method.concat_views else [x_a, x_b]):
+            for net in nets:
+                x = net(x)
+
+    return calibrate_batchnorm(nets, batches, forward)
+
+
 def train_variant(variant: str, method: str, switches: dict, cfg, dgp, test, *, device="cpu",
                   checkpoint=None, name: str = NAME):
     """Train ``cfg.seeds`` copies of one method variant; returns the engine's result.
@@ -332,12 +368,16 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
                          "value": float(failure["step"])})
         if checkpoint is not None:
             checkpoint.clear()
-    # The untrained encoder (and heads) of every method: what training has to beat.
+    # The untrained encoder (and heads) of every method: what training has to beat. Its batch
+    # norms get the statistics of training batches: with their defaults (mean 0, variance 1)
+    # it would be scored as a function that no step of training computes.
+    batches = calibration_batches(dgp, cfg, device)
     for method in dict.fromkeys(VARIANTS[v][0] for v in cfg.variants):
         make_model = model_factory(method, {}, cfg)
         for seed in range(cfg.seeds):
-            model = make_model(seed).to(device).eval()
-            values = monitors(model, *test)
+            model = make_model(seed).to(device)
+            calibrate_untrained(model, batches)
+            values = monitors(model.eval(), *test)
             rows += [{"variant": f"{method} (untrained)", "method": method, "ablation": False,
                       "seed": seed, "metric": k, "value": float(v)} for k, v in values.items()]
     metrics = pd.DataFrame(rows)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._figures import panel_grid
+from sithlib.experiments._figures import label_bottom_row, label_first_column, panel_grid
 from sithlib.experiments._tables import of_values
 from sithlib.losses import info_nce
 from sithlib.metrics import block_r2
@@ -191,23 +191,36 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
 
     m = _scores(metrics)
     order = list(dict.fromkeys(m.setting))
-    if ax is None:
-        _, ax = plt.subplots(1, 2, figsize=(10.5, 0.42 * len(order) + 1.8), sharey=True)
+    own = ax is None
+    if own:  # page width (~7.3 in): the book shrinks wider figures and their text with them
+        _, ax = plt.subplots(1, 2, figsize=(7.2, 0.42 * len(order) + 2.2), sharey=True,
+                             constrained_layout=True)
     palette = dict(zip(["content", "style"], sns.color_palette("deep", 2), strict=True))
     for a, regression in zip(ax, ("linear", "nonlinear"), strict=True):
         part = m[m.regression == regression]
         sns.pointplot(data=part, y="setting", x="value", hue="block", order=order,
                       hue_order=["content", "style"], errorbar="sd", dodge=0.4,
-                      linestyle="none", palette=palette, capsize=0.1, ax=a)
+                      linestyle="none", palette=palette, capsize=0.1, markersize=8,
+                      err_kws={"linewidth": 1.5}, ax=a)
+        # Seeds on top of the means: larger dots with a white edge, drawn last.
         sns.stripplot(data=part, y="setting", x="value", hue="block", order=order,
-                      hue_order=["content", "style"], dodge=0.4, jitter=False, size=3,
-                      alpha=0.5, palette=palette, legend=False, ax=a)
+                      hue_order=["content", "style"], dodge=0.4, jitter=False, size=5.5,
+                      alpha=0.9, linewidth=0.7, edgecolor="white", palette=palette,
+                      legend=False, zorder=4, ax=a)
         a.set(title=f"{regression} regression", xlabel="held-out R²", ylabel="",
               xlim=(min(-0.05, float(part.value.min()) - 0.05), 1.05))
         a.axvline(0.0, color="0.6", lw=0.8)
     ax[0].set_ylabel("$p_{\\mathrm{chg}}$, dependence")
-    ax[1].get_legend().remove()
-    ax[0].legend(title="block", fontsize=8, title_fontsize=8, loc="lower left")
+    handles, labels = ax[0].get_legend_handles_labels()
+    for a in ax:
+        if a.get_legend() is not None:
+            a.get_legend().remove()
+    if own:  # below the panels, clear of the data
+        ax[0].figure.legend(handles, labels, title="block", fontsize=10, title_fontsize=10,
+                            ncol=2, loc="outside lower center", frameon=False)
+    else:
+        ax[-1].legend(handles, labels, title="block", fontsize=10, title_fontsize=10,
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
 
 
@@ -225,18 +238,21 @@ def plot_curves(curves: pd.DataFrame, axes=None):
                                                         strict=True)]
     settings = list(dict.fromkeys(c.setting))
     if axes is None:
-        axes = panel_grid(len(settings), 3, 3.3, 2.5, sharex=True, sharey=True,
+        # Two panels to a row at page width (~7.3 in), so the text keeps its size.
+        axes = panel_grid(len(settings), 2, 3.6, 2.4, sharex=True, sharey=True,
                           constrained_layout=True)
     flat = np.ravel(axes)
     for i, (ax, setting) in enumerate(zip(flat, settings, strict=False)):
         sns.lineplot(data=c[c.setting == setting], x="step", y="R²", hue="block",
                      hue_order=["content", "style"], units="seed", estimator=None, lw=1.0,
                      ax=ax, legend=i == 0)
-        ax.set_title(setting, fontsize=10)
-        ax.set(xlabel="training step", ylabel="held-out linear R²")
+        ax.set_title(setting, fontsize=11)
+        ax.set(xlabel="", ylabel="")
     for ax in flat[len(settings):]:
         ax.set_visible(False)
-    flat[0].legend(title="block", fontsize=9, title_fontsize=9)
+    label_bottom_row(flat[:len(settings)], "training step")
+    label_first_column(flat[:len(settings)], "held-out linear R²")
+    flat[0].legend(title="block", fontsize=10, title_fontsize=10)
     return axes
 
 

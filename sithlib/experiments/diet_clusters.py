@@ -585,7 +585,8 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     if ax is None:
-        _, ax = plt.subplots(1, len(heads), figsize=(4.2 * len(heads) + 1.0, 0.5 * len(order) + 2),
+        # Page width (~7.3 in): the book shrinks wider figures and their text with them.
+        _, ax = plt.subplots(1, len(heads), figsize=(7.2, 0.5 * len(order) + 2.2),
                              sharey=True, squeeze=False, constrained_layout=True)
         ax = ax[0]
     ax = list(ax) if hasattr(ax, "__len__") else [ax]
@@ -594,26 +595,29 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
         part = m[m["head"] == head]
         sns.pointplot(data=part, y="row", x="R² (%)", hue="score", order=order,
                       errorbar="sd", dodge=0.4, linestyle="none", palette=palette, ax=a,
-                      markers="o", capsize=0.1)
+                      markers="o", capsize=0.1, markersize=8, err_kws={"linewidth": 1.5})
+        # Seeds on top of the means: larger dots with a white edge, drawn last.
         sns.stripplot(data=part, y="row", x="R² (%)", hue="score", order=order, dodge=0.4,
-                      palette=palette, ax=a, size=3, alpha=0.5, legend=False, jitter=False)
+                      palette=palette, ax=a, size=5.5, alpha=0.9, linewidth=0.7,
+                      edgecolor="white", legend=False, jitter=False, zorder=4)
         for i, row in enumerate(order):
             for j, (score, q) in enumerate((("latents z", "r2_z"), ("clusters w→v", "r2_w"))):
                 pub = TABLE2[row].published[f"{q} {head}"][0]
                 a.plot(pub, i + (j - 0.5) * 0.4, marker="x", color=palette[score], ms=8,
                        mew=1.5, ls="none")
         a.set(title=f"{head} head", ylabel="" if a is not ax[0] else "Table 2 row")
-        a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=9)
+        a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=11)
+        a.tick_params(axis="x", labelsize=11)
     handles, labels = ax[0].get_legend_handles_labels()
     for a in ax:
         if a.get_legend() is not None:
             a.get_legend().remove()
     fig = ax[0].figure
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the x-labels
-        fig.legend(handles, labels, title="ours (×: paper)", fontsize=9, title_fontsize=9,
+        fig.legend(handles, labels, title="ours (×: paper)", fontsize=10, title_fontsize=10,
                    ncol=2, loc="outside lower center", frameon=False)
     else:  # axes from the caller: beside the last panel
-        ax[-1].legend(handles, labels, title="ours (×: paper)", fontsize=8, title_fontsize=8,
+        ax[-1].legend(handles, labels, title="ours (×: paper)", fontsize=10, title_fontsize=10,
                       loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return ax
 

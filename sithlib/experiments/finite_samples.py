@@ -311,8 +311,12 @@ def plot_generalization(metrics: pd.DataFrame, config: dict, ax=None):
     part = part[part.n > 0]
     names = {"r2_linear": "held-out anchors", "r2_train": "training anchors"}
     sns.lineplot(data=part.assign(on=part.metric.map(names)), x="n", y="value", hue="on",
-                 marker="o", errorbar="sd", ax=ax)
+                 marker="o", markersize=6, errorbar="sd", ax=ax)
     ax.set(xscale="log", xlabel="dataset size N", ylabel="linear $R^2$")
+    # A tick at each N that was run (a profile may run only a few), not at the decades.
+    sizes = sorted(part.n.unique())
+    ax.set_xticks(sizes, [f"{int(n):,}" for n in sizes])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.legend(title=None)
     return ax
 

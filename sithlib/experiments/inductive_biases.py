@@ -13,7 +13,8 @@ uses the former). Optimisers: Adam, SGD with momentum and LARS (:class:`sithlib.
 the large-batch optimiser of SimCLR, BYOL, Barlow Twins and VICReg).
 
 Views (the image DGP of :mod:`sithlib.dgp.images`): a ResNet-18 with the CIFAR stem trained with
-SimCLR's loss on three kinds of positive pairs, and an untrained network as the baseline:
+SimCLR's loss on three kinds of positive pairs, and an untrained network as the baseline (its
+batch norms with statistics of renders, :func:`calibrate_untrained`, not their defaults):
 
 - ``latent_small``: every continuous latent moves by a small Gaussian step (the setting of
   Zimmermann et al., 2021: every latent should be recovered);
@@ -43,13 +44,14 @@ from sithlib.experiments._tables import of_agg, of_values
 from sithlib.losses import info_nce
 from sithlib.methods import build_method
 from sithlib.metrics import block_r2, linear_probe, r2_linear
-from sithlib.models import ResNet18
+from sithlib.models import ResNet18, calibrate_batchnorm
 from sithlib.models.mlp import MLP, SphereNorm
 from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, TrainingFailure, train
 
 NAME = "inductive_biases"
-VERSION = 1
+# 2: the untrained network's batch norms hold statistics of training batches.
+VERSION = 2
 TITLE = "Direction 3: inductive biases"
 CHAPTER = "chapters/04_directions/03_inductive_biases"
 
@@ -300,8 +302,28 @@ def _keep_output(module, inputs, output):
     module.last_output = output
 
 
+def calibrate_untrained(model, cell: dict, device: str = "cpu", n_batches: int = 4,
+                        seed: int = 2**31 - 2) -> int:
+    """Give the untrained network's batch norms the statistics of training batches.
+
+    Built, they hold mean 0 and variance 1, and in eval mode the network would compute a
+    function that no training step computes (the first one normalises with batch statistics);
+    see :func:`sithlib.models.batchnorm.calibrate_batchnorm`. It is the baseline of every kind
+    of pairs, so its batches are renders of fresh latents (the images every kind of pairs is
+    made of), each as many rows as one SimCLR step normalises together (both views of
+    ``image_batch`` pairs), from a stream of their own. The encoder and the projector run;
+    the loss does not.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    batches = (render(sample_latents(2 * cell["image_batch"], generator=gen, device=device),
+                      cell["image_size"]) for _ in range(n_batches))
+    return calibrate_batchnorm([model.encoder, model.projector], batches,
+                               lambda x: model.projector(model.encoder(x)))
+
+
 def run_image_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
-    """Train (or, for ``untrained``, only build) one ResNet-18 and score its features."""
+    """Train (or, for ``untrained``, only build and calibrate) one ResNet-18 and score its
+    features."""
     seed = cell["seed"]
     held_out = sample_latents(cell["image_eval"],
                               generator=torch.Generator(device=device).manual_seed(2**31 - 1),
@@ -323,6 +345,7 @@ def run_image_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
     curves = None
     if cell["pairs"] == "untrained":
         model = make_model(seed).to(device)
+        calibrate_untrained(model, cell, device)
     else:
         def loss_fn(model, batch):
             loss, logs = model(*batch)

@@ -410,6 +410,7 @@ def plot_similarity(metrics: pd.DataFrame, axes=None):
                     cbar=False, annot_kws={"fontsize": 9}, ax=ax)
         ax.set_title(title)
         ax.tick_params(labelsize=9)
+        ax.grid(False)  # the empty cells (no seed pair) show no grid lines
     return axes
 
 
@@ -417,8 +418,9 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
     """Pairwise mutual kNN against the pair's lower linear and orthogonal (Procrustes) R^2."""
     import matplotlib.pyplot as plt
 
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11.0, 4.2), sharey=True)
+    own = axes is None
+    if own:  # page width (~7.3 in): the book shrinks wider figures and their text with them
+        _, axes = plt.subplots(1, 2, figsize=(7.2, 3.4), sharey=True, constrained_layout=True)
     for ax, score, xlabel in zip(axes, ("r2_linear", "procrustes_r2"),
                                  ("min linear R² of the pair", "min orthogonal (Procrustes) R²"),
                                  strict=True):
@@ -433,5 +435,10 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
         ax.set(xlabel=xlabel)
         ax.grid(True, alpha=0.4)
     axes[0].set_ylabel("mutual kNN alignment (k = 10)")
-    axes[0].legend(fontsize=8)
+    if own:  # one legend for both panels, below them
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].figure.legend(handles, labels, fontsize=10, ncol=2, loc="outside lower center",
+                              frameon=False)
+    else:
+        axes[0].legend(fontsize=10)
     return axes

@@ -216,16 +216,23 @@ def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
     import seaborn as sns
 
     panels = ["r2_linear", "knn_accuracy", "center_norm", "encoder_effective_rank"]
-    if axes is None:
-        _, axes = plt.subplots(2, 2, figsize=(7.6, 6.0))
+    if axes is None:  # page width (~7.3 in): the book shrinks wider figures and their text
+        _, axes = plt.subplots(2, 2, figsize=(7.2, 5.8), constrained_layout=True)
     axes = list(getattr(axes, "flat", axes))
     sweep = metrics[metrics.method == STABILITY].copy()
     lambdas = sorted(sweep.lambd.unique())
     sweep["λ"] = pd.Categorical(sweep.lambd.map("{:g}".format),
                                 categories=[f"{v:g}" for v in lambdas], ordered=True)
     others = metrics[metrics.method != STABILITY]
-    colours = dict(zip(dict.fromkeys(others.model),
-                       sns.color_palette("tab10", others.model.nunique()), strict=True))
+    # Full methods: dashed, in colour; the baselines (raw x, the untrained encoder): grey and
+    # black, dotted and dash-dotted, so that no baseline reads as a method.
+    methods = list(dict.fromkeys(others[others.method != "baseline"].model))
+    baselines = list(dict.fromkeys(others[others.method == "baseline"].model))
+    colours = dict(zip(methods, sns.color_palette("tab10", len(methods)), strict=True))
+    styles = dict.fromkeys(methods, (1.3, "--"))
+    for model, colour, style in zip(baselines, ("black", "0.45", "0.65"),
+                                    ((1.8, ":"), (1.5, "-."), (1.5, ":")), strict=False):
+        colours[model], styles[model] = colour, style
     for ax, metric in zip(axes, panels, strict=True):
         part = sweep[sweep.metric == metric]
         if metric.endswith("effective_rank"):  # 0 stands for "a single point": not a rank
@@ -234,12 +241,12 @@ def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
                       markersize=4, linewidth=1.2, label="simplified objective")
         for model, g in others[others.metric == metric].groupby("model", sort=False):
             mean, sd = g.value.mean(), (g.value.std() if len(g) > 1 else 0.0)
-            ax.axhline(mean, color=colours[model], lw=1.2, ls="--",
-                       label=method_label(model))
+            lw, ls = styles[model]
+            ax.axhline(mean, color=colours[model], lw=lw, ls=ls, label=method_label(model))
             ax.axhspan(mean - sd, mean + sd, color=colours[model], alpha=0.12, lw=0)
         ax.set(xlabel="λ", ylabel="")
-        ax.set_title(COLUMNS.get(metric, metric), fontsize=10)
-        ax.tick_params(labelsize=9)
+        ax.set_title(COLUMNS.get(metric, metric), fontsize=11)
+        ax.tick_params(labelsize=10)
     # One legend for the figure, below the panels: every line of every panel, once.
     entries = {}
     for ax in axes:
@@ -247,42 +254,63 @@ def plot_lambda_sweep(metrics: pd.DataFrame, axes=None):
             entries.setdefault(label, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig = plt.gcf()
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=3, fontsize=9,
-               frameon=False)
+    fig = axes[0].figure
+    if fig.get_layout_engine() is not None:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=3,
+                   fontsize=10, frameon=False)
+    else:
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=3,
+                   fontsize=10, frameon=False)
     return axes
 
 
 def plot_center_norm_curves(curves: pd.DataFrame, ax=None):
     """Held-out ||s|| over training for each lambda and each full method (mean ± sd)."""
     import matplotlib.pyplot as plt
+    import numpy as np
     import seaborn as sns
+    from matplotlib.colors import to_rgb
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 3.8))
+    if ax is None:  # page width (~7.3 in), the legend below the axes
+        _, ax = plt.subplots(figsize=(7.2, 4.4), constrained_layout=True)
     sweep_names = {model_label(v) for v in curves[curves.method == STABILITY].model}
     curves = curves.assign(model=curves.model.map(model_label))
     order = list(dict.fromkeys(curves.model))
     sweep = [m for m in order if m in sweep_names]
-    # The sweep in a sequential palette with markers (lines that coincide stay visible), the
-    # full methods in colours outside it, dashed.
-    palette = dict(zip(sweep, sns.color_palette("viridis", len(sweep)), strict=True))
+    # The sweep in a qualitative palette (neighbouring lambdas in distinct hues, not shades of
+    # one) with large markers, so that lines that coincide stay visible; the full methods in
+    # black and greys outside it, dashed.
+    qualitative = sns.color_palette("tab10", 10)
+    sweep_colours = [qualitative[i] for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
+    palette = {m: sweep_colours[i % len(sweep_colours)] for i, m in enumerate(sweep)}
     rest = [m for m in order if m not in palette]
-    warm = ["tab:red", "tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive"]
-    palette.update(zip(rest, (warm * len(rest))[: len(rest)], strict=True))
+    greys = ["black", "0.45", "0.7", "tab:olive"]
+    palette.update(zip(rest, (greys * len(rest))[: len(rest)], strict=True))
     shapes = ["o", "s", "^", "D", "v", "P", "X", "*"]
     markers = {m: shapes[i % len(shapes)] for i, m in enumerate(sweep)}
     part = curves[curves.model.isin(sweep)]
     sns.lineplot(data=part, x="step", y="center_norm", hue="model", hue_order=sweep,
                  palette=palette, style="model", style_order=sweep, markers=markers,
-                 dashes=False, markersize=5, errorbar="sd", ax=ax, lw=1.3)
+                 dashes=False, markersize=7, errorbar="sd", ax=ax, lw=1.5,
+                 err_kws={"alpha": 0.12})
+    # Open markers: where two lambdas coincide (both collapsed, say), both shapes show.
+    for line in ax.lines:  # the lines and their legend entries
+        for m in sweep:
+            if line.get_marker() == markers[m] and np.allclose(
+                    to_rgb(line.get_color()), to_rgb(palette[m])):
+                line.set(markerfacecolor="none", markeredgecolor=palette[m],
+                         markeredgewidth=1.4)
     if rest:
         sns.lineplot(data=curves[curves.model.isin(rest)], x="step", y="center_norm",
                      hue="model", hue_order=rest, palette=palette, errorbar="sd", ax=ax,
-                     lw=1.3, ls="--")
-    ax.set(xlabel="training step", ylabel="‖s‖ (held-out)", ylim=(0, 1.02))
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None)
+                     lw=1.5, ls="--", err_kws={"alpha": 0.12})
+    ax.set(xlabel="training step", ylabel="‖s‖ (held-out)", ylim=(0, 1.04))
+    if ax.figure.get_layout_engine() is not None:  # below the axes: the page is narrow
+        sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.17), ncol=3, fontsize=10,
+                        title=None, frameon=False)
+    else:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=10, title=None)
     return ax
 
 

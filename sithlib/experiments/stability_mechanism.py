@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from sithlib import losses
 from sithlib.experiments._tables import mean_sd
+from sithlib.experiments.collapse_ablations import calibrate_untrained
 from sithlib.experiments.stability_monitor import (
     METHODS,
     ImageSource,
@@ -47,11 +48,11 @@ from sithlib.experiments.stability_monitor import (
 )
 from sithlib.methods import method_label
 from sithlib.metrics import mean_norm_decomposition
-from sithlib.models import ResNet18
+from sithlib.models import ResNet18, calibrate_batchnorm
 
 NAME = "stability_mechanism"
-VERSION = 4  # 2: bias-free BYOL heads; 3: the shift check calls the losses;
-# 4: no kNN bank drawn before the image probe
+VERSION = 5  # 2: bias-free BYOL heads; 3: the shift check calls the losses;
+# 4: no kNN bank drawn before the image probe; 5: untrained networks' batch norms calibrated
 TITLE = "The common stability mechanism, checked on real batches"
 CHAPTER = "chapters/03_stability/01_mechanism"
 
@@ -319,6 +320,13 @@ def device_rows(method, x_a, x_b) -> list[dict]:
 # the run
 
 
+def _calibration_batches(source, cfg, device, n_batches: int = 4) -> list[tuple]:
+    """A few training batches (two views each) from a stream of their own, for the batch norms
+    of untrained networks (see :func:`sithlib.models.batchnorm.calibrate_batchnorm`)."""
+    gen = torch.Generator(device=device).manual_seed(2**31 - 2)
+    return [source.sample(gen, cfg.batch_size) for _ in range(n_batches)]
+
+
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
@@ -331,8 +339,11 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     def add(new, **keys):
         rows.extend({**keys, **r} for r in new)
 
+    calibration = _calibration_batches(source, cfg, device)
     for name in cfg.methods:
         fresh = [make_method(name, source, cfg, s).to(device) for s in range(cfg.seeds)]
+        for model in fresh:  # untrained: batch norms with the statistics of training batches
+            calibrate_untrained(model, calibration)
         checkpoint = checkpoint_for(NAME, cfg, part=name) if cfg.checkpoint_every else None
         trained = train_method(name, source, cfg, steps=cfg.steps, batch_size=cfg.batch_size,
                                evals=1, device=device, evaluate=False,
@@ -354,9 +365,13 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     # The decomposition on the image DGP, with untrained ResNet-18 representations.
     images = ImageSource(cfg, device)
     ki, ni = images.probe.shape[:2]
+    image_batches = _calibration_batches(images, cfg, device)
     for seed in range(cfg.seeds):
         net = ResNet18(width=cfg.resnet_width,
-                       generator=torch.Generator().manual_seed(seed)).to(device).eval()
+                       generator=torch.Generator().manual_seed(seed)).to(device)
+        # Each view normalised as its own batch, as the methods' training does.
+        calibrate_batchnorm(net, image_batches, lambda views, net=net: [net(v) for v in views])
+        net.eval()
         with torch.no_grad():
             views = batched(net, images.probe.flatten(0, 1)).reshape(ki, ni, -1)
         add([{"metric": key, "value": v} for key, v in identity_rows(views).items()],
@@ -382,16 +397,19 @@ def plot_decomposition(metrics: pd.DataFrame, state: str = "trained", ax=None):
     import seaborn as sns
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(7.2, 3.4))
+        _, ax = plt.subplots(figsize=(7.2, 3.4), constrained_layout=True)
     m = metrics[(metrics.data == "vector") & (metrics.state == state)
                 & metrics.metric.isin(TERMS)].copy()
     m["term"] = m.metric.map(TERMS)
     m["method"] = m.method.map(method_label)
     sns.barplot(data=m, x="method", y="value", hue="term", errorbar="sd", ax=ax,
                 hue_order=list(TERMS.values()))
-    ax.set(xlabel="", ylabel="value", ylim=(0, 1.05))
+    # All three terms are squared norms of unit-norm embeddings' means: at most 1.
+    ax.set(xlabel="", ylabel="squared norm", ylim=(0, 1.05))
     ax.tick_params(axis="x", labelrotation=20)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title=None, fontsize=8)
+    # Above the axes in one row: beside them it takes width from the bars.
+    sns.move_legend(ax, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(TERMS),
+                    title=None, fontsize=10, frameon=False)
     return ax
 
 
@@ -400,35 +418,50 @@ def plot_linearisation(metrics: pd.DataFrame, axes=None):
     value; right: the cosine of its gradient with the center penalty's; bands: sd over seeds."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.lines import Line2D
 
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9.6, 3.4))
+    if axes is None:  # page width (~7.3 in): the book shrinks wider figures and their text
+        _, axes = plt.subplots(1, 2, figsize=(7.2, 3.0), constrained_layout=True)
     m = metrics[(metrics.method == "simclr") & (metrics.data == "vector")]
     ref = m[m.metric == "pair_mean"].set_index(["state", "seed"]).value
     ratio = m[m.metric.isin(["tau_repulsion", "tau_uniformity"])].copy()
     ratio["ratio"] = ratio.value.to_numpy() / ref.loc[list(zip(ratio.state, ratio.seed,
                                                               strict=True))].to_numpy()
-    ratio["estimate"] = ratio.metric.map({"tau_repulsion": "InfoNCE denominator",
-                                          "tau_uniformity": "uniformity"})
+    # tau R(tau), the decoupled repulsion (the log of the mean over the negatives) that the
+    # chapter defines, and the uniformity rescaled the same way, with t = 1 / (2 tau).
+    estimates = {"tau_repulsion": r"$\tau R(\tau)$", "tau_uniformity": "rescaled uniformity"}
+    ratio["estimate"] = ratio.metric.map(estimates)
     # One colour per state in both panels (blue: untrained, orange: trained); the line style
     # tells the two estimates apart.
     names = {"init": "untrained", "trained": "trained"}
     ratio["state"] = ratio.state.map(names)
     states = [names[s] for s in names if s in set(m.state)]
     palette = dict(zip(names.values(), sns.color_palette(n_colors=2), strict=True))
+    markers = dict(zip(estimates.values(), ("o", "X"), strict=True))
+    dashes = dict(zip(estimates.values(), ("", (4, 1.5)), strict=True))
     sns.lineplot(data=ratio, x="tau", y="ratio", hue="state", hue_order=states,
-                 palette=palette, style="estimate", errorbar="sd", markers=True, ax=axes[0])
-    axes[0].axhline(1.0, color="0.4", ls="--", lw=1)
-    axes[0].set(xscale="log", xlabel=r"temperature $\tau$",
-                ylabel=r"$\tau \cdot$ repulsion / linearised")
+                 palette=palette, style="estimate", style_order=list(estimates.values()),
+                 errorbar="sd", markers=markers, dashes=dashes, legend=False, ax=axes[0])
+    axes[0].axhline(1.0, color="0.5", ls="--", lw=1)  # the exact linearisation
+    axes[0].set(xscale="log", xlabel=r"temperature $\tau$", ylabel="ratio to linearised")
     cos = m[m.metric == "repulsion_grad_cos"].assign(state=lambda d: d.state.map(names))
     sns.lineplot(data=cos, x="tau", y="value", hue="state", hue_order=states,
-                 palette=palette, errorbar="sd", marker="o", ax=axes[1])
+                 palette=palette, errorbar="sd", marker="o", legend=False, ax=axes[1])
     axes[1].set(xscale="log", xlabel=r"temperature $\tau$",
-                ylabel=r"cos(grad repulsion, grad $\|s\|^2$)", ylim=(None, 1.02))
-    for ax in axes:
-        sns.move_legend(ax, "best", fontsize=8, title=None)
-    plt.gcf().tight_layout()
+                ylabel=r"cos$(\nabla R, \nabla \|\hat s\|^2)$", ylim=(None, 1.02))
+    # One legend for both panels: colour is the state, line style the estimate (left panel).
+    handles = [Line2D([], [], color=palette[s], lw=2) for s in states] + [
+        Line2D([], [], color="0.3", marker=markers[e], ls="-" if not dashes[e] else "--")
+        for e in estimates.values()]
+    labels = states + list(estimates.values())
+    fig = axes[0].figure
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=10,
+                   frameon=False)
+    else:
+        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        fontsize=10)
     return axes
 
 

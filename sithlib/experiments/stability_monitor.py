@@ -39,6 +39,7 @@ from sithlib.dgp.augment import augment
 from sithlib.experiments._tables import METHOD_LABELS, of_agg, readable
 from sithlib.methods import build_method, method_label
 from sithlib.metrics import (
+    RIDGE_GRID,
     center_vector_norm,
     effective_rank,
     embedding_std,
@@ -50,8 +51,9 @@ from sithlib.models import MLP, ResNet18
 from sithlib.train import TrainConfig, TrainingFailure, train
 
 NAME = "stability_monitor"
-VERSION = 4  # 2: bias-free BYOL heads; 3: mean ||mu_x|| from distinct view pairs;
-# 4: the image probe's views are drawn before the kNN bank and test set
+VERSION = 5  # 2: bias-free BYOL heads; 3: mean ||mu_x|| from distinct view pairs;
+# 4: the image probe's views are drawn before the kNN bank and test set; 5: linear R^2 with a
+# ridge chosen on the fitting half (raw pixels)
 TITLE = "The center-vector monitor in training"
 CHAPTER = "chapters/03_stability/02_monitor"
 
@@ -344,7 +346,9 @@ def _probes(bank, bank_y, test, source, cfg) -> dict[str, float]:
     out = {"knn_acc": knn_accuracy(bank, bank_y, test, source.test_y, k=k)}
     if source.test_z is not None:
         split = torch.Generator(device=test.device).manual_seed(0)
-        out["r2_linear"] = r2_linear(test, source.test_z, generator=split)
+        # Ridge chosen on the fitting half: least squares overfits raw pixels, which have
+        # about as many dimensions as there are fitting rows.
+        out["r2_linear"] = r2_linear(test, source.test_z, generator=split, ridge=RIDGE_GRID)
     return out
 
 
@@ -436,7 +440,8 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
 def plot_curves(curves: pd.DataFrame, data: str = "vector",
                 metrics=("emb_center_norm", "emb_mean_norm", "emb_gap", "emb_std_sqrt_d",
                          "rep_rank", "knn_acc", "r2_linear"), axes=None):
-    """Monitor curves of every method on one data source: mean and sd band over seeds."""
+    """Monitor curves of every method on one data source: mean and sd band over seeds. Returns
+    the panels, one per metric; the legend sits in a spare cell of the grid, else below."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -445,32 +450,51 @@ def plot_curves(curves: pd.DataFrame, data: str = "vector",
     metrics = [m for m in metrics if m in sub and sub[m].notna().any()]
     palette = method_colors()
     order = [m for m in palette if m in set(sub.method)]
+    from matplotlib.ticker import MaxNLocator
+
+    spare = []
     if axes is None:
-        # Two panels a row, so that the figure keeps readable text at the page's width.
+        # Two panels a row at page width (~7.3 in), so that the text stays readable; a spare
+        # cell of the grid holds the legend.
         cols = 2
         rows = math.ceil(len(metrics) / cols)
-        _, axes = plt.subplots(rows, cols, figsize=(7.6, 2.7 * rows + 0.6), squeeze=False)
+        _, grid = plt.subplots(rows, cols, figsize=(7.2, 2.5 * rows + 0.3), squeeze=False,
+                               constrained_layout=True)
+        flat = list(grid.ravel())
+        axes, spare = flat, flat[len(metrics):]
+        for ax in spare:
+            ax.axis("off")
     axes = list(pd.Series(list(axes.flat) if hasattr(axes, "flat") else axes))
     for ax, metric in zip(axes, metrics, strict=False):
         sns.lineplot(data=sub, x="step", y=metric, hue="method", hue_order=order,
                      palette=palette, errorbar="sd", ax=ax, legend=ax is axes[0], marker="o",
-                     markersize=3)
+                     markersize=5)
         space = {"rep": " (representation)", "emb": " (loss space)"}.get(metric[:3], "")
         ax.set_title(LABELS.get(metric.split("_", 1)[1] if space else metric, metric) + space,
-                     fontsize=10)
+                     fontsize=10.5)
         ax.set(ylabel="", xlabel="training step")
-        ax.tick_params(labelsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # whole steps
+        ax.tick_params(labelsize=10)
     for ax in axes[len(metrics):]:
-        ax.set_visible(False)
-    fig = plt.gcf()
+        if ax not in spare:
+            ax.set_visible(False)
+    fig = axes[0].figure
     if metrics and axes[0].get_legend() is not None:
         handles, labels = axes[0].get_legend_handles_labels()
         axes[0].get_legend().remove()
-        fig.tight_layout(rect=(0, 0.07, 1, 1))
-        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
-    else:
+        if spare:  # the grid's empty cell: no data under it, and no space taken below
+            spare[0].legend(handles, labels, loc="center", ncol=2, fontsize=10,
+                            frameon=False, title="method", title_fontsize=10)
+        elif fig.get_layout_engine() is not None:
+            fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=10,
+                       frameon=False)
+        else:
+            fig.tight_layout(rect=(0, 0.07, 1, 1))
+            fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=10,
+                       frameon=False)
+    elif fig.get_layout_engine() is None:
         fig.tight_layout()
-    return axes
+    return axes[:len(metrics)] if spare else axes
 
 
 def final_table(metrics: pd.DataFrame, data: str = "vector", space: str = "emb") -> pd.DataFrame:

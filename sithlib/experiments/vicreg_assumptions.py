@@ -40,11 +40,13 @@ from sithlib.experiments.vicreg_information import VICRegData
 from sithlib.losses import vicreg
 from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics.information import activation_pattern, eval_mode, mardia_test
+from sithlib.models import calibrate_batchnorm
 from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_assumptions"
-VERSION = 1
+# 2: the init network's batch norms hold statistics of training batches (calibrate_batchnorm).
+VERSION = 2
 TITLE = "Where the assumptions break"
 CHAPTER = "chapters/02_vicreg/04_assumptions"
 
@@ -176,6 +178,13 @@ class _Setting(VICRegData):
             self.strengths = tuple(sorted({*cfg.strengths_image, self.training_strength}))
             self.steps, self.batch_size, self.lr = cfg.img_steps, cfg.img_batch_size, cfg.img_lr
             self.proj_dims = cfg.img_proj_dims
+
+    def calibration_batches(self, n_batches: int = 4, seed: int = 2**31 - 2):
+        """``n_batches`` training pairs (``batch_size`` each) from a stream of their own, so
+        the seeds' training streams are not disturbed; lazily, so a network without batch norm
+        (the vector setting's MLP) draws none."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        return (self.sample(gen, self.batch_size) for _ in range(n_batches))
 
     def augmentations(self, i: int, strength: float, generator) -> torch.Tensor:
         """``n_views`` augmented views of anchor i at ``strength``, shape (k, *x.shape[1:])."""
@@ -319,6 +328,11 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
     for seed, method in result.finished():
         # make_model draws the encoder first, so this is the trained encoder's init.
         init = setting.encoder(torch.Generator().manual_seed(seed)).to(device)
+        # Its batch norms (the ResNet's) get the statistics of training batches, each view on
+        # its own as in training: with their defaults (mean 0, variance 1) the init network
+        # would be measured as a function that no step of training computes.
+        calibrate_batchnorm(init, setting.calibration_batches(),
+                            lambda batch, net=init: both_views(net, *batch))
         nets = {"init": init, "trained": method.encoder}
         for state, net in nets.items():
             net.eval()

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sithlib.experiments._figures import label_bottom_row
 from sithlib.experiments._tables import of_agg
 from sithlib.metrics import activation_pattern, gaussian_entropy, mardia_test, same_region_fraction
 from sithlib.models.mlp import MLP
@@ -379,7 +380,7 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
     if axes is None:  # two dimensions a row: more shrink to unreadable text at page width
         per_row = min(2, len(dims))
         blocks = -(-len(dims) // per_row)
-        _, axes = plt.subplots(2 * blocks, per_row, figsize=(4.2 * per_row + 0.4, 5.6 * blocks),
+        _, axes = plt.subplots(2 * blocks, per_row, figsize=(3.5 * per_row + 0.2, 5.2 * blocks),
                                squeeze=False, sharex=True, height_ratios=(3, 2) * blocks,
                                constrained_layout=True)
         for col in range(len(dims) % per_row or per_row, per_row):  # an odd last block
@@ -388,16 +389,20 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
     per_row = len(axes[0])  # a (values, gap) pair of rows for every per_row dimensions
     m["per_dim"] = m.value / m.dim
     fixed = m.q_sigma.isna() | np.isclose(m.q_sigma.fillna(-1.0), q_sigma)
-    curves = [("mi_exact", "exact $I(Z;Z')$", "-", "C0"),
-              ("bound_exact", r"bound, best $\sigma$ (exact)", "--", "C1"),
-              ("bound_sample", r"bound, best $\sigma$ (samples, log-det $H$)", ":", "C3"),
-              ("bound_exact_fixed_sigma", rf"bound, $\sigma = {q_sigma:g}$", "-.", "C2")]
+    # The two best-sigma bounds nearly coincide: the exact one black and dashed without markers,
+    # the one from samples red, dotted, with open circles on top of it.
+    curves = [("mi_exact", "exact $I(Z;Z')$", "-", "C0", dict(marker=".")),
+              ("bound_exact", r"bound, best $\sigma$ (exact)", "--", "black", dict(lw=1.6)),
+              ("bound_sample", r"bound, best $\sigma$ (samples, log-det $H$)", ":", "C3",
+               dict(marker="o", ms=5, mfc="none", mew=1.2, lw=1.6, zorder=3)),
+              ("bound_exact_fixed_sigma", rf"bound, $\sigma = {q_sigma:g}$", "-.", "C2",
+               dict(marker="."))]
 
-    def band(ax, frame, label, style, colour):
+    def band(ax, frame, label, style, colour, kw):
         g = frame.groupby("aug_std").y
         mid, lo, hi = g.mean(), g.min(), g.max()
-        ax.plot(mid.index, mid.values, style, color=colour, label=label, marker=".")
-        ax.fill_between(mid.index, lo.values, hi.values, color=colour, alpha=0.2, lw=0)
+        ax.plot(mid.index, mid.values, style, color=colour, label=label, **kw)
+        ax.fill_between(mid.index, lo.values, hi.values, color=colour, alpha=0.15, lw=0)
 
     for k, d in enumerate(dims):
         block, col = divmod(k, per_row)
@@ -405,25 +410,32 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
         cell = m[(m.dim == d) & fixed]
         wide = cell.pivot_table(index=["seed", "aug_std"], columns="metric",
                                 values="per_dim").reset_index()
-        for metric, label, style, colour in curves:
+        for metric, label, style, colour, kw in curves:
             if metric in wide:
-                band(top, wide.assign(y=wide[metric]), label, style, colour)
+                band(top, wide.assign(y=wide[metric]), label, style, colour, kw)
             if metric != "mi_exact" and metric in wide:
-                band(bottom, wide.assign(y=wide.mi_exact - wide[metric]), label, style, colour)
+                band(bottom, wide.assign(y=wide.mi_exact - wide[metric]), label, style, colour,
+                     kw)
         top.set(xscale="log", title=f"d = {int(d)}", ylim=(-1.5, wide.mi_exact.max() + 0.3))
         bottom.set_yscale("symlog", linthresh=1e-3)
         lowest = float((wide.mi_exact - wide.bound_sample).min())
         bottom.set_ylim(bottom=min(-2e-3, 2 * lowest))
         bottom.axhline(0.0, color="0.3", lw=0.6)
-        bottom.set(xscale="log", xlabel="augmentation std $s$")
-        bottom.tick_params(labelbottom=True)  # shared x hides them on all but the last row
+        bottom.set(xscale="log")
+        # Every other decade: a tick per decade crowds the short symlog axis.
+        low, high = bottom.get_ylim()
+        ticks = ([-1e-3] if low <= -1e-3 else []) + [0.0] + [
+            10.0 ** e for e in range(-3, int(np.floor(np.log10(max(high, 1e-3)))) + 1, 2)]
+        bottom.set_yticks(ticks)
+    # The x label on the last row only: a row's titles would run into the labels above them.
+    label_bottom_row([ax for row in axes for ax in row], "augmentation std $s$")
     for block in range(len(axes) // 2):
         axes[2 * block][0].set_ylabel("nats per dimension")
         axes[2 * block + 1][0].set_ylabel("gap $I$ - bound (nats / dim)")
     fig = axes[0][0].figure
     handles, labels = axes[0][0].get_legend_handles_labels()
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the panels
-        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9,
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=10,
                    frameon=False)
     else:  # axes from the caller: beside the last top panel, off the data
         axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
@@ -447,4 +459,4 @@ def mi_table(metrics: pd.DataFrame) -> pd.DataFrame:
     agg = long.groupby(["dim", "aug_std", "column"], sort=False).agg(["mean", "std"])
     out = of_agg(agg).unstack("column")[list(per_seed.columns)]
     out.index = out.index.set_levels([out.index.levels[0].astype(int), out.index.levels[1]])
-    return out.rename_axis(index=["d", "noise scale"], columns=None)
+    return out.rename_axis(index=["d", "augmentation std s"], columns=None)

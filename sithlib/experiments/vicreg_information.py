@@ -38,10 +38,11 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, render, sample_latents
 from sithlib.dgp.augment import augment
+from sithlib.experiments._figures import label_bottom_row
 from sithlib.experiments._tables import METRIC_LABELS, of_agg
 from sithlib.losses import logdet_entropy, pairwise_entropy, vicreg, vicreg_entropy
 from sithlib.methods import VICRegConfig, build_method
-from sithlib.metrics import r2_linear
+from sithlib.metrics import RIDGE_GRID, r2_linear
 from sithlib.metrics.probes import knn_accuracy, linear_probe
 from sithlib.models import MLP, ResNet18
 from sithlib.models.views import both_views
@@ -49,8 +50,8 @@ from sithlib.train import TrainConfig, train
 
 NAME = "vicreg_information"
 # 2: pairwise bandwidth sqrt(d) instead of 1; 3: bandwidth sqrt(d / (2 sim_coeff)) (the bound's
-# conditional width)
-VERSION = 3
+# conditional width); 4: linear R^2 with a ridge chosen on the fitting half (raw pixels)
+VERSION = 4
 TITLE = "VICReg as information maximization in training"
 CHAPTER = "chapters/02_vicreg/03_information_training"
 
@@ -238,7 +239,10 @@ class _Task(VICRegData):
 def _probes(h: torch.Tensor, ev: _EvalSet, k: int) -> dict[str, float]:
     half = h.shape[0] // 2  # first half: the labelled bank, second half: the queries
     knn = knn_accuracy(h[:half], ev.y[:half], h[half:], ev.y[half:], k=k)
-    r2 = r2_linear(h, ev.z, generator=torch.Generator(device=h.device).manual_seed(0))
+    # Ridge chosen on the fitting half: least squares overfits raw pixels, which have more
+    # dimensions than there are fitting rows.
+    r2 = r2_linear(h, ev.z, generator=torch.Generator(device=h.device).manual_seed(0),
+                   ridge=RIDGE_GRID)
     return {"knn": knn, "r2_linear": float(r2)}
 
 
@@ -365,11 +369,11 @@ def _legend_below(fig, axes, handles, labels, ncol: int):
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
-        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=9,
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=10,
                    frameon=False)
     else:
         axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize=8)
+                        fontsize=10)
 
 
 def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
@@ -385,18 +389,48 @@ def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
     if data.empty:
         raise ValueError(f"no curves for dgp {dgp!r}; available: {sorted(curves.dgp.unique())}")
     if axes is None:
-        # Two a row: three shrink to unreadable text at the book's page width.
-        _, axes = plt.subplots(3, 2, figsize=(8.6, 8.4), constrained_layout=True)
+        # Two a row at page width (~7.3 in): three shrink to unreadable text in the book.
+        _, axes = plt.subplots(3, 2, figsize=(7.2, 7.6), sharex=True, constrained_layout=True)
     axes = list(getattr(axes, "flat", axes))
     for ax, (col, label) in zip(axes, _PANELS, strict=False):
         sns.lineplot(data=data, x="step", y=col, hue="method", errorbar="sd", ax=ax,
-                     legend=ax is axes[0], marker="o", markersize=3)
-        ax.set(xlabel="training step", ylabel="")
-        ax.set_title(label, fontsize=10)
+                     legend=ax is axes[0], marker="o", markersize=5)
+        ax.set(ylabel="")
+        ax.set_title(label, fontsize=10.5)
+    # The x label on the bottom row only, clear of the titles of the panels below it.
+    label_bottom_row(axes[:len(_PANELS)], "training step")
     handles, labels = axes[0].get_legend_handles_labels()
     axes[0].get_legend().remove()
     _legend_below(axes[0].figure, axes, handles, labels, ncol=len(labels))
     return axes
+
+
+def _raw_lines(ax, sub: pd.DataFrame, raw: dict) -> None:
+    """The raw input's score as a dashed line over each DGP's bars. The y axis spans the bars,
+    their error bars and the seeds, and a raw value within half that span of them; one further
+    off (least squares on raw pixels can score far below zero) would squash the bars, so it is
+    written as text at the edge of the axis instead."""
+    stats = sub.groupby(["dgp", "method"]).value.agg(["mean", "std"]).fillna(0.0)
+    lo = min(0.0, float(sub.value.min()), float((stats["mean"] - stats["std"]).min()))
+    hi = max(0.0, float(sub.value.max()), float((stats["mean"] + stats["std"]).max()))
+    span = (hi - lo) or 1.0
+    off = []
+    for i, v in enumerate(raw.values()):
+        if not len(v):
+            continue
+        value = float(v.iloc[0])
+        if lo - span / 2 <= value <= hi + span / 2:
+            ax.hlines(value, i - 0.45, i + 0.45, color="0.3", ls="--", lw=1)
+            lo, hi = min(lo, value), max(hi, value)
+        else:
+            off.append((i, value))
+    # Headroom for the notes of the values off the axis, written over their DGP's bars.
+    ax.set_ylim(lo - 0.04 * span if lo < 0 else 0.0, hi + (0.25 if off else 0.08) * span)
+    for i, value in off:
+        arrow = "\u2191" if value > hi else "\u2193"
+        ax.text(i, 0.97, f"raw: {value:.2f} {arrow}".replace("-", "\u2212"),
+                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=9,
+                color="0.2", bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6", lw=0.6))
 
 
 def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", "r2_linear"),
@@ -408,9 +442,9 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
     from matplotlib.lines import Line2D
 
     data = metrics[metrics.metric.isin(metric_names) & metrics.method.isin(METHODS.values())]
-    if ax is None:
-        _, ax = plt.subplots(1, len(metric_names), figsize=(3.6 * len(metric_names), 3.4),
-                             constrained_layout=True, squeeze=False)
+    if ax is None:  # page width (~7.3 in): the book shrinks wider figures and their text
+        _, ax = plt.subplots(1, len(metric_names), figsize=(7.2, 3.0), constrained_layout=True,
+                             squeeze=False)
         ax = ax[0]
     labels = {"knn": "kNN accuracy", "linear_probe": "linear probe accuracy",
               "r2_linear": "linear R² of latents"}
@@ -419,13 +453,13 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
         sns.barplot(data=sub, x="dgp", y="value", hue="method", errorbar="sd", ax=a,
                     alpha=0.7, legend=a is ax[0])
         sns.stripplot(data=sub, x="dgp", y="value", hue="method", dodge=True, ax=a,
-                      palette=dict.fromkeys(sub.method.unique(), "0.2"), size=3, legend=False)
+                      palette=dict.fromkeys(sub.method.unique(), "0.2"), size=3.5,
+                      legend=False)
         raw = metrics[(metrics.method == "raw input") & (metrics.metric == name)]
-        for i, dgp in enumerate(sub.dgp.unique()):
-            v = raw[raw.dgp == dgp].value
-            if len(v):
-                a.hlines(float(v.iloc[0]), i - 0.45, i + 0.45, color="0.3", ls="--", lw=1)
-        a.set(xlabel="", ylabel="", title=labels.get(name, name))
+        _raw_lines(a, sub, {dgp: raw[raw.dgp == dgp].value for dgp in sub.dgp.unique()})
+        a.set(xlabel="", ylabel="")
+        a.set_title(labels.get(name, name), fontsize=11)
+        a.tick_params(labelsize=10)
     handles, names = ax[0].get_legend_handles_labels()
     ax[0].get_legend().remove()
     handles.append(Line2D([], [], color="0.3", ls="--", lw=1))

@@ -92,7 +92,7 @@ def plot_mean_cosine(metrics: pd.DataFrame, ax=None):
     grid = np.logspace(np.log10(ours.kappa.min()), np.log10(ours.kappa.max()), 200)
     for color, d in zip(palette, sorted(ours.d.unique()), strict=True):
         ax.plot(grid, mean_resultant_length(grid, int(d)), color=color, lw=1.2)
-    ax.set(xscale="log", xlabel=r"concentration $\kappa$", ylabel=r"$E[\mu^\top x]$")
+    ax.set(xscale="log", xlabel=r"concentration $\kappa$", ylabel=r"$E[\mu^\top \tilde z]$")
     ax.legend(title="d (points: samples, lines: $A_d(\\kappa)$)", fontsize=8, title_fontsize=8)
     return ax
 

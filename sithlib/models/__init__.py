@@ -1,5 +1,6 @@
-"""Encoders, projector / predictor heads and the EMA teacher."""
+"""Encoders, projector / predictor heads, the EMA teacher and batch-norm calibration."""
 
+from sithlib.models.batchnorm import calibrate_batchnorm
 from sithlib.models.ema import EMATeacher, cosine_schedule, ema_momentum
 from sithlib.models.heads import (
     BatchNormScale,
@@ -47,4 +48,5 @@ __all__ = [
     "both_views",
     "mixes_rows",
     "one_batch",
+    "calibrate_batchnorm",
 ]
