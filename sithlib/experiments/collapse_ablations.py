@@ -285,9 +285,8 @@ def calibrate_untrained(method, batches) -> int:
     see :func:`sithlib.models.batchnorm.calibrate_batchnorm`. Only the networks run (the
     encoder, then the projector, predictor or head), with the batching of training: both views
     in one batch for the methods that concatenate them (SwAV, DINO), each view on its own for
-    the others;
-    the loss never runs, so DINO's center, SwAV's queue and the EMA teachers stay as built.
-    Returns the number of batch norms calibrated.
+    the others; the loss never runs, so DINO's center, SwAV's queue and the EMA teachers stay
+    as built. Returns the number of batch norms calibrated.
     """
     nets = [method.encoder] + [net for name in ("projector", "predictor", "head")
                                if isinstance(net := getattr(method, name, None), torch.nn.Module)]
