@@ -16,15 +16,10 @@ from sithlib.methods import build_method
 from sithlib.models import MLP
 from sithlib.models.ema import ema_momentum
 from sithlib.train import TrainConfig, train
+from tests.test_train_ddp import D_IN, _pairs
 
-D_IN, D_FEAT = 6, 4
+D_FEAT = 4
 CFG = TrainConfig(steps=5, batch_size=32, lr=1e-2, seeds=1, eval_every=5)
-
-
-def _pairs(generator: torch.Generator, n: int):
-    z = torch.randn(n, D_IN, generator=generator)
-    return (z + 0.1 * torch.randn(n, D_IN, generator=generator),
-            z + 0.1 * torch.randn(n, D_IN, generator=generator))
 
 
 def _method_loss(method, batch):
