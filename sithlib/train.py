@@ -603,8 +603,9 @@ def _train(make_model, sample, loss_fn, cfg, device, evaluate, checkpoint, name,
             losses, embeddings, logs = step_losses(batches)
         torch.where(mask > 0, losses, torch.zeros_like(losses)).sum().backward()
         if scheduled:
+            lr = learning_rate(step, cfg)
             for group in opt.param_groups:
-                group["lr"] = learning_rate(step, cfg)
+                group["lr"] = lr
         opt.step()
         if project is not None:
             apply_project()

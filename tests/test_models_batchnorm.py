@@ -151,3 +151,18 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="empty"):
         calibrate_batchnorm(model, iter([]))
     assert torch.equal(model[1].running_var, torch.ones(8, dtype=torch.float64))
+
+
+def test_calibration_batches_come_from_their_own_seeded_stream():
+    from sithlib.models import calibration_batches
+
+    def sample(generator, n):  # torch.rand draws one stream in order, whatever the call sizes
+        return torch.rand(n, 3, generator=generator)
+
+    a = calibration_batches(sample, 5, n_batches=3)
+    torch.manual_seed(123)  # the global generator plays no part
+    b = calibration_batches(sample, 5, n_batches=3)
+    assert len(a) == 3 and all(x.shape == (5, 3) for x in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    want = torch.rand(15, 3, generator=torch.Generator().manual_seed(2**31 - 2))
+    assert torch.equal(torch.cat(a), want)  # one stream, batch after batch

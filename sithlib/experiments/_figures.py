@@ -47,3 +47,18 @@ def label_bottom_row(axes, xlabel: str) -> None:
             ax.tick_params(axis="x", labelbottom=True)
         else:
             ax.set_xlabel("")
+
+
+def means_and_seeds(ax, data, *, x: str, y: str, hue: str, order, hue_order=None,
+                    palette=None, **point_kw) -> None:
+    """Horizontal mean ± sd markers per category and hue, with every seed as a dot drawn on
+    top (white-edged, so it stays visible on the mean and its error bar): the book's one look
+    for a few seeds per setting."""
+    import seaborn as sns
+
+    common = dict(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order,
+                  palette=palette, dodge=0.4, ax=ax)
+    sns.pointplot(**common, errorbar="sd", linestyle="none", capsize=0.1, markersize=8,
+                  err_kws={"linewidth": 1.5}, **point_kw)
+    sns.stripplot(**common, jitter=False, size=5.5, alpha=0.9, linewidth=0.7,
+                  edgecolor="white", legend=False, zorder=4)

@@ -50,6 +50,7 @@ from sithlib.metrics import (
     sample_mean_norm,
 )
 from sithlib.models import calibrate_batchnorm
+from sithlib.models import calibration_batches as _batches  # this module's own wraps it
 from sithlib.models.mlp import MLP
 from sithlib.train import TrainConfig, train
 
@@ -268,13 +269,14 @@ def model_factory(method: str, switches: dict, cfg):
     return make_model
 
 
-def calibration_batches(dgp: DGP, cfg, device="cpu", n_batches: int = 4,
-                        seed: int = 2**31 - 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``n_batches`` training batches (pairs of views, ``cfg.batch_size`` each) drawn from a
-    stream of their own, so the training streams of the seeds are not disturbed."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    return [(p.x, p.x_pos) for p in (dgp.sample_pairs(cfg.batch_size, gen)
-                                     for _ in range(n_batches))]
+def calibration_batches(dgp: DGP, cfg, device="cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches (pairs of views, ``cfg.batch_size`` each) for
+    :func:`calibrate_untrained`, from a stream of their own."""
+    def pairs(generator, n):
+        p = dgp.sample_pairs(n, generator)
+        return p.x, p.x_pos
+
+    return _batches(pairs, cfg.batch_size, device=device)
 
 
 def calibrate_untrained(method, batches) -> int:

@@ -25,7 +25,12 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._figures import label_bottom_row, label_first_column, panel_grid
+from sithlib.experiments._figures import (
+    label_bottom_row,
+    label_first_column,
+    means_and_seeds,
+    panel_grid,
+)
 from sithlib.experiments._tables import of_values
 from sithlib.losses import info_nce
 from sithlib.metrics import block_r2
@@ -198,15 +203,8 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
     palette = dict(zip(["content", "style"], sns.color_palette("deep", 2), strict=True))
     for a, regression in zip(ax, ("linear", "nonlinear"), strict=True):
         part = m[m.regression == regression]
-        sns.pointplot(data=part, y="setting", x="value", hue="block", order=order,
-                      hue_order=["content", "style"], errorbar="sd", dodge=0.4,
-                      linestyle="none", palette=palette, capsize=0.1, markersize=8,
-                      err_kws={"linewidth": 1.5}, ax=a)
-        # Seeds on top of the means: larger dots with a white edge, drawn last.
-        sns.stripplot(data=part, y="setting", x="value", hue="block", order=order,
-                      hue_order=["content", "style"], dodge=0.4, jitter=False, size=5.5,
-                      alpha=0.9, linewidth=0.7, edgecolor="white", palette=palette,
-                      legend=False, zorder=4, ax=a)
+        means_and_seeds(a, part, y="setting", x="value", hue="block", order=order,
+                        hue_order=["content", "style"], palette=palette)
         a.set(title=f"{regression} regression", xlabel="held-out R²", ylabel="",
               xlim=(min(-0.05, float(part.value.min()) - 0.05), 1.05))
         a.axvline(0.0, color="0.6", lw=0.8)

@@ -33,6 +33,7 @@ from torch import nn
 
 from sithlib.dgp import DGP, DGPConfig, pool_condition
 from sithlib.dgp._random import generator_for
+from sithlib.experiments._figures import means_and_seeds
 from sithlib.experiments._tables import mean_sd, of_values
 from sithlib.losses import diet
 from sithlib.metrics import fit_linear_map, r2_linear
@@ -593,13 +594,8 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
     palette = dict(zip(["latents z", "clusters w→v"], sns.color_palette("deep", 2), strict=True))
     for a, head in zip(ax, heads, strict=False):
         part = m[m["head"] == head]
-        sns.pointplot(data=part, y="row", x="R² (%)", hue="score", order=order,
-                      errorbar="sd", dodge=0.4, linestyle="none", palette=palette, ax=a,
-                      markers="o", capsize=0.1, markersize=8, err_kws={"linewidth": 1.5})
-        # Seeds on top of the means: larger dots with a white edge, drawn last.
-        sns.stripplot(data=part, y="row", x="R² (%)", hue="score", order=order, dodge=0.4,
-                      palette=palette, ax=a, size=5.5, alpha=0.9, linewidth=0.7,
-                      edgecolor="white", legend=False, jitter=False, zorder=4)
+        means_and_seeds(a, part, y="row", x="R² (%)", hue="score", order=order,
+                        palette=palette, markers="o")
         for i, row in enumerate(order):
             for j, (score, q) in enumerate((("latents z", "r2_z"), ("clusters w→v", "r2_w"))):
                 pub = TABLE2[row].published[f"{q} {head}"][0]

@@ -44,7 +44,7 @@ from sithlib.experiments._tables import of_agg, of_values
 from sithlib.losses import info_nce
 from sithlib.methods import build_method
 from sithlib.metrics import block_r2, linear_probe, r2_linear
-from sithlib.models import ResNet18, calibrate_batchnorm
+from sithlib.models import ResNet18, calibrate_batchnorm, calibration_batches
 from sithlib.models.mlp import MLP, SphereNorm
 from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, TrainingFailure, train
@@ -302,8 +302,7 @@ def _keep_output(module, inputs, output):
     module.last_output = output
 
 
-def calibrate_untrained(model, cell: dict, device: str = "cpu", n_batches: int = 4,
-                        seed: int = 2**31 - 2) -> int:
+def calibrate_untrained(model, cell: dict, device: str = "cpu") -> int:
     """Give the untrained network's batch norms the statistics of training batches.
 
     Built, they hold mean 0 and variance 1, and in eval mode the network would compute a
@@ -314,9 +313,9 @@ def calibrate_untrained(model, cell: dict, device: str = "cpu", n_batches: int =
     ``image_batch`` pairs), from a stream of their own. The encoder and the projector run;
     the loss does not.
     """
-    gen = torch.Generator(device=device).manual_seed(seed)
-    batches = (render(sample_latents(2 * cell["image_batch"], generator=gen, device=device),
-                      cell["image_size"]) for _ in range(n_batches))
+    batches = calibration_batches(
+        lambda g, n: render(sample_latents(n, generator=g, device=device), cell["image_size"]),
+        2 * cell["image_batch"], device=device)
     return calibrate_batchnorm([model.encoder, model.projector], batches,
                                lambda x: model.projector(model.encoder(x)))
 

@@ -48,7 +48,7 @@ from sithlib.experiments.stability_monitor import (
 )
 from sithlib.methods import method_label
 from sithlib.metrics import mean_norm_decomposition
-from sithlib.models import ResNet18, calibrate_batchnorm
+from sithlib.models import ResNet18, calibrate_batchnorm, calibration_batches
 
 NAME = "stability_mechanism"
 VERSION = 5  # 2: bias-free BYOL heads; 3: the shift check calls the losses;
@@ -320,13 +320,6 @@ def device_rows(method, x_a, x_b) -> list[dict]:
 # the run
 
 
-def _calibration_batches(source, cfg, device, n_batches: int = 4) -> list[tuple]:
-    """A few training batches (two views each) from a stream of their own, for the batch norms
-    of untrained networks (see :func:`sithlib.models.batchnorm.calibrate_batchnorm`)."""
-    gen = torch.Generator(device=device).manual_seed(2**31 - 2)
-    return [source.sample(gen, cfg.batch_size) for _ in range(n_batches)]
-
-
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
@@ -339,7 +332,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     def add(new, **keys):
         rows.extend({**keys, **r} for r in new)
 
-    calibration = _calibration_batches(source, cfg, device)
+    calibration = calibration_batches(source.sample, cfg.batch_size, device=device)
     for name in cfg.methods:
         fresh = [make_method(name, source, cfg, s).to(device) for s in range(cfg.seeds)]
         for model in fresh:  # untrained: batch norms with the statistics of training batches
@@ -365,7 +358,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     # The decomposition on the image DGP, with untrained ResNet-18 representations.
     images = ImageSource(cfg, device)
     ki, ni = images.probe.shape[:2]
-    image_batches = _calibration_batches(images, cfg, device)
+    image_batches = calibration_batches(images.sample, cfg.batch_size, device=device)
     for seed in range(cfg.seeds):
         net = ResNet18(width=cfg.resnet_width,
                        generator=torch.Generator().manual_seed(seed)).to(device)

@@ -444,14 +444,13 @@ def plot_curves(curves: pd.DataFrame, data: str = "vector",
     the panels, one per metric; the legend sits in a spare cell of the grid, else below."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     sub = curves[curves.data == data]
     sub = sub.assign(method=sub.method.map(method_label))
     metrics = [m for m in metrics if m in sub and sub[m].notna().any()]
     palette = method_colors()
     order = [m for m in palette if m in set(sub.method)]
-    from matplotlib.ticker import MaxNLocator
-
     spare = []
     if axes is None:
         # Two panels a row at page width (~7.3 in), so that the text stays readable; a spare

@@ -40,7 +40,7 @@ from sithlib.experiments.vicreg_information import VICRegData
 from sithlib.losses import vicreg
 from sithlib.methods import VICRegConfig, build_method
 from sithlib.metrics.information import activation_pattern, eval_mode, mardia_test
-from sithlib.models import calibrate_batchnorm
+from sithlib.models import calibrate_batchnorm, calibration_batches
 from sithlib.models.views import both_views
 from sithlib.train import TrainConfig, train
 
@@ -179,12 +179,10 @@ class _Setting(VICRegData):
             self.steps, self.batch_size, self.lr = cfg.img_steps, cfg.img_batch_size, cfg.img_lr
             self.proj_dims = cfg.img_proj_dims
 
-    def calibration_batches(self, n_batches: int = 4, seed: int = 2**31 - 2):
-        """``n_batches`` training pairs (``batch_size`` each) from a stream of their own, so
-        the seeds' training streams are not disturbed; lazily, so a network without batch norm
-        (the vector setting's MLP) draws none."""
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        return (self.sample(gen, self.batch_size) for _ in range(n_batches))
+    def calibration_batches(self) -> list:
+        """Training pairs (``batch_size`` each) from a stream of their own, for the batch norms
+        of the init network."""
+        return calibration_batches(self.sample, self.batch_size, device=self.device)
 
     def augmentations(self, i: int, strength: float, generator) -> torch.Tensor:
         """``n_views`` augmented views of anchor i at ``strength``, shape (k, *x.shape[1:])."""

@@ -405,34 +405,6 @@ def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
     return axes
 
 
-def _raw_lines(ax, sub: pd.DataFrame, raw: dict) -> None:
-    """The raw input's score as a dashed line over each DGP's bars. The y axis spans the bars,
-    their error bars and the seeds, and a raw value within half that span of them; one further
-    off (least squares on raw pixels can score far below zero) would squash the bars, so it is
-    written as text at the edge of the axis instead."""
-    stats = sub.groupby(["dgp", "method"]).value.agg(["mean", "std"]).fillna(0.0)
-    lo = min(0.0, float(sub.value.min()), float((stats["mean"] - stats["std"]).min()))
-    hi = max(0.0, float(sub.value.max()), float((stats["mean"] + stats["std"]).max()))
-    span = (hi - lo) or 1.0
-    off = []
-    for i, v in enumerate(raw.values()):
-        if not len(v):
-            continue
-        value = float(v.iloc[0])
-        if lo - span / 2 <= value <= hi + span / 2:
-            ax.hlines(value, i - 0.45, i + 0.45, color="0.3", ls="--", lw=1)
-            lo, hi = min(lo, value), max(hi, value)
-        else:
-            off.append((i, value))
-    # Headroom for the notes of the values off the axis, written over their DGP's bars.
-    ax.set_ylim(lo - 0.04 * span if lo < 0 else 0.0, hi + (0.25 if off else 0.08) * span)
-    for i, value in off:
-        arrow = "\u2191" if value > hi else "\u2193"
-        ax.text(i, 0.97, f"raw: {value:.2f} {arrow}".replace("-", "\u2212"),
-                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=9,
-                color="0.2", bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.6", lw=0.6))
-
-
 def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", "r2_linear"),
                     ax=None):
     """Final held-out scores per objective and DGP: mean over seeds with one sd, seeds as dots,
@@ -456,7 +428,10 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
                       palette=dict.fromkeys(sub.method.unique(), "0.2"), size=3.5,
                       legend=False)
         raw = metrics[(metrics.method == "raw input") & (metrics.metric == name)]
-        _raw_lines(a, sub, {dgp: raw[raw.dgp == dgp].value for dgp in sub.dgp.unique()})
+        for i, dgp in enumerate(sub.dgp.unique()):
+            v = raw[raw.dgp == dgp].value
+            if len(v):
+                a.hlines(float(v.iloc[0]), i - 0.45, i + 0.45, color="0.3", ls="--", lw=1)
         a.set(xlabel="", ylabel="")
         a.set_title(labels.get(name, name), fontsize=11)
         a.tick_params(labelsize=10)

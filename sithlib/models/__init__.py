@@ -1,6 +1,6 @@
 """Encoders, projector / predictor heads, the EMA teacher and batch-norm calibration."""
 
-from sithlib.models.batchnorm import calibrate_batchnorm
+from sithlib.models.batchnorm import calibrate_batchnorm, calibration_batches
 from sithlib.models.ema import EMATeacher, cosine_schedule, ema_momentum
 from sithlib.models.heads import (
     BatchNormScale,
@@ -49,4 +49,5 @@ __all__ = [
     "mixes_rows",
     "one_batch",
     "calibrate_batchnorm",
+    "calibration_batches",
 ]

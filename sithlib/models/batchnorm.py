@@ -88,3 +88,11 @@ def calibrate_batchnorm(modules: nn.Module | Iterable[nn.Module], batches: Itera
         for m, flag in training.items():
             m.training = flag
     return len(norms)
+
+
+def calibration_batches(sample: Callable, batch_size: int, *, device="cpu", n_batches: int = 4,
+                        seed: int = 2**31 - 2) -> list:
+    """``n_batches`` batches ``sample(generator, batch_size)`` for :func:`calibrate_batchnorm`,
+    from a generator of their own (``seed``), so that no training stream is disturbed."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return [sample(gen, batch_size) for _ in range(n_batches)]
