@@ -14,12 +14,10 @@ export PYTHONHASHSEED := 0
 
 .PHONY: book test lint pytest nbval verify results constraints clean
 
-# The venv is (re)installed only when the dependency files change. --no-cache-dir: torch's CUDA
-# build and its nvidia wheels are ~3 GB, and a second, cached copy ran a CI disk out of space.
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-cache-dir --upgrade "pip>=24"
-	$(PY) -m pip install --quiet --no-cache-dir -c constraints.txt -e ".[book,test]"
+# The venv is (re)installed only when the dependency files change; tools/install.sh says why it
+# installs the frozen versions one heavy wheel at a time.
+$(STAMP): pyproject.toml constraints.txt tools/install.sh
+	PYTHON=$(PYTHON) bash tools/install.sh $(VENV)
 	@touch $(STAMP)
 
 book: $(STAMP)
@@ -48,7 +46,8 @@ results: $(STAMP)
 	$(PY) -m sithlib run --all --profile paper
 
 constraints: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | sort -f > constraints.txt
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable \
+		| grep -v '^pip==' | sort -f; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf _build .cache
