@@ -45,9 +45,11 @@ verify: $(STAMP)
 results: $(STAMP)
 	$(PY) -m sithlib run --all --profile paper
 
+# A venv made without an NVIDIA driver has no triton (tools/install.sh): its pin is carried over.
 constraints: $(STAMP)
-	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable \
-		| grep -v '^pip==' | sort -f; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	{ sed -n '1,2p' constraints.txt; { $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip=='; \
+		$(PY) -m pip show triton >/dev/null 2>&1 || grep '^triton==' constraints.txt; } | sort -f; } \
+		> constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf _build .cache
