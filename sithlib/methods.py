@@ -109,8 +109,8 @@ anti-collapse device each (all off by default).
    * - ``diet``
      - ``diet``, bias-free linear head over ``num_instances`` indices,
        inverse temperature 1, no label smoothing, rows not normalised
-     - no label smoothing (the original recipe uses some, but we do not know its value); the
-       inverse temperature is fixed unless ``learn_beta=True``
+     - none: no label smoothing and inverse temperature 1, as in the identifiability code of
+       Reizinger et al. 2024 (klindtlab/csi); ``beta`` is learned only with ``learn_beta=True``
      - none
    * - ``supervised``
      - ``cross_entropy`` of a linear classifier (with bias) over
@@ -446,7 +446,7 @@ class VICRegConfig:
 
 @dataclass(frozen=True)
 class DIETConfig:
-    """DIET (Ibrahim, Klindt and Balestriero, 2024): ``num_instances`` is required."""
+    """DIET (Balestriero, 2023): ``num_instances`` is required."""
 
     num_instances: int
     beta: float = 1.0

@@ -1,9 +1,10 @@
 """LARS, the layer-wise adaptive optimiser of the large-batch SSL recipes.
 
 SimCLR, BYOL, Barlow Twins and VICReg train with LARS (You, Gitman and Ginsburg, 2017): SGD with
-momentum whose step on each weight tensor is rescaled by the trust ratio
-:math:`\\eta \\, \\|w\\| / \\|g + \\lambda w\\|`, so every layer moves by about the same fraction
-of its norm whatever the scale of its gradient. torch has no LARS, hence this module.
+momentum whose step on each weight tensor is rescaled by a trust ratio, so every layer moves
+by about the same fraction of its norm whatever the scale of its gradient. Their code uses
+:math:`\\eta \\, \\|w\\| / \\|g + \\lambda w\\|`; You et al.'s Algorithm 1 has
+:math:`\\|g\\| + \\lambda \\|w\\|` in the denominator. torch has no LARS, hence this module.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS (You et al., 2017, Algorithm 1), as in the Barlow Twins and VICReg code.
+    """LARS as in the Barlow Twins and VICReg code (a variant of You et al., 2017, Algorithm 1).
 
     For each weight tensor :math:`w` with gradient :math:`g`:
 

@@ -206,6 +206,8 @@ def test_info_nce_bad_input():
         info_nce(za, zb, negatives="others")
     with pytest.raises(ValueError, match="negatives"):
         info_nce(za, zb, negatives=rand(4, 2))
+    with pytest.raises(TypeError, match="negatives must be None, one of 'positives', 'anchors'"):
+        info_nce(za, zb, negatives=5)
     with pytest.raises(ValueError, match="include_anchor"):
         info_nce(za, zb, negatives=rand(4, 3), include_anchor=True)
     with pytest.raises(ValueError, match="p must"):

@@ -119,6 +119,20 @@ def test_prototypes_unit_rows_and_scores():
         Prototypes(dim=3, num_prototypes=0)
 
 
+@pytest.mark.parametrize("layer", ["prototypes", "weight_norm"])
+def test_temperature_scaled_scores_stay_float32_under_autocast(layer):
+    # Divided by SwAV's eps 0.05 or DINO's 0.04, bf16 scores would change the codes visibly.
+    m = (Prototypes(dim=16, num_prototypes=32, generator=gen(0)) if layer == "prototypes"
+         else WeightNormLinear(16, 32, generator=gen(0)))
+    x = torch.randn(64, 16, generator=gen(1))
+    exact = m(x.double())
+    assert exact.dtype == torch.float64  # float64 inputs are not rounded down
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = m(x)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), exact, rtol=1e-5, atol=1e-6)
+
+
 def test_weight_norm_linear_matches_torch_parametrization():
     wn = WeightNormLinear(6, 4, fix_norm=False, generator=gen(0))
     with torch.no_grad():

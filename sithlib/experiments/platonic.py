@@ -95,7 +95,7 @@ class Config:
     proj_dim: int = 32
     prototypes: int = 100  # SwAV prototypes
     dino_out_dim: int = 256
-    ema_tau0: float = 0.99  # BYOL's base momentum for its 100-epoch preset (Grill et al. 2020)
+    ema_tau0: float = 0.99  # base momentum of the official BYOL code's 100-epoch preset
     steps: int = 1500
     batch_size: int = 256
     lr: float = 3e-3

@@ -21,8 +21,8 @@ def nt_xent(z_a, z_b, *, temperature: float = 0.1, distributed: bool = False) ->
     r"""NT-Xent, the normalised-temperature cross-entropy of SimCLR (Chen et al., 2020).
 
     The 2n views are L2-normalised, :math:`s_{ij} = u_i^\top u_j`, and every view i is
-    classified against its positive p(i) among the 2n - 2 other views of the batch (the two
-    views of each other sample):
+    classified against its positive p(i), with the 2n - 2 views of the other samples as
+    negatives (2n - 1 candidates):
 
     .. math::
 
@@ -168,6 +168,9 @@ def info_nce(
         pool = z_b if pool_name == "positives" else z_a
         batch_pool = True
     else:
+        if not isinstance(negatives, torch.Tensor):
+            raise TypeError(f"negatives must be None, one of {', '.join(map(repr, _POOLS))} or a "
+                            f"torch.Tensor of shape (m, d), got {type(negatives).__name__}")
         negatives = C.tensor("negatives", negatives, shape="(m, d)")
         if negatives.shape[1] != z_a.shape[1] or negatives.device != z_a.device:
             raise ValueError(

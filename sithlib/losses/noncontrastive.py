@@ -232,9 +232,12 @@ def stability(z_a, z_b, *, lambd: float = 1.0, distributed: bool = False) -> tor
 
         L = -\frac{1}{n} \sum_i u_{a,i}^\top u_{b,i} + \lambda \|\hat s\|^2 .
 
-    The first term maximises the per-sample mean embedding's norm (invariance), the second
-    shrinks the center vector. Since :math:`\mathbb{E}\|\mu_x\|^2 - \|s\|^2 =
-    \mathbb{E}\|\mu_x - s\|^2`, :math:`\lambda = 1` is the linearised contrastive objective. The
+    The first term maximises the per-sample mean embedding's norm (invariance): for independent
+    views :math:`\mathbb{E}[u_a^\top u_b \mid x] = \|\mu_x\|^2`, so it is an unbiased estimate
+    of :math:`-\mathbb{E}_x\|\mu_x\|^2` (not of the two-view mean's norm, which adds a
+    self term). The second shrinks the center vector. Since :math:`\mathbb{E}\|\mu_x\|^2 -
+    \|s\|^2 = \mathbb{E}\|\mu_x - s\|^2`, :math:`\lambda = 1` is the linearised contrastive
+    objective :math:`-\mathbb{E}\|\mu_x - s\|^2`. The
     paper's exact normalisation and value of :math:`\lambda` could not be confirmed from its
     text or code; this form is our reading of the paper.
 

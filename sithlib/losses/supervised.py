@@ -78,7 +78,7 @@ def cross_entropy(logits, y, *, label_smoothing: float = 0.0) -> torch.Tensor:
 
 @C.fp32
 def diet(logits, index, *, label_smoothing: float = 0.0) -> torch.Tensor:
-    r"""DIET: parametric instance discrimination (Ibrahim, Klindt & Balestriero, 2024).
+    r"""DIET: parametric instance discrimination (Balestriero, 2023).
 
     A bias-free linear head :math:`W \in \mathbb{R}^{N \times d}` has one row per training
     sample and the label of a view is its sample's index i:
@@ -89,8 +89,9 @@ def diet(logits, index, *, label_smoothing: float = 0.0) -> torch.Tensor:
             {\sum_{j=1}^N \exp(\beta \langle w_j, f(x)\rangle)}
 
     (Reizinger et al. 2024, eq. 1). The head and the inverse temperature :math:`\beta` live in
-    the method; this function takes the logits :math:`\beta W f(x)`. The original DIET recipe
-    adds label smoothing; we do not know its value, so the default here is 0 (our choice).
+    the method; this function takes the logits :math:`\beta W f(x)`. No label smoothing by
+    default, as in the code behind Reizinger et al.'s identifiability results (klindtlab/csi,
+    ``simulation/main_diet.py``: plain cross-entropy, :math:`\beta = 1`, bias-free head).
 
     Parameters
     ----------
