@@ -18,6 +18,9 @@ Compare it with InfoNCE on that DGP (the quick profile, a few minutes on a lapto
 or, in Python started from the repository root::
 
     import examples.alignment_uniformity  # registers "align_uniform"
+    from sithlib.experiments import platonic
+    from sithlib.results import load_or_run
+
     result = load_or_run("platonic", {"methods": ("infonce", "align_uniform")}, profile="quick")
     platonic.summary_table(result.metrics)
 

@@ -13,7 +13,7 @@ Paper-profile results are committed under ``results/<experiment>/`` and listed i
 and device type under ``.cache/results/`` (git-ignored). A result whose config hash differs
 from the hash of the current code's config is stale: it is never shown as current.
 
-Profiles (DESIGN.md section 3): ``auto`` (paper results when fresh, else quick with a visible
+Profiles (the book's Reproduce page): ``auto`` (paper results when fresh, else quick with a visible
 banner), ``cached`` (paper results only, anything else is an error), ``quick`` (small CPU run)
 and ``paper`` (the committed paper result, or a paper-scale run).
 """

@@ -63,6 +63,7 @@ EXPERIMENTS: dict[str, ModuleType] = _discover()
 
 
 def get_experiment(name: str) -> ModuleType:
+    """The experiment module registered as ``name`` (a ValueError lists the names)."""
     try:
         return EXPERIMENTS[name]
     except KeyError:

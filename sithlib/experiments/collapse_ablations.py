@@ -330,6 +330,8 @@ def train_variant(variant: str, method: str, switches: dict, cfg, dgp, test, *, 
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train every method and each of its ablations; whether it collapsed, with ||s|| and the
+    other monitors at the end (``metrics``) and over training (``curves``)."""
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
     dgp = make_dgp(cfg, device)

@@ -171,6 +171,8 @@ def run_setting(cfg: Config, change_prob: float, dependence: str,
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train and score every (change probability, dependence) setting of ``cfg``; linear and
+    kernel-ridge R^2 of content and style (``metrics``) and R^2 over training (``curves``)."""
     parts = [run_setting(cfg, p, dep, device) for p, dep in settings(cfg)]
     return {k: pd.concat([part[k] for part in parts], ignore_index=True)
             for k in ("metrics", "curves")}

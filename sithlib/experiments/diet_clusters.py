@@ -449,6 +449,8 @@ def run_cell(cell: dict, device: str = "cpu") -> dict[str, pd.DataFrame]:
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train DIET on every Table 2 row of ``cfg.rows`` (rows of one shape share a grid cell,
+    cached); R^2 of latents and cluster vectors per head and seed (``metrics``, ``curves``)."""
     cells = [{**asdict(cfg), "rows": g} for g in groups(cfg.rows)]
     from sithlib.results import run_grid  # results imports experiments: import late
 

@@ -159,6 +159,8 @@ def _cell(cfg: Config, means: torch.Tensor, covs: torch.Tensor, seed: int,
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Compare every entropy estimator with the Monte-Carlo entropy of Gaussian mixtures of
+    known parameters, over component separation and dimension (``metrics``; no ``curves``)."""
     if cfg.components < 2:
         raise ValueError(f"components must be >= 2, got {cfg.components}")
     rows = []

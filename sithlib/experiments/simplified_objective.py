@@ -105,6 +105,8 @@ def _model_name(method: str, lambd: float | None) -> str:
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train the simplified objective for each lambda of the grid and the full methods beside
+    it; held-out scores (``metrics``) and the monitors over training (``curves``)."""
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
     dgp = make_dgp(cfg, device)

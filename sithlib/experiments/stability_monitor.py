@@ -391,6 +391,9 @@ def _budget(kind: str, cfg) -> tuple[int, int, int]:
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train every method with the center-vector monitor; the final scores (``metrics``) and
+    ||s||, mean ||mu_x||, embedding std, effective rank, kNN and R^2 over training
+    (``curves``)."""
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
     rows, curves = [], []

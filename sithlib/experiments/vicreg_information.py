@@ -308,6 +308,8 @@ def _train(task: _Task, method_name: str, cfg: Config, device: str):
 
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Train VICReg and its entropy variants on each DGP of ``cfg.dgps``; final kNN accuracy,
+    R^2 and entropy terms (``metrics``) and the terms over training (``curves``)."""
     rows, curves = [], []
     for dgp in cfg.dgps:
         task = _Task(dgp, cfg, device)
