@@ -322,7 +322,8 @@ def device_rows(method, x_a, x_b) -> list[dict]:
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     """Train the seven methods briefly, then check the center-vector identity, the linearised
-    contrastive repulsion and each method's gradient on real batches of their embeddings (``metrics``; no ``curves``)."""
+    contrastive repulsion and each method's gradient on real batches of their embeddings
+    (``metrics``; no ``curves``)."""
     from sithlib.results import checkpoint_for  # results imports experiments: import late
 
     source = VectorSource(cfg, device)

@@ -311,7 +311,8 @@ def _train(setting: _Setting, cfg: Config, device: str):
 
 def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
     """Train VICReg, then measure, per augmentation setting (one grid cell each, cached), how
-    far the Gaussian and single-region assumptions hold at held-out anchors (``metrics``; no ``curves``)."""
+    far the Gaussian and single-region assumptions hold at held-out anchors (``metrics``; no
+    ``curves``)."""
     from sithlib.results import run_grid  # results imports experiments: import late
 
     cells = [{**asdict(cfg), "settings": (name,)} for name in cfg.settings]
