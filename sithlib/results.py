@@ -85,10 +85,14 @@ def repo_root() -> Path:
 
 
 def results_dir() -> Path:
+    """The committed results store: ``results/``, or ``$SITH_RESULTS_DIR``."""
     return Path(os.environ.get("SITH_RESULTS_DIR", repo_root() / "results"))
 
 
 def cache_dir() -> Path:
+    """Results of non-published runs: ``.cache/results/``, or ``$SITH_CACHE_DIR``. Finished
+    grid cells and checkpoints go beside it, in ``cells/`` and ``checkpoints/`` of its parent
+    folder, so point ``SITH_CACHE_DIR`` at a ``results`` folder inside a scratch folder."""
     return Path(os.environ.get("SITH_CACHE_DIR", repo_root() / ".cache" / "results"))
 
 
