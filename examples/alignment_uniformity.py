@@ -56,7 +56,7 @@ class AlignUniformConfig:
 
 @register_method
 class AlignUniform(Method):
-    """Alignment plus uniformity on the normalised encoder output (no projector)."""
+    """Alignment plus uniformity on the normalised encoder output (no head)."""
 
     name, label = "align_uniform", "align + uniform"
     config_class = AlignUniformConfig
@@ -68,8 +68,9 @@ class AlignUniform(Method):
         h_a, h_b = self._pair(self.encoder, x_a, x_b)
         u_a, u_b = F.normalize(h_a, dim=1), F.normalize(h_b, dim=1)
         t = self.config.t
-        uniform = (losses.uniformity(u_a, t=t) + losses.uniformity(u_b, t=t)) / 2
+        uniform = (losses.uniformity(u_a, t=t)
+                   + losses.uniformity(u_b, t=t)) / 2
         loss = losses.alignment(u_a, u_b) + self.config.lambd * uniform
-        # Every method logs its batch's center-vector norm (the stability monitor).
+        # Every method logs its batch's center-vector norm (stability monitor).
         center = center_vector(torch.cat([u_a, u_b]).detach()).norm().float()
         return loss, {"center_norm": center, "uniformity": uniform.detach()}

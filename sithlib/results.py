@@ -5,8 +5,8 @@ A result lives in one folder::
     metrics.csv   tidy: one row per (setting, seed, metric)
     curves.csv    training curves, subsampled (optional)
     config.json   experiment, VERSION, profile, resolved config and its hash
-    env.json      provenance: sithlib version, git commit, torch / CUDA, device, wall time
-                  (with the work reused from earlier calls, `reused_s`), date
+    env.json      provenance: sithlib version, git commit, torch / CUDA, device,
+                  date, wall time (with the reused work, `reused_s`)
 
 Paper-profile results are committed under ``results/<experiment>/`` and listed in
 ``results/MANIFEST.json`` with their sha256. Quick-profile results are cached by config hash
