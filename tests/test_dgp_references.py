@@ -29,10 +29,7 @@ from sithlib.dgp import (
     sample_vmf,
 )
 from sithlib.dgp import images as I
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from tests.test_dgp_sampling import _gen
 
 
 # ---- mixing ----------------------------------------------------------------------------------

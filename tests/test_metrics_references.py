@@ -29,20 +29,7 @@ from sithlib.metrics import (
     orthogonality_score,
     procrustes_r2,
 )
-
-TOL = 1e-6
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(*shape, seed=0):
-    return torch.randn(*shape, generator=gen(seed), dtype=torch.float64)
-
-
-def orthogonal(d, seed):
-    return torch.linalg.qr(randn(d, d, seed=seed))[0]
+from tests.test_metrics_identifiability import TOL, gen, orthogonal, randn
 
 
 # --------------------------------------------------------------------------- identifiability

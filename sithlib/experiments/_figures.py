@@ -62,3 +62,27 @@ def means_and_seeds(ax, data, *, x: str, y: str, hue: str, order, hue_order=None
                   err_kws={"linewidth": 1.5}, **point_kw)
     sns.stripplot(**common, jitter=False, size=5.5, alpha=0.9, linewidth=0.7,
                   edgecolor="white", legend=False, zorder=4)
+
+
+def legend_below(axes, handles=None, labels=None, *, ncol: int, beside=None,
+                 title: str | None = None) -> None:
+    """One legend for a figure of panels, never on the data: below the panels where the layout
+    allows it (constrained layout, the book's own figures), else beside ``beside`` (by default
+    the last panel; axes a caller placed). Without ``handles`` the first panel's legend entries
+    are used; every panel's own legend is removed."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    axes = list(axes)
+    if handles is None:
+        handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig = axes[0].figure
+    style = dict(title=title, fontsize=10, title_fontsize=10)
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False,
+                   **style)
+    else:
+        (beside or axes[-1]).legend(handles, labels, loc="upper left",
+                                    bbox_to_anchor=(1.02, 1.0), **style)

@@ -28,6 +28,7 @@ from sithlib.dgp import DGP, DGPConfig
 from sithlib.experiments._figures import (
     label_bottom_row,
     label_first_column,
+    legend_below,
     means_and_seeds,
     panel_grid,
 )
@@ -198,8 +199,7 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
 
     m = _scores(metrics)
     order = list(dict.fromkeys(m.setting))
-    own = ax is None
-    if own:  # page width (~7.3 in): the book shrinks wider figures and their text with them
+    if ax is None:  # page width (~7.3 in): the book shrinks wider figures and their text with them
         _, ax = plt.subplots(1, 2, figsize=(7.2, 0.42 * len(order) + 2.2), sharey=True,
                              constrained_layout=True)
     palette = dict(zip(["content", "style"], sns.color_palette("deep", 2), strict=True))
@@ -211,16 +211,7 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
               xlim=(min(-0.05, float(part.value.min()) - 0.05), 1.05))
         a.axvline(0.0, color="0.6", lw=0.8)
     ax[0].set_ylabel("$p_{\\mathrm{chg}}$, dependence")
-    handles, labels = ax[0].get_legend_handles_labels()
-    for a in ax:
-        if a.get_legend() is not None:
-            a.get_legend().remove()
-    if own:  # below the panels, clear of the data
-        ax[0].figure.legend(handles, labels, title="block", fontsize=10, title_fontsize=10,
-                            ncol=2, loc="outside lower center", frameon=False)
-    else:
-        ax[-1].legend(handles, labels, title="block", fontsize=10, title_fontsize=10,
-                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    legend_below(ax, ncol=2, title="block")
     return ax
 
 

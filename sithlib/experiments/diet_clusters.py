@@ -33,7 +33,7 @@ from torch import nn
 
 from sithlib.dgp import DGP, DGPConfig, pool_condition
 from sithlib.dgp._random import generator_for
-from sithlib.experiments._figures import means_and_seeds
+from sithlib.experiments._figures import legend_below, means_and_seeds
 from sithlib.experiments._tables import mean_sd, of_values
 from sithlib.losses import diet
 from sithlib.metrics import fit_linear_map, r2_linear
@@ -585,7 +585,6 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
     m["R² (%)"] = 100 * m.value
     order = [r for r in TABLE2 if r in set(m.row)]
     heads = [h for h in HEADS if h in set(m["head"])]
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     if ax is None:
         # Page width (~7.3 in): the book shrinks wider figures and their text with them.
@@ -606,17 +605,7 @@ def plot_r2(metrics: pd.DataFrame, ax=None):
         a.set(title=f"{head} head", ylabel="" if a is not ax[0] else "Table 2 row")
         a.set_yticks(range(len(order)), [setting_label(r) for r in order], fontsize=11)
         a.tick_params(axis="x", labelsize=11)
-    handles, labels = ax[0].get_legend_handles_labels()
-    for a in ax:
-        if a.get_legend() is not None:
-            a.get_legend().remove()
-    fig = ax[0].figure
-    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the x-labels
-        fig.legend(handles, labels, title="ours (×: paper)", fontsize=10, title_fontsize=10,
-                   ncol=2, loc="outside lower center", frameon=False)
-    else:  # axes from the caller: beside the last panel
-        ax[-1].legend(handles, labels, title="ours (×: paper)", fontsize=10, title_fontsize=10,
-                      loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    legend_below(ax, ncol=2, title="ours (×: paper)")
     return ax
 
 

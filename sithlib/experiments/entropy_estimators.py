@@ -33,7 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sithlib.experiments._figures import label_bottom_row, label_first_column, panel_grid
+from sithlib.experiments._figures import (
+    label_bottom_row,
+    label_first_column,
+    legend_below,
+    panel_grid,
+)
 from sithlib.experiments._tables import of_values
 from sithlib.losses import logdet_entropy as logdet_objective
 from sithlib.metrics import gaussian_entropy, mixture_entropy_mc, mixture_entropy_pairwise
@@ -247,8 +252,6 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
     """Each estimate minus the components' entropy against the separation, one panel per d
     (those of ``dims`` that were run); dotted grey: log m (the most a mixture adds); band:
     min-max over seeds. The legend sits below the panels."""
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
-
     w = wide(metrics)
     dims = [d for d in dims if d in set(w.dim)]
     if axes is None:  # at most two a row: more shrink to unreadable text at page width
@@ -269,14 +272,7 @@ def plot_vs_separation(metrics: pd.DataFrame, dims=(2, 8, 64, 128), axes=None):
         _note_below(ax, cell, colours["logdet_batch"])
     label_bottom_row(axes, "separation $s$")
     label_first_column(axes, r"$\hat H - \sum_i c_i H(p_i)$ (nats)")
-    fig = axes[0].figure
-    handles, labels = axes[0].get_legend_handles_labels()
-    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
-        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=10,
-                   frameon=False)
-    else:  # axes from the caller: beside the last panel, off the data
-        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize=8)
+    legend_below(axes, ncol=2)
     return axes
 
 

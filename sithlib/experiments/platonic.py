@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib.dgp import DGP, DGPConfig
+from sithlib.experiments._figures import legend_below
 from sithlib.experiments._tables import of_agg, readable
 from sithlib.methods import METHODS as REGISTRY
 from sithlib.methods import build_method, method_label
@@ -418,8 +419,7 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
     """Pairwise mutual kNN against the pair's lower linear and orthogonal (Procrustes) R^2."""
     import matplotlib.pyplot as plt
 
-    own = axes is None
-    if own:  # page width (~7.3 in): the book shrinks wider figures and their text with them
+    if axes is None:  # page width (~7.3 in): the book shrinks wider figures and their text
         _, axes = plt.subplots(1, 2, figsize=(7.2, 3.4), sharey=True, constrained_layout=True)
     for ax, score, xlabel in zip(axes, ("r2_linear", "procrustes_r2"),
                                  ("min linear R² of the pair", "min orthogonal (Procrustes) R²"),
@@ -435,10 +435,5 @@ def plot_alignment_vs_identifiability(metrics: pd.DataFrame, axes=None):
         ax.set(xlabel=xlabel)
         ax.grid(True, alpha=0.4)
     axes[0].set_ylabel("mutual kNN alignment (k = 10)")
-    if own:  # one legend for both panels, below them
-        handles, labels = axes[0].get_legend_handles_labels()
-        axes[0].figure.legend(handles, labels, fontsize=10, ncol=2, loc="outside lower center",
-                              frameon=False)
-    else:
-        axes[0].legend(fontsize=10)
+    legend_below(axes, ncol=2)  # one legend for both panels
     return axes

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from sithlib import losses
+from sithlib.experiments._figures import legend_below
 from sithlib.experiments._tables import mean_sd
 from sithlib.experiments.collapse_ablations import calibrate_untrained
 from sithlib.experiments.stability_monitor import (
@@ -414,7 +415,6 @@ def plot_linearisation(metrics: pd.DataFrame, axes=None):
     value; right: the cosine of its gradient with the center penalty's; bands: sd over seeds."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
     from matplotlib.lines import Line2D
 
     if axes is None:  # page width (~7.3 in): the book shrinks wider figures and their text
@@ -451,13 +451,7 @@ def plot_linearisation(metrics: pd.DataFrame, axes=None):
         Line2D([], [], color="0.3", marker=markers[e], ls="-" if not dashes[e] else "--")
         for e in estimates.values()]
     labels = states + list(estimates.values())
-    fig = axes[0].figure
-    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=10,
-                   frameon=False)
-    else:
-        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize=10)
+    legend_below(axes, handles, labels, ncol=len(labels))
     return axes
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sithlib.experiments._figures import label_bottom_row
+from sithlib.experiments._figures import label_bottom_row, legend_below
 from sithlib.experiments._tables import of_agg
 from sithlib.metrics import activation_pattern, gaussian_entropy, mardia_test, same_region_fraction
 from sithlib.models.mlp import MLP
@@ -378,7 +378,6 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
 
     m = metrics[metrics.step == "mi_bound"].copy()
     dims = sorted(m.dim.dropna().unique())
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     if axes is None:  # two dimensions a row: more shrink to unreadable text at page width
         per_row = min(2, len(dims))
@@ -435,14 +434,8 @@ def plot_mi_bound(metrics: pd.DataFrame, q_sigma: float = 1.0, axes=None):
     for block in range(len(axes) // 2):
         axes[2 * block][0].set_ylabel("nats per dimension")
         axes[2 * block + 1][0].set_ylabel("gap $I$ - bound (nats / dim)")
-    fig = axes[0][0].figure
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # below the panels
-        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=10,
-                   frameon=False)
-    else:  # axes from the caller: beside the last top panel, off the data
-        axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                           fontsize=8)
+    # Axes from a caller: beside the last top panel, off the data.
+    legend_below([ax for row in axes for ax in row], ncol=2, beside=axes[0][-1])
     return axes
 
 

@@ -38,7 +38,7 @@ import torch
 
 from sithlib.dgp import DGP, DGPConfig, render, sample_latents
 from sithlib.dgp.augment import augment
-from sithlib.experiments._figures import label_bottom_row
+from sithlib.experiments._figures import label_bottom_row, legend_below
 from sithlib.experiments._tables import METRIC_LABELS, of_agg
 from sithlib.losses import logdet_entropy, pairwise_entropy, vicreg, vicreg_entropy
 from sithlib.methods import VICRegConfig, build_method
@@ -365,19 +365,6 @@ _PANELS = (("entropy", r"log-det entropy $\hat H(Z)$ (nats)"),
            ("train_entropy", r"$\hat H(Z)$ of the training batch (nats)"))
 
 
-def _legend_below(fig, axes, handles, labels, ncol: int):
-    """One legend for the figure, below the panels where the layout allows it (constrained
-    layout), else beside the last panel: never on the data."""
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
-
-    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
-        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=10,
-                   frameon=False)
-    else:
-        axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize=10)
-
-
 def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
     """The held-out terms, kNN accuracy and R^2 against training steps for one DGP.
 
@@ -401,9 +388,7 @@ def plot_curves(curves: pd.DataFrame, dgp: str = "vector", axes=None):
         ax.set_title(label, fontsize=10.5)
     # The x label on the bottom row only, clear of the titles of the panels below it.
     label_bottom_row(axes[:len(_PANELS)], "training step")
-    handles, labels = axes[0].get_legend_handles_labels()
-    axes[0].get_legend().remove()
-    _legend_below(axes[0].figure, axes, handles, labels, ncol=len(labels))
+    legend_below(axes, ncol=data.method.nunique())
     return axes
 
 
@@ -438,10 +423,9 @@ def plot_comparison(metrics: pd.DataFrame, metric_names=("knn", "linear_probe", 
         a.set_title(labels.get(name, name), fontsize=11)
         a.tick_params(labelsize=10)
     handles, names = ax[0].get_legend_handles_labels()
-    ax[0].get_legend().remove()
     handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
     names.append("raw input")
-    _legend_below(ax[0].figure, ax, handles, names, ncol=len(names))
+    legend_below(ax, handles, names, ncol=len(names))
     return ax
 
 

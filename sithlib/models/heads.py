@@ -40,6 +40,7 @@ def _scores_fp32(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):
         return x.to(dtype) @ w.to(dtype).t()
 
+
 _LAST_NORMS = (None, "batch", "batch_no_affine", "batch_scale")
 
 
