@@ -132,6 +132,54 @@ def test_claims_name_uniform_collapse_and_whether_s_shows_it():
                       "verdict"] == "supported"
 
 
+def _frames(runs):
+    """metrics and last-step curves from {variant: (method, ablated, values, embedding_std)}."""
+    rows, curves = [], []
+    for variant, (method, ablated, values, std) in runs.items():
+        for seed in (0, 1):
+            rows += [{"variant": variant, "method": method, "ablation": ablated, "seed": seed,
+                      "metric": k, "value": v} for k, v in values.items()]
+            curves.append({"variant": variant, "method": method, "step": 100, "seed": seed,
+                           "embedding_std": std})
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def test_missed_collapses_of_scale_and_of_dino_to_one_output():
+    healthy = {"collapse": 0, "center_norm": 0.5, "center_norm_early": 0.5, "spread": 0.4,
+               "mean_mu_norm": 0.8, "std_ratio": 0.8, "effective_rank": 9.0,
+               "encoder_effective_rank": 5.0, "r2_linear": 0.9, "s_predicts": 1.0,
+               "s_agrees": 1.0}
+    scale = {**healthy, "center_norm": 0.03, "mean_mu_norm": 0.05, "r2_linear": 0.3}
+    one_hot = {**healthy, "center_norm": 0.95, "std_ratio": 0.3, "head_entropy": 0.05}
+    metrics, curves = _frames({
+        "vicreg": ("vicreg", False, healthy, 1e-2),
+        "vicreg_no_variance": ("vicreg", True, scale, 8e-5),
+        "dino": ("dino", False, {**healthy, "head_entropy": 0.7}, 1e-2),
+        "dino_no_centering": ("dino", True, one_hot, 1e-2),
+        "dino_no_sharpening": ("dino", True, {**healthy, "collapse": 3, "head_entropy": 0.99},
+                               1e-2),
+        "vicreg (untrained)": ("vicreg", False, {"r2_linear": 0.8}, 1e-2)})
+    cfg = {"uniform_entropy": 0.9, "s_threshold": 0.9, "complete_std": 0.25}
+    # Without a guard flag the shrunken VICReg is not reported: only the one-hot DINO is.
+    [dino] = exp.missed_collapses(metrics, curves, cfg)
+    assert dino.startswith("**DINO: no centering**") and "0.05 of its maximum" in dino
+    assert "0.70 for the intact DINO" in dino and "above the threshold 0.25" in dino
+    flags = pd.DataFrame([{"variant": "vicreg_no_variance", "method": "vicreg", "ablation": True,
+                           "seed": seed, "metric": "failure_step", "value": step}
+                          for seed, step in ((0, 300.0), (1, 525.0))])
+    text = exp.missed_collapses(pd.concat([metrics, flags]), curves, cfg)
+    assert len(text) == 2 and text[1] == dino  # in the table's order
+    assert text[0].startswith("**VICReg: no variance**")
+    assert "in both of its seeds (first at step 300)" in text[0]
+    assert "ends at $8 \\times 10^{-5}$, against $1 \\times 10^{-2}$" in text[0]
+    assert "0.30, is below that of the untrained encoders (0.80)" in text[0]
+    # Collapsed by the rules already: not repeated; a one-hot DINO with a small s is no collapse.
+    one_hot_low_s = {**one_hot, "center_norm": 0.5}
+    metrics2, curves2 = _frames({"dino": ("dino", False, {**healthy, "head_entropy": 0.7}, 1e-2),
+                                 "dino_no_centering": ("dino", True, one_hot_low_s, 1e-2)})
+    assert exp.missed_collapses(metrics2, curves2, cfg) == []
+
+
 def test_bad_configs():
     base = TINY["collapse_ablations"]
     with pytest.raises(ValueError, match="variants"):

@@ -601,3 +601,81 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
             "supported" if seen == len(runs) else "not supported",
         ))
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])
+
+
+def _sci(x: float) -> str:
+    """``x`` to two significant digits in scientific notation, as MyST math."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"${mantissa.removesuffix('.0')} \\times 10^{{{int(exponent)}}}$"
+
+
+def _seeds_text(k: int, n: int) -> str:
+    if k == n:
+        return "both of its seeds" if n == 2 else f"all {number_word(n)} of its seeds"
+    return f"{number_word(k)} of its {number_word(n)} seeds"
+
+
+def missed_collapses(metrics: pd.DataFrame, curves: pd.DataFrame, cfg: dict,
+                     collapse_std: float = TrainConfig.collapse_std) -> list[str]:
+    """Ablations that :func:`outcome` does not count as collapsed although the result shows a
+    collapse it cannot see, one Markdown sentence each.
+
+    Every rule of :func:`outcome` reads the *normalised* embedding u, so two failures pass it:
+
+    - a collapse of scale: the training engine's guard flagged the run (the per-dimension
+      standard deviation of the encoder output on the training batch fell below
+      ``collapse_std``); the normalisations (batch norms in the head, then u) blow what is
+      left back up to unit scale and spread the views of one sample over the sphere, which
+      the rules read as a healthy spread;
+    - DINO's collapse to one dominant output (its paper, without centering): outputs nearly
+      one-hot (mean entropy below ``1 - cfg["uniform_entropy"]`` of its maximum) while u is
+      nearly the same for every input (mean final ‖s‖ above ``cfg["s_threshold"]``).
+
+    ``cfg`` is the result's config (``result.config["config"]``). Variants whose outcome over
+    seeds already is a collapse are left out.
+    """
+    table = collapse_table(metrics)
+    m = metrics[~metrics.variant.str.endswith("(untrained)")]
+    wide = m.pivot_table(index=["variant", "seed"], columns="metric", values="value")
+    final = curves[curves.step == curves.step.max()].groupby("variant").embedding_std.mean()
+    untrained = metrics[metrics.variant.str.endswith("(untrained)")
+                        & (metrics.metric == "r2_linear")].value.mean()
+    flagged = m[m.metric == "failure_step"].groupby("variant", sort=False).value
+    sentences = []
+    for variant in table.index[table.ablation & table.outcome.str.startswith("none")]:
+        runs = wide.loc[variant]
+        method = table.loc[variant, "method"]
+        intact = table.index[(table.method == method) & ~table.ablation][0]
+        label = f"**{variant_label(variant)}**"
+        if variant in flagged.groups:
+            steps = flagged.get_group(variant)
+            sentences.append(
+                f"{label} ends as \"none\" by these rules, yet the training engine's collapse "
+                f"guard flagged it in {_seeds_text(len(steps), len(runs))} (first at step "
+                f"{steps.min():,.0f}): the "
+                f"per-dimension standard deviation of its encoder output $f(x)$ on the training "
+                f"batch fell below {_sci(collapse_std)} and ends at {_sci(final[variant])}, "
+                f"against {_sci(final[intact])} for the intact {METHOD_LABELS[method]}. The "
+                "rules read "
+                "normalised embeddings, which cannot show such a collapse of scale: the "
+                "normalisations (the head's batch norms, then $u = \\cdot / \\|\\cdot\\|$) blow "
+                "what is left, small variations that need not be invariant, back up to unit "
+                "scale, and that spreads the views of one sample over the sphere (mean "
+                f"$\\|\\mu_x\\|$ = {runs.mean_mu_norm.mean():.2f}), which the rules read as a "
+                "healthy spread. Its encoder's held-out $R^2$, "
+                f"{runs.r2_linear.mean():.2f}, is "
+                + ("below" if runs.r2_linear.mean() < untrained else "not below")
+                + f" that of the untrained encoders ({untrained:.2f}).")
+        elif ("head_entropy" in runs and runs.head_entropy.mean() < 1 - cfg["uniform_entropy"]
+              and runs.center_norm.mean() > cfg["s_threshold"]):
+            sentences.append(
+                f"{label} ends as \"none\", but its outputs are nearly one-hot (mean "
+                f"entropy {runs.head_entropy.mean():.2f} of its maximum, against "
+                f"{wide.loc[intact].head_entropy.mean():.2f} for the intact "
+                f"{METHOD_LABELS[method]}) while its bottleneck $u$ is nearly the same for "
+                f"every input ($\\|s\\|$ = {table.loc[variant, '‖s‖ final']}): the signature "
+                "of the collapse to one dominant output that the DINO paper reports without "
+                "centering {cite}`caron2021dino`. The rule for complete collapse does not "
+                f"count it: its std ratio, {table.loc[variant, 'std ratio']}, is above the "
+                f"threshold {cfg['complete_std']:g}.")
+    return sentences
