@@ -30,10 +30,11 @@ from sithlib.experiments._tables import (
     count_of,
     number,
     number_word,
+    tex_sci,
 )
 
 __all__ = ["EXPERIMENTS", "METHOD_LABELS", "METRIC_LABELS", "and_join", "count_of", "number",
-           "number_word", "get_experiment", "shrink", "trains"]
+           "number_word", "get_experiment", "shrink", "tex_sci", "trains"]
 
 
 REQUIRED = ("NAME", "VERSION", "TITLE", "CHAPTER", "Config", "PROFILES", "run")

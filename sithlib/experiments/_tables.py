@@ -96,6 +96,13 @@ _NUMBER_WORDS = ("none", "one", "two", "three", "four", "five", "six", "seven", 
                  "nine", "ten")
 
 
+def tex_sci(x: float, digits: int = 2) -> str:
+    """``x`` in scientific notation as TeX (without ``$``), to ``digits`` significant digits:
+    ``8.3e-05`` gives ``8.3 \\times 10^{-5}``, ``1e-04`` gives ``1 \\times 10^{-4}``."""
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    return f"{mantissa.removesuffix('.0')} \\times 10^{{{int(exponent)}}}"
+
+
 def number_word(n: int) -> str:
     """``n`` for a sentence: ``"none"``, ``"one"``, ... ``"ten"``, then digits (``"12"``)."""
     return _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else f"{n:,}"

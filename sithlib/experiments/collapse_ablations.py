@@ -38,7 +38,13 @@ import pandas as pd
 import torch
 
 from sithlib.dgp import DGP, DGPConfig
-from sithlib.experiments._tables import METHOD_LABELS, count_of, number_word, of_values
+from sithlib.experiments._tables import (
+    METHOD_LABELS,
+    count_of,
+    number_word,
+    of_values,
+    tex_sci,
+)
 from sithlib.experiments.stability_monitor import embedding
 from sithlib.methods import build_method, method_label
 from sithlib.metrics import (
@@ -535,6 +541,13 @@ def runs_text(n: int, verbs: tuple[str, str]) -> str:
     return f"{number_word(n)} run{'' if n == 1 else 's'} {verbs[0] if n == 1 else verbs[1]}"
 
 
+def collapse_share(metrics: pd.DataFrame) -> pd.Series:
+    """Per ablation, the share of its seeds that collapse (in any of the three ways)."""
+    m = metrics[(metrics.metric == "collapse") & metrics.variant.map(
+        lambda v: v in VARIANTS and bool(VARIANTS[v][1]))]
+    return m.groupby("variant", sort=False).value.agg(lambda c: float((c.round() > 0).mean()))
+
+
 def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFrame:
     """The paper's claims about induced collapse, each with what we measured and a verdict
     decided by a fixed rule from the measurement (per run: one variant and one seed)."""
@@ -542,10 +555,8 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     wide = m.pivot_table(index=["variant", "seed"], columns="metric", values="value").reset_index()
     wide["ablated"] = wide.variant.map(lambda v: bool(VARIANTS[v][1]))
     wide["code"] = wide.collapse.round().astype(int)
-    abl = wide[wide.ablated]
-    # Share of seeds in which each ablation collapses (in any of the three ways): more than
-    # half counts as collapsing, exactly half as split between seeds.
-    share = abl.groupby("variant").code.agg(lambda c: float((c > 0).mean()))
+    # More than half of the seeds counts as collapsing, exactly half as split between seeds.
+    share = collapse_share(metrics)
     collapsed, split = int((share > 0.5).sum()), int((share == 0.5).sum())
     intact = wide[~wide.ablated]
     complete, dimensional, uniform = (wide[wide.code == c] for c in (2, 1, 3))
@@ -603,12 +614,6 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])
 
 
-def _sci(x: float) -> str:
-    """``x`` to two significant digits in scientific notation, as MyST math."""
-    mantissa, exponent = f"{x:.1e}".split("e")
-    return f"${mantissa.removesuffix('.0')} \\times 10^{{{int(exponent)}}}$"
-
-
 def _seeds_text(k: int, n: int) -> str:
     if k == n:
         return "both of its seeds" if n == 2 else f"all {number_word(n)} of its seeds"
@@ -652,11 +657,10 @@ def missed_collapses(metrics: pd.DataFrame, curves: pd.DataFrame, cfg: dict,
             sentences.append(
                 f"{label} ends as \"none\" by these rules, yet the training engine's collapse "
                 f"guard flagged it in {_seeds_text(len(steps), len(runs))} (first at step "
-                f"{steps.min():,.0f}): the "
-                f"per-dimension standard deviation of its encoder output $f(x)$ on the training "
-                f"batch fell below {_sci(collapse_std)} and ends at {_sci(final[variant])}, "
-                f"against {_sci(final[intact])} for the intact {METHOD_LABELS[method]}. The "
-                "rules read "
+                f"{steps.min():,.0f}): the per-dimension standard deviation of its encoder "
+                f"output $f(x)$ on the training batch fell below ${tex_sci(collapse_std)}$ and "
+                f"ends at ${tex_sci(final[variant])}$, against ${tex_sci(final[intact])}$ for "
+                f"the intact {METHOD_LABELS[method]}. The rules read "
                 "normalised embeddings, which cannot show such a collapse of scale: the "
                 "normalisations (the head's batch norms, then $u = \\cdot / \\|\\cdot\\|$) blow "
                 "what is left, small variations that need not be invariant, back up to unit "
