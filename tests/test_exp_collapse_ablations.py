@@ -82,43 +82,65 @@ def test_monitors_of_a_collapsed_and_an_identity_embedding():
     assert dead["effective_rank"] == 0.0 and dead["encoder_effective_rank"] == 0.0
     assert dead["r2_linear"] < 0.05
     cfg = TINY["collapse_ablations"]
-    assert exp.OUTCOMES[exp.outcome(dead["std_ratio"], 0.0, 0.0, cfg)] == "complete"
+    assert dead["encoder_std"] == pytest.approx(0.0, abs=1e-6)
+    assert exp.OUTCOMES[exp.outcome(dead, cfg)] == "complete"
     alive = exp.monitors(_Identity(5), z, x, x_views)
     assert alive["r2_linear"] > 0.5 and alive["std_ratio"] > 0.5
     assert alive["effective_rank"] > cfg.rank_fraction * cfg.dim
-    assert exp.outcome(alive["std_ratio"], alive["effective_rank"], 5.0, cfg) == 0
+    assert alive["encoder_std"] == pytest.approx(float(x.std(0).mean()), rel=1e-5)
+    assert exp.outcome({**alive, "encoder_effective_rank": 5.0}, cfg) == 0
     # The identity behind the monitors: E||mu_x||^2 = ||s||^2 + E||mu_x - s||^2 (with the
     # mean norm a lower bound on the root mean square norm).
     assert alive["mean_mu_norm"] ** 2 <= alive["center_norm"] ** 2 + alive["spread"] + 1e-9
 
 
+def _scores(std_ratio=0.5, rank=4.0, encoder_rank=4.0, **dino):
+    return {"std_ratio": std_ratio, "effective_rank": rank, "encoder_effective_rank": encoder_rank,
+            "encoder_std": 1e-2, **dino}
+
+
 def test_outcome_thresholds():
     cfg = TINY["collapse_ablations"]
-    assert exp.outcome(0.05, 4.0, 4.0, cfg) == 2
-    assert exp.outcome(0.5, 1.2, 4.0, cfg) == 1
-    assert exp.outcome(0.5, 4.0, 1.2, cfg) == 1
-    assert exp.outcome(0.5, 4.0, 4.0, cfg) == 0
+    assert exp.outcome(_scores(0.05), cfg) == 2
+    assert exp.outcome(_scores(0.5, 1.2, 4.0), cfg) == 1
+    assert exp.outcome(_scores(0.5, 4.0, 1.2), cfg) == 1
+    assert exp.outcome(_scores(), cfg) == 0
+    # A collapse of scale: the raw encoder output below the engine guard's threshold, however
+    # healthy the normalised embedding looks.
+    assert exp.OUTCOMES[exp.outcome({**_scores(), "encoder_std": 8e-5}, cfg)] == "shrunk"
+    assert exp.outcome({**_scores(), "encoder_std": 2 * cfg.collapse_std}, cfg) == 0
+    assert exp.outcome({**_scores(0.05), "encoder_std": 8e-5}, cfg) == 2  # complete first
+    assert exp.outcome({k: v for k, v in _scores().items() if k != "encoder_std"}, cfg) == 0
 
 
-def test_dino_output_entropy_and_the_uniform_outcome():
+def test_dino_output_entropy_dominant_mass_and_their_outcomes():
     cfg = TINY["collapse_ablations"]
-    assert exp.outcome(0.5, 4.0, 4.0, cfg, head_entropy=0.95) == 3
-    assert exp.outcome(0.5, 4.0, 4.0, cfg, head_entropy=0.5) == 0
-    assert exp.outcome(0.05, 4.0, 4.0, cfg, head_entropy=0.95) == 2  # complete comes first
+    assert exp.OUTCOMES[exp.outcome(_scores(head_entropy=0.95), cfg)] == "uniform"
+    assert exp.outcome(_scores(head_entropy=0.5), cfg) == 0
+    assert exp.outcome(_scores(0.05, head_entropy=0.95), cfg) == 2  # complete comes first
+    assert exp.OUTCOMES[exp.outcome(_scores(head_entropy=0.05, dominant_mass=0.8), cfg)] == (
+        "dominant")
+    # Sharp outputs spread over the prototypes are what DINO wants: no collapse.
+    assert exp.outcome(_scores(head_entropy=0.05, dominant_mass=0.1), cfg) == 0
     z, x, x_views = _test_set()
     dino = exp.model_factory("dino", {}, cfg)(0).eval()
-    got = exp.monitors(dino, z, x, x_views)["head_entropy"]
+    scores = exp.monitors(dino, z, x, x_views)
     with torch.no_grad():
         p = torch.softmax(dino.project(x).double() / dino.config.student_temp, dim=1)
     want = float(-(p * p.log()).sum(1).mean()) / math.log(p.shape[1])
-    assert got == pytest.approx(want, abs=1e-5) and 0 < got <= 1
-    assert "head_entropy" not in exp.monitors(exp.model_factory("byol", {}, cfg)(0).eval(),
-                                              z, x, x_views)
+    assert scores["head_entropy"] == pytest.approx(want, abs=1e-5) and 0 < want <= 1
+    # The largest entry of the mean distribution, from a plain loop over the outputs.
+    mean = [sum(float(p[i, k]) for i in range(len(p))) / len(p) for k in range(p.shape[1])]
+    assert scores["dominant_mass"] == pytest.approx(max(mean), abs=1e-5)
+    assert 1 / p.shape[1] <= scores["dominant_mass"] <= 1
+    others = exp.monitors(exp.model_factory("byol", {}, cfg)(0).eval(), z, x, x_views)
+    assert "head_entropy" not in others and "dominant_mass" not in others
 
 
 def test_claims_name_uniform_collapse_and_whether_s_shows_it():
     rows = []
-    for variant, code, s in (("dino", 0, 0.6), ("dino_no_sharpening", 3, 0.7)):
+    for variant, code, s in (("dino", 0, 0.6), ("dino_no_sharpening", 3, 0.7),
+                             ("dino_no_centering", 4, 0.95), ("vicreg_no_variance", 5, 0.03)):
         for seed in (0, 1):
             values = {"collapse": code, "center_norm": s, "spread": 0.2, "s_predicts": 1.0,
                       "s_agrees": 1.0, "center_norm_early": s}
@@ -128,6 +150,14 @@ def test_claims_name_uniform_collapse_and_whether_s_shows_it():
     row = claims.loc["DINO's collapse to a uniform output shows in ‖s‖"]
     assert row.verdict == "not supported"
     assert "two runs collapse to a uniform output" in row.measured
+    row = claims.loc["DINO's collapse to one dominant output shows in ‖s‖"]
+    assert row.verdict == "supported" and "with ‖s‖ above 0.9 (final ‖s‖ 0.95)" in row.measured
+    row = claims.loc["A collapse of the encoder's scale shows in ‖s‖"]
+    assert row.verdict == "not supported" and "collapse in scale" in row.measured
+    # A dominant output with a long s is counted against "a final ‖s‖ above 0.9 means
+    # complete collapse": that claim is about complete collapse only.
+    assert claims.loc["A final ‖s‖ above 0.9 means complete collapse", "measured"].startswith(
+        "two runs end above it without complete collapse")
     assert claims.loc["Removing one anti-collapse device makes the method collapse",
                       "verdict"] == "supported"
 
@@ -144,40 +174,30 @@ def _frames(runs):
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def test_missed_collapses_of_scale_and_of_dino_to_one_output():
+def test_missed_collapses_are_guard_flags_the_rules_call_none():
     healthy = {"collapse": 0, "center_norm": 0.5, "center_norm_early": 0.5, "spread": 0.4,
                "mean_mu_norm": 0.8, "std_ratio": 0.8, "effective_rank": 9.0,
-               "encoder_effective_rank": 5.0, "r2_linear": 0.9, "s_predicts": 1.0,
-               "s_agrees": 1.0}
-    scale = {**healthy, "center_norm": 0.03, "mean_mu_norm": 0.05, "r2_linear": 0.3}
-    one_hot = {**healthy, "center_norm": 0.95, "std_ratio": 0.3, "head_entropy": 0.05}
+               "encoder_effective_rank": 5.0, "encoder_std": 1e-2, "r2_linear": 0.9,
+               "s_predicts": 1.0, "s_agrees": 1.0}
+    recovered = {**healthy, "encoder_std": 3e-3}
     metrics, curves = _frames({
         "vicreg": ("vicreg", False, healthy, 1e-2),
-        "vicreg_no_variance": ("vicreg", True, scale, 8e-5),
-        "dino": ("dino", False, {**healthy, "head_entropy": 0.7}, 1e-2),
-        "dino_no_centering": ("dino", True, one_hot, 1e-2),
-        "dino_no_sharpening": ("dino", True, {**healthy, "collapse": 3, "head_entropy": 0.99},
-                               1e-2),
-        "vicreg (untrained)": ("vicreg", False, {"r2_linear": 0.8}, 1e-2)})
-    cfg = {"uniform_entropy": 0.9, "s_threshold": 0.9, "complete_std": 0.25}
-    # Without a guard flag the shrunken VICReg is not reported: only the one-hot DINO is.
-    [dino] = exp.missed_collapses(metrics, curves, cfg)
-    assert dino.startswith("**DINO: no centering**") and "0.05 of its maximum" in dino
-    assert "0.70 for the intact DINO" in dino and "above the threshold 0.25" in dino
-    flags = pd.DataFrame([{"variant": "vicreg_no_variance", "method": "vicreg", "ablation": True,
+        "vicreg_no_variance": ("vicreg", True, recovered, 8e-5),
+        "dino": ("dino", False, healthy, 1e-2),
+        "dino_no_centering": ("dino", True, {**healthy, "collapse": 4}, 1e-2)})
+    cfg = {"collapse_std": 1e-4}
+    assert exp.missed_collapses(metrics, curves, cfg) == []  # no guard flag: nothing missed
+    flags = pd.DataFrame([{"variant": v, "method": v.split("_")[0], "ablation": True,
                            "seed": seed, "metric": "failure_step", "value": step}
+                          for v in ("vicreg_no_variance", "dino_no_centering")
                           for seed, step in ((0, 300.0), (1, 525.0))])
-    text = exp.missed_collapses(pd.concat([metrics, flags]), curves, cfg)
-    assert len(text) == 2 and text[1] == dino  # in the table's order
-    assert text[0].startswith("**VICReg: no variance**")
-    assert "in both of its seeds (first at step 300)" in text[0]
-    assert "ends at $8 \\times 10^{-5}$, against $1 \\times 10^{-2}$" in text[0]
-    assert "0.30, is below that of the untrained encoders (0.80)" in text[0]
-    # Collapsed by the rules already: not repeated; a one-hot DINO with a small s is no collapse.
-    one_hot_low_s = {**one_hot, "center_norm": 0.5}
-    metrics2, curves2 = _frames({"dino": ("dino", False, {**healthy, "head_entropy": 0.7}, 1e-2),
-                                 "dino_no_centering": ("dino", True, one_hot_low_s, 1e-2)})
-    assert exp.missed_collapses(metrics2, curves2, cfg) == []
+    # Flagged: VICReg ends "none" and is reported; DINO's rule already counts it, not repeated.
+    [text] = exp.missed_collapses(pd.concat([metrics, flags]), curves, cfg)
+    assert text.startswith("**VICReg: no variance**")
+    assert "in both of its seeds (first at step 300)" in text
+    assert "fell below $1 \\times 10^{-4}$" in text
+    assert "ends at $8 \\times 10^{-5}$ there, against $1 \\times 10^{-2}$" in text
+    assert "and at 3.0e-03±0.0e+00 on held-out data" in text
 
 
 def test_bad_configs():
@@ -188,6 +208,10 @@ def test_bad_configs():
         dataclasses.replace(base, views=1)
     with pytest.raises(ValueError, match="s_threshold"):
         dataclasses.replace(base, s_threshold=1.5)
+    with pytest.raises(ValueError, match="dominant_mass"):
+        dataclasses.replace(base, dominant_mass=1.0)
+    with pytest.raises(ValueError, match="collapse_std"):
+        dataclasses.replace(base, collapse_std=0.0)
 
 
 def test_every_ablation_of_the_issue_is_a_variant_with_its_switch():
@@ -242,12 +266,10 @@ def test_tables_and_curves_have_every_variant_and_seed(small_run):
     assert len(untrained) == 2 and (untrained > 0.5).all()
     runs = m[m.variant.isin(cfg.variants)].pivot_table(index=["variant", "seed"],
                                                        columns="metric", values="value")
-    assert len(runs) == 4 and runs.collapse.isin([0, 1, 2, 3]).all()
+    assert len(runs) == 4 and runs.collapse.isin(range(len(exp.OUTCOMES))).all()
     # The recorded outcome is the rule applied to the recorded monitors.
     for (_, _), r in runs.iterrows():
-        assert r.collapse == exp.outcome(r.std_ratio, r.effective_rank,
-                                         r.encoder_effective_rank, cfg,
-                                         r.get("head_entropy", math.nan))
+        assert r.collapse == exp.outcome(r, cfg)
     table = exp.collapse_table(m)
     assert list(table.index) == list(cfg.variants)
     assert all((o.split(" ")[0] in exp.OUTCOMES and o.endswith("/2)"))

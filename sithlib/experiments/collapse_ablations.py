@@ -20,9 +20,15 @@ K positive samples of each held-out latent standing for its augmentations:
 Collapse is decided by thresholds on measured quantities (``Config``): complete when the std
 ratio falls below ``complete_std``, dimensional when it does not but the effective rank of the
 embedding or of the encoder output falls below ``rank_fraction`` times the latent dimension.
-DINO can also collapse to a uniform output (Caron et al. 2021), which the normalised
-embedding does not show: uniform when the mean entropy of its student's output distribution
-reaches ``uniform_entropy`` times its maximum, :math:`\log M` for M outputs.
+Two failures do not show in the normalised embedding, and have rules of their own. A
+collapse of scale: the encoder output f(x) shrinks to nearly one point, while the
+normalisations after it (the head's batch norms, then u) blow what is left back up to unit
+scale; shrunk when the per-dimension std of f(x) on held-out data falls below
+``collapse_std``, the threshold of the training engine's collapse guard. And DINO's two
+failures (Caron et al. 2021): one output dominating, dominant when one of the M outputs holds
+at least ``dominant_mass`` of the student's mean output distribution over x; and a uniform
+output, uniform when the mean entropy of that distribution reaches ``uniform_entropy``
+times its maximum, :math:`\log M`.
 The paper's prediction is tested on time: does :math:`\|s\|` early in training (at
 ``early_fraction`` of the steps) exceed ``s_threshold`` exactly for the runs that end in
 complete collapse? And does the final :math:`\|s\|` do so?
@@ -62,8 +68,9 @@ from sithlib.train import TrainConfig, train
 
 NAME = "collapse_ablations"
 # 2: bias-free BYOL heads; 3: DINO's bottleneck, unbiased mean ||mu_x||; 4: the untrained
-# networks' batch norms hold statistics of training batches (calibrate_untrained).
-VERSION = 4
+# networks' batch norms hold statistics of training batches (calibrate_untrained); 5: the
+# outcomes "shrunk" (encoder_std) and "dominant" (DINO's dominant_mass).
+VERSION = 5
 TITLE = "Induced collapse"
 CHAPTER = "chapters/03_stability/03_collapse"
 
@@ -86,8 +93,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "vicreg": ("vicreg", {}),
     "vicreg_no_variance": ("vicreg", {"std_coeff": 0.0}),
 }
-# The value of the "collapse" metric indexes it; "uniform" only for DINO's output distribution.
-OUTCOMES = ("none", "dimensional", "complete", "uniform")
+# The value of the "collapse" metric indexes it; "uniform" and "dominant" only for DINO's
+# output distribution. A tuple so that the codes of stored results keep their meaning.
+OUTCOMES = ("none", "dimensional", "complete", "uniform", "dominant", "shrunk")
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,10 @@ class Config:
     # DINO's output is uniform at this fraction of the maximum entropy log M (intact DINO stays
     # far below it, about two thirds in the quick profile).
     uniform_entropy: float = 0.9
+    # One DINO output holds this share of the mean output distribution (1/M when balanced).
+    dominant_mass: float = 0.5
+    # The encoder output's per-dimension std below it: the training engine's guard threshold.
+    collapse_std: float = TrainConfig.collapse_std
     s_threshold: float = 0.9
     dgp_seed: int = 0
     checkpoint_every: int = 0
@@ -127,9 +139,11 @@ class Config:
         if self.views < 2:
             raise ValueError(f"views must be >= 2 (K augmentations per sample), got {self.views}")
         for name in ("early_fraction", "complete_std", "rank_fraction", "uniform_entropy",
-                     "s_threshold"):
+                     "dominant_mass", "s_threshold"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if not self.collapse_std > 0:
+            raise ValueError(f"collapse_std must be > 0, got {self.collapse_std}")
 
 
 PROFILES = {
@@ -212,9 +226,12 @@ def monitors(method, z: torch.Tensor, x: torch.Tensor, x_views: torch.Tensor) ->
     -------
     scores : dict of str to float
         ``center_norm``, ``mean_mu_norm``, ``spread``, ``std_ratio`` and ``effective_rank``
-        of the embedding the loss sees; ``encoder_center_norm``, ``encoder_effective_rank``
-        and ``r2_linear`` of the encoder output; for DINO also ``head_entropy``, the mean
-        entropy of the student's output distribution over x, divided by its maximum log M.
+        of the embedding the loss sees; ``encoder_center_norm``, ``encoder_effective_rank``,
+        ``encoder_std`` (the per-dimension std of the raw encoder output, the quantity of the
+        training engine's collapse guard) and ``r2_linear`` of the encoder output; for DINO
+        also ``head_entropy``, the mean entropy of the student's output distribution p(x),
+        divided by its maximum log M, and ``dominant_mass``, the largest entry of the mean
+        distribution E_x p(x) (1/M when the outputs are used equally, 1 when one dominates).
     """
     k, n, dim = x_views.shape
     flat = x_views.reshape(k * n, dim)
@@ -231,6 +248,7 @@ def monitors(method, z: torch.Tensor, x: torch.Tensor, x_views: torch.Tensor) ->
         logp = torch.log_softmax(method.project(x).float() / method.config.student_temp, dim=1)
         entropy = -(logp.exp() * logp).sum(1).mean()
         extra["head_entropy"] = float(entropy) / math.log(logp.shape[1])
+        extra["dominant_mass"] = float(logp.exp().mean(0).max())
     return {
         "center_norm": center_vector_norm(views),
         "mean_mu_norm": sample_mean_norm(views, unbiased=True),
@@ -239,25 +257,34 @@ def monitors(method, z: torch.Tensor, x: torch.Tensor, x_views: torch.Tensor) ->
         "effective_rank": _rank(u),
         "encoder_center_norm": center_vector_norm(h_views),
         "encoder_effective_rank": _rank(torch.nn.functional.normalize(h, dim=1)),
+        "encoder_std": embedding_std(h, normalize=False),
         "r2_linear": r2_linear(h, z),
         **extra,
     }
 
 
-def outcome(std_ratio: float, rank: float, encoder_rank: float, cfg,
-            head_entropy: float = math.nan) -> int:
-    """0 none, 1 dimensional, 2 complete, 3 uniform collapse (index into ``OUTCOMES``).
+def outcome(scores, cfg) -> int:
+    """The collapse of one run from its :func:`monitors` ``scores`` (a mapping; DINO's two
+    scores may be absent), as an index into ``OUTCOMES``; the first rule that holds decides.
 
-    Complete: the embedding's std ratio is below ``cfg.complete_std``. Uniform (DINO): not
-    complete, but the student's output entropy is at least ``cfg.uniform_entropy`` of its
-    maximum. Dimensional: neither, but the effective rank of the embedding or of the encoder
-    output is below ``cfg.rank_fraction`` times the latent dimension.
+    2 complete: the embedding's std ratio is below ``cfg.complete_std``. 5 shrunk: the
+    per-dimension std of the raw encoder output is below ``cfg.collapse_std``, a collapse of
+    scale that the normalised embedding cannot show. 4 dominant (DINO): one output holds at
+    least ``cfg.dominant_mass`` of the mean output distribution. 3 uniform (DINO): the
+    student's output entropy is at least ``cfg.uniform_entropy`` of its maximum.
+    1 dimensional: the effective rank of the embedding or of the encoder output is below
+    ``cfg.rank_fraction`` times the latent dimension. 0 none otherwise.
     """
-    if std_ratio < cfg.complete_std:
+    if scores["std_ratio"] < cfg.complete_std:
         return 2
-    if head_entropy >= cfg.uniform_entropy:
+    if scores.get("encoder_std", math.inf) < cfg.collapse_std:
+        return 5
+    if scores.get("dominant_mass", math.nan) >= cfg.dominant_mass:
+        return 4
+    if scores.get("head_entropy", math.nan) >= cfg.uniform_entropy:
         return 3
-    if min(rank, encoder_rank) < cfg.rank_fraction * cfg.dim:
+    if min(scores["effective_rank"], scores["encoder_effective_rank"]) < (cfg.rank_fraction
+                                                                           * cfg.dim):
         return 1
     return 0
 
@@ -363,9 +390,7 @@ def run(cfg: Config, device: str = "cpu") -> dict[str, pd.DataFrame]:
             early = mine[mine.step <= early_step].sort_values("step")
             values["center_norm_early"] = (float(early.center_norm.iloc[-1]) if len(early)
                                            else math.nan)
-            values["collapse"] = outcome(values["std_ratio"], values["effective_rank"],
-                                         values["encoder_effective_rank"], cfg,
-                                         values.get("head_entropy", math.nan))
+            values["collapse"] = outcome(values, cfg)
             complete = values["collapse"] == 2
             predicted = values["center_norm_early"] > cfg.s_threshold
             values["s_predicts"] = float(predicted == complete)
@@ -456,8 +481,11 @@ def collapse_table(metrics: pd.DataFrame) -> pd.DataFrame:
             "eff. rank": _rank_text(by["effective_rank"]),
             "encoder R²": of_values(by["r2_linear"], "{:.2f}"),
             "encoder eff. rank": _rank_text(by["encoder_effective_rank"]),
+            "encoder std": of_values(by["encoder_std"], "{:.1e}"),
             "output entropy": (of_values(by["head_entropy"], "{:.2f}") if "head_entropy" in by
                                else "–"),
+            "top output": (of_values(by["dominant_mass"], "{:.2f}") if "dominant_mass" in by
+                           else "–"),
             "early ‖s‖ predicts": f"{int(by['s_predicts'].sum())}/{n}",
             "final ‖s‖ agrees": f"{int(by['s_agrees'].sum())}/{n}",
         })
@@ -524,9 +552,10 @@ def plot_prediction(metrics: pd.DataFrame, s_threshold: float = 0.9, ax=None):
     wide["outcome"] = wide.collapse.round().astype(int).map(dict(enumerate(OUTCOMES)))
     wide["kind"] = wide.variant.map(lambda v: "intact" if VARIANTS.get(v, ("", {}))[1] == {}
                                     else "ablation")
+    seen = set(wide.outcome)
     sns.scatterplot(data=wide, x="center_norm_early", y="std_ratio", hue="outcome",
-                    hue_order=list(OUTCOMES), style="kind", style_order=["intact", "ablation"],
-                    s=45, ax=ax)
+                    hue_order=[o for o in OUTCOMES if o in seen], style="kind",
+                    style_order=["intact", "ablation"], s=45, ax=ax)
     ax.axvline(s_threshold, color="0.4", ls="--", lw=1)
     ax.set(xlabel="‖s‖ early in training", ylabel="final std ratio (1 = isotropic)",
            xlim=(0, 1.02), ylim=(0, None))
@@ -542,7 +571,7 @@ def runs_text(n: int, verbs: tuple[str, str]) -> str:
 
 
 def collapse_share(metrics: pd.DataFrame) -> pd.Series:
-    """Per ablation, the share of its seeds that collapse (in any of the three ways)."""
+    """Per ablation, the share of its seeds that collapse (any outcome but "none")."""
     m = metrics[(metrics.metric == "collapse") & metrics.variant.map(
         lambda v: v in VARIANTS and bool(VARIANTS[v][1]))]
     return m.groupby("variant", sort=False).value.agg(lambda c: float((c.round() > 0).mean()))
@@ -559,7 +588,7 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
     share = collapse_share(metrics)
     collapsed, split = int((share > 0.5).sum()), int((share == 0.5).sum())
     intact = wide[~wide.ablated]
-    complete, dimensional, uniform = (wide[wide.code == c] for c in (2, 1, 3))
+    complete = wide[wide.code == 2]
     rows = [(
         "Removing one anti-collapse device makes the method collapse",
         count_of(collapsed, len(share), "ablation", ("collapses", "collapse")) + " in most seeds"
@@ -588,7 +617,7 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         "supported" if early == 1 else ("partly supported" if early >= 0.75 else
                                         "not supported"),
     ))
-    high = wide[(wide.center_norm > s_threshold) & (wide.code < 2)]
+    high = wide[(wide.center_norm > s_threshold) & (wide.code != 2)]
     rows.append((
         f"A final ‖s‖ above {s_threshold:g} means complete collapse",
         f"{runs_text(len(high), ('ends', 'end'))} above it without complete collapse; the "
@@ -596,19 +625,22 @@ def claims_table(metrics: pd.DataFrame, s_threshold: float = 0.9) -> pd.DataFram
         "supported" if wide.s_agrees.all() else "partly supported" if wide.s_agrees.mean()
         >= 0.75 else "not supported",
     ))
-    for runs, claim, how in ((dimensional, "Dimensional collapse shows in ‖s‖", "dimensionally"),
-                             (uniform, "DINO's collapse to a uniform output shows in ‖s‖",
-                              "to a uniform output")):
+    for code, claim, how in (
+            (1, "Dimensional collapse shows in ‖s‖", "dimensionally"),
+            (3, "DINO's collapse to a uniform output shows in ‖s‖", "to a uniform output"),
+            (4, "DINO's collapse to one dominant output shows in ‖s‖", "to one dominant output"),
+            (5, "A collapse of the encoder's scale shows in ‖s‖", "in scale")):
+        runs = wide[wide.code == code]
         if not len(runs):
             continue
         seen = int((runs.center_norm > s_threshold).sum())
+        lo, hi = (f"{v:.2f}" for v in (runs.center_norm.min(), runs.center_norm.max()))
         rows.append((
             claim,
             f"{runs_text(len(runs), ('collapses', 'collapse'))} {how}; "
             + count_of(seen, len(runs), "run", ("ends", "end"))
-            + f" with ‖s‖ above {s_threshold:g} (final ‖s‖ "
-            + (f"{runs.center_norm.min():.2f} to {runs.center_norm.max():.2f})"
-               if len(runs) > 1 else f"{runs.center_norm.iloc[0]:.2f})"),
+            + f" with ‖s‖ above {s_threshold:g} (final ‖s‖ {lo}"
+            + ("" if lo == hi else f" to {hi}") + ")",
             "supported" if seen == len(runs) else "not supported",
         ))
     return pd.DataFrame(rows, columns=["claim", "measured", "verdict"])
@@ -620,66 +652,35 @@ def _seeds_text(k: int, n: int) -> str:
     return f"{number_word(k)} of its {number_word(n)} seeds"
 
 
-def missed_collapses(metrics: pd.DataFrame, curves: pd.DataFrame, cfg: dict,
-                     collapse_std: float = TrainConfig.collapse_std) -> list[str]:
-    """Ablations that :func:`outcome` does not count as collapsed although the result shows a
-    collapse it cannot see, one Markdown sentence each.
+def missed_collapses(metrics: pd.DataFrame, curves: pd.DataFrame, cfg: dict) -> list[str]:
+    """Ablations that :func:`outcome` calls "none" (over seeds) although the training engine's
+    collapse guard flagged them, one Markdown sentence each: a cross-check of the rules.
 
-    Every rule of :func:`outcome` reads the *normalised* embedding u, so two failures pass it:
-
-    - a collapse of scale: the training engine's guard flagged the run (the per-dimension
-      standard deviation of the encoder output on the training batch fell below
-      ``collapse_std``); the normalisations (batch norms in the head, then u) blow what is
-      left back up to unit scale and spread the views of one sample over the sphere, which
-      the rules read as a healthy spread;
-    - DINO's collapse to one dominant output (its paper, without centering): outputs nearly
-      one-hot (mean entropy below ``1 - cfg["uniform_entropy"]`` of its maximum) while u is
-      nearly the same for every input (mean final ‖s‖ above ``cfg["s_threshold"]``).
-
-    ``cfg`` is the result's config (``result.config["config"]``). Variants whose outcome over
-    seeds already is a collapse are left out.
+    The guard watches the per-dimension std of the encoder output on the training batch, the
+    rule for "shrunk" the same quantity on held-out data at the end, both against
+    ``cfg["collapse_std"]`` (``cfg`` is the result's config, ``result.config["config"]``). A
+    run the guard flagged that ends "none" has recovered, or shrinks on training batches only.
     """
+    collapse_std = cfg.get("collapse_std", TrainConfig.collapse_std)
     table = collapse_table(metrics)
     m = metrics[~metrics.variant.str.endswith("(untrained)")]
     wide = m.pivot_table(index=["variant", "seed"], columns="metric", values="value")
     final = curves[curves.step == curves.step.max()].groupby("variant").embedding_std.mean()
-    untrained = metrics[metrics.variant.str.endswith("(untrained)")
-                        & (metrics.metric == "r2_linear")].value.mean()
     flagged = m[m.metric == "failure_step"].groupby("variant", sort=False).value
     sentences = []
     for variant in table.index[table.ablation & table.outcome.str.startswith("none")]:
-        runs = wide.loc[variant]
+        if variant not in flagged.groups:
+            continue
+        steps = flagged.get_group(variant)
         method = table.loc[variant, "method"]
         intact = table.index[(table.method == method) & ~table.ablation][0]
-        label = f"**{variant_label(variant)}**"
-        if variant in flagged.groups:
-            steps = flagged.get_group(variant)
-            sentences.append(
-                f"{label} ends as \"none\" by these rules, yet the training engine's collapse "
-                f"guard flagged it in {_seeds_text(len(steps), len(runs))} (first at step "
-                f"{steps.min():,.0f}): the per-dimension standard deviation of its encoder "
-                f"output $f(x)$ on the training batch fell below ${tex_sci(collapse_std)}$ and "
-                f"ends at ${tex_sci(final[variant])}$, against ${tex_sci(final[intact])}$ for "
-                f"the intact {METHOD_LABELS[method]}. The rules read "
-                "normalised embeddings, which cannot show such a collapse of scale: the "
-                "normalisations (the head's batch norms, then $u = \\cdot / \\|\\cdot\\|$) blow "
-                "what is left, small variations that need not be invariant, back up to unit "
-                "scale, and that spreads the views of one sample over the sphere (mean "
-                f"$\\|\\mu_x\\|$ = {runs.mean_mu_norm.mean():.2f}), which the rules read as a "
-                "healthy spread. Its encoder's held-out $R^2$, "
-                f"{runs.r2_linear.mean():.2f}, is "
-                + ("below" if runs.r2_linear.mean() < untrained else "not below")
-                + f" that of the untrained encoders ({untrained:.2f}).")
-        elif ("head_entropy" in runs and runs.head_entropy.mean() < 1 - cfg["uniform_entropy"]
-              and runs.center_norm.mean() > cfg["s_threshold"]):
-            sentences.append(
-                f"{label} ends as \"none\", but its outputs are nearly one-hot (mean "
-                f"entropy {runs.head_entropy.mean():.2f} of its maximum, against "
-                f"{wide.loc[intact].head_entropy.mean():.2f} for the intact "
-                f"{METHOD_LABELS[method]}) while its bottleneck $u$ is nearly the same for "
-                f"every input ($\\|s\\|$ = {table.loc[variant, '‖s‖ final']}): the signature "
-                "of the collapse to one dominant output that the DINO paper reports without "
-                "centering {cite}`caron2021dino`. The rule for complete collapse does not "
-                f"count it: its std ratio, {table.loc[variant, 'std ratio']}, is above the "
-                f"threshold {cfg['complete_std']:g}.")
+        sentences.append(
+            f"**{variant_label(variant)}** ends as \"none\" by these rules, yet the training "
+            f"engine's collapse guard flagged it in "
+            f"{_seeds_text(len(steps), len(wide.loc[variant]))} (first at step "
+            f"{steps.min():,.0f}): the per-dimension standard deviation of its encoder output "
+            f"$f(x)$ on the training batch fell below ${tex_sci(collapse_std)}$; it ends at "
+            f"${tex_sci(final[variant])}$ there, against ${tex_sci(final[intact])}$ for the "
+            f"intact {METHOD_LABELS[method]}, and at {table.loc[variant, 'encoder std']} on "
+            "held-out data.")
     return sentences
