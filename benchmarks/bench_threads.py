@@ -37,6 +37,7 @@ from sithlib.results import benchmark_main
 from sithlib.train import TrainConfig, train
 
 WARMUP = 5
+DEVICES = ("cpu",)  # python -m sithlib bench (all) skips it on a GPU
 
 
 def _train(steps: int, cfg) -> None:

@@ -223,3 +223,27 @@ def test_quick_benchmark_reports_a_failed_run_with_its_error():
     failed = "(?s)infonce_sphere: quick run failed.*unknown config field .bogus."
     with pytest.raises(RuntimeError, match=failed):
         _bench("quick").run_quick("infonce_sphere", "cpu", ("--set", "bogus=1"))
+
+
+def test_threads_table_ratios_and_cases(monkeypatch):
+    bench = _bench("threads")
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 6)
+    monkeypatch.setattr(bench, "steps_per_second", lambda steps, threads: 10.0 + threads)
+    monkeypatch.setattr(bench, "side_by_side", lambda processes, steps: [3.0] * processes)
+    frame = bench.table(quick=True).pivot_table(index="case", columns="metric", values="value",
+                                               sort=False)
+    # Powers of two up to the cores, then the cores; one process per core side by side.
+    assert list(frame.index) == ["1 process, 1 thread", "1 process, 2 threads",
+                                 "1 process, 4 threads", "1 process, 6 threads",
+                                 "6 processes, 1 thread each"]
+    assert frame.loc["1 process, 6 threads", "ratio_to_default"] == 1.0
+    assert frame.loc["1 process, 1 thread", "ratio_to_default"] == pytest.approx(11 / 16)
+    assert frame.loc["6 processes, 1 thread each", "steps_s"] == pytest.approx(18.0)
+    with pytest.raises(ValueError, match="device must be 'cpu'"):
+        bench.table(quick=True, device="cuda")
+
+
+def test_threads_side_by_side_runs_real_processes():
+    bench = _bench("threads")
+    rates = bench.side_by_side(2, steps=2)
+    assert len(rates) == 2 and all(r > 0 for r in rates)

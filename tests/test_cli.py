@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from sithlib import cli
+from sithlib import cli, results
 from sithlib.experiments import EXPERIMENTS
 
 
@@ -107,3 +107,24 @@ def test_run_all_paper_skips_fresh(store, capsys, monkeypatch):
     assert "nothing to run" in capsys.readouterr().out
     manifest = json.loads((store / "MANIFEST.json").read_text())
     assert "vmf_concentration" in manifest["experiments"]
+
+
+def test_bench_of_all_skips_a_benchmark_about_another_device(tmp_path, monkeypatch, capsys):
+    """``python -m sithlib bench`` on a GPU runs every benchmark but the CPU-threads one."""
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    (folder / "bench_cpuonly.py").write_text(
+        'DEVICES = ("cpu",)\n\ndef table(quick, device):\n    raise AssertionError\n')
+    (folder / "bench_any.py").write_text(
+        "import pandas as pd\n\ndef table(quick, device):\n"
+        "    return pd.DataFrame({'case': [device], 'metric': ['x'], 'value': [1.0]})\n")
+    monkeypatch.setattr(results, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(results, "default_device", lambda: "cuda")
+    assert cli.main(["bench", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "bench cpuonly: measures cpu only, skipped on cuda" in out
+    assert "bench any on cuda" in out
+    # Named on its own, it runs (and says why it cannot, on the wrong device).
+    monkeypatch.setattr(results, "default_device", lambda: "cpu")
+    with pytest.raises(AssertionError):
+        cli.main(["bench", "cpuonly", "--quick"])
