@@ -56,11 +56,14 @@ def _train(steps: int, cfg) -> None:
     train(exp.model_factory("byol", {}, cfg), sample, loss_fn, tcfg)
 
 
-def steps_per_second(steps: int, threads: int) -> float:
-    """Steps/s of one BYOL run of the paper profile with ``threads`` intra-op threads."""
+def steps_per_second(steps: int, threads: int, ready=None) -> float:
+    """Steps/s of one BYOL run of the paper profile with ``threads`` intra-op threads; the
+    timing starts after the warm-up and, with ``ready``, once that call returns."""
     torch.set_num_threads(threads)
     cfg = exp.PROFILES["paper"]
     _train(WARMUP, cfg)
+    if ready is not None:
+        ready()
     start = time.perf_counter()
     _train(steps, cfg)
     return steps / (time.perf_counter() - start)
@@ -69,14 +72,12 @@ def steps_per_second(steps: int, threads: int) -> float:
 def _worker(steps: int) -> None:
     """One of the side-by-side runs (``--worker STEPS``): warm up, say "ready", time the run
     once the parent says "go", print its steps/s."""
-    cfg = exp.PROFILES["paper"]
-    torch.set_num_threads(1)
-    _train(WARMUP, cfg)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    start = time.perf_counter()
-    _train(steps, cfg)
-    print(steps / (time.perf_counter() - start), flush=True)
+
+    def ready():
+        print("ready", flush=True)
+        sys.stdin.readline()
+
+    print(steps_per_second(steps, 1, ready), flush=True)
 
 
 def side_by_side(processes: int, steps: int) -> list[float]:

@@ -661,7 +661,7 @@ def missed_collapses(metrics: pd.DataFrame, curves: pd.DataFrame, cfg: dict) -> 
     ``cfg["collapse_std"]`` (``cfg`` is the result's config, ``result.config["config"]``). A
     run the guard flagged that ends "none" has recovered, or shrinks on training batches only.
     """
-    collapse_std = cfg.get("collapse_std", TrainConfig.collapse_std)
+    collapse_std = cfg["collapse_std"]
     table = collapse_table(metrics)
     m = metrics[~metrics.variant.str.endswith("(untrained)")]
     wide = m.pivot_table(index=["variant", "seed"], columns="metric", values="value")
